@@ -1,0 +1,16 @@
+"""Build the Cython fast path. Everything else is declared in pyproject.toml."""
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "vxtun._fastpath",
+        ["vxtun/_fastpath.pyx"],
+        extra_compile_args=["-O3", "-Wno-unused-function"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3,
+                          compiler_directives={"boundscheck": False, "wraparound": False}),
+)

@@ -1,0 +1,222 @@
+"""``vxtun``: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
+
+    vxtun up --vni 42 --remote 192.0.2.1 --local 192.0.2.2 --dev eth0 [--dstport 4789] ...
+    vxtun down [NAME]
+    vxtun show [dev NAME] [-j]          vxtun stats [dev NAME] [-j]
+    vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
+    vxtun neigh add|replace|del|show ...        (as ip neigh)
+    vxtun monitor [dev NAME] [-j]               (as ip monitor)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ControlError, LocalError, VxtunError
+from . import output
+from .requests import Request, parse_dev_only, parse_fdb, parse_neigh
+
+PROG = "vxtun"
+
+
+def _err(msg: str) -> int:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+    return 1
+
+
+def up_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{PROG} up", description="Run a userspace VXLAN VTEP in "
+                                "the foreground until SIGINT or SIGTERM.")
+    p.add_argument("--vni", "--id", type=int, dest="vni", help="VXLAN network identifier, 0..16777215")
+    p.add_argument("--name", default="vxtun0", help="TAP device name (default vxtun0)")
+    p.add_argument("--remote", help="unicast underlay address of the peer VTEP")
+    p.add_argument("--group", help="multicast group to flood to (needs --dev)")
+    p.add_argument("--local", help="underlay source address")
+    p.add_argument("--dev", help="underlay device")
+    p.add_argument("--dstport", type=int, default=None,
+                   help="UDP destination port (default 4789, IANA; the Linux default is 8472)")
+    p.add_argument("--srcport", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="UDP source port range (default: the kernel's 32768 61000)")
+    p.add_argument("--ttl", type=int, help="outer TTL (default 64 unicast, 1 multicast)")
+    p.add_argument("--mtu", type=int, help="TAP MTU (default: underlay MTU - 50, or - 70 for IPv6)")
+    p.add_argument("--address", action="append", default=[], help="overlay address, e.g. 10.20.1.3/24")
+    p.add_argument("--mac", help="the TAP's MAC address (default: random)")
+    p.add_argument("--master", help="bridge to enslave the TAP to")
+    p.add_argument("--nolearning", action="store_true", help="do not learn from received frames")
+    p.add_argument("--ageing", type=float, default=300.0, help="FDB ageing time in seconds (300)")
+    p.add_argument("--maxaddress", type=int, default=0, help="cap on FDB entries (0: none)")
+    p.add_argument("--proxy", action="store_true", help="answer ARP/ND from the neighbour table")
+    p.add_argument("--l2miss", action="store_true", help="report unknown destination MACs")
+    p.add_argument("--l3miss", action="store_true", help="report unknown IPs (with --proxy)")
+    p.add_argument("--reachable-time", type=float, default=30.0,
+                   help="seconds a 'nud reachable' neighbour stays usable (default 30)")
+    p.add_argument("--config", help="start the VTEPs described in FILE (see the README)")
+    return p
+
+
+def config_from_args(a) -> list:
+    from ..core import VtepConfig
+    from ..wire.ether import mac_from_str
+    from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT
+    if a.config:
+        from .configfile import load
+        return load(a.config)
+    if a.vni is None:
+        raise LocalError("--vni is required (or --config FILE)")
+    if a.dstport is None:
+        print(f"{PROG}: no --dstport given: using {IANA_PORT}, the IANA port "
+              "(the Linux kernel's default is 8472: --dstport 8472)", file=sys.stderr)
+    cfg = VtepConfig(
+        vni=a.vni, name=a.name, local=a.local, remote=a.remote, group=a.group, dev=a.dev,
+        dstport=a.dstport if a.dstport is not None else IANA_PORT,
+        srcport=tuple(a.srcport) if a.srcport else DEFAULT_SRCPORT, ttl=a.ttl, mtu=a.mtu,
+        mac=mac_from_str(a.mac) if a.mac else b"", address=list(a.address), master=a.master,
+        learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
+        l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time)
+    return [cfg]
+
+
+def cmd_up(argv: list[str]) -> int:
+    a = up_parser().parse_args(argv)
+    from ..dataplane.node import Node
+    configs = config_from_args(a)
+    for c in configs:
+        c.validate()
+    node = Node(configs)
+    node.open()
+    try:
+        for port in node.ports.values():
+            c = port.config
+            peer = f"remote {c.remote}" if c.remote else (f"group {c.group}" if c.group else
+                                                          "no default destination")
+            print(f"{c.name}: up, vni {c.vni}, {peer}, dstport {c.dstport}, mtu {c.mtu}, "
+                  f"dataplane {node.backend.name}", flush=True)
+        node.run()
+    finally:
+        node.close()
+    return 0
+
+
+def _targets(req: Request, all_ok: bool) -> list[str]:
+    from ..io import control
+    if req.dev:
+        return [req.dev]
+    names = control.running()
+    if not names:
+        raise ControlError("no vxtun VTEP is running in this network namespace")
+    if len(names) > 1 and not all_ok:
+        raise LocalError(f"several VTEPs run here ({', '.join(names)}): say dev NAME")
+    return names
+
+
+def cmd_query(req: Request, kind: str) -> int:
+    from ..io import control
+    results = []
+    for dev in _targets(req, all_ok=True):
+        results.append(control.call(dev, req.body))
+    if req.json:
+        print(json.dumps(results, indent=None))
+    else:
+        fmt = output.format_show if kind == "show" else output.format_stats
+        print("\n".join(fmt(r) for r in results))
+    return 0
+
+
+def cmd_down(req: Request) -> int:
+    from ..io import control
+    for dev in _targets(req, all_ok=False):
+        control.call(dev, {"cmd": "down"})
+    return 0
+
+
+def cmd_table(req: Request, kind: str) -> int:
+    from ..io import control
+    op = req.body["op"]
+    if op == "show":
+        rows = []
+        for dev in _targets(req, all_ok=True):
+            ans = control.call(dev, req.body)
+            for e in ans:
+                e.setdefault("ifname", dev)
+            rows += ans
+        if req.json:
+            print(json.dumps(rows))
+        else:
+            for e in rows:
+                if kind == "fdb":
+                    print(output.format_fdb_line(e, with_dev=req.dev is None))
+                else:
+                    print(output.format_neigh_line(e, with_dev=req.dev is None,
+                                                   dev=e.get("ifname", "")))
+        return 0
+    (dev,) = _targets(req, all_ok=False)
+    control.call(dev, req.body)
+    return 0
+
+
+def cmd_monitor(req: Request) -> int:
+    from ..io import control
+    devs = _targets(req, all_ok=True)
+    if len(devs) > 1:
+        raise LocalError(f"several VTEPs run here ({', '.join(devs)}): say dev NAME")
+    c = control.Client(devs[0], timeout=None)
+    try:
+        c.call({"cmd": "monitor"})
+        while True:
+            msg = c.readline()
+            if msg is None:
+                return 0
+            if req.json:
+                print(json.dumps(msg["event"]), flush=True)
+            else:
+                print(msg["text"], flush=True)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        c.close()
+
+
+USAGE = __doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    js = False
+    while argv and argv[0] in ("-j", "-json", "--json"):
+        js = True
+        argv.pop(0)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.strip())
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "up":
+            return cmd_up(rest)
+        if cmd == "down":
+            return cmd_down(parse_dev_only(rest, "down"))
+        if cmd in ("show", "stats"):
+            req = parse_dev_only(rest, cmd)
+            req.json = req.json or js
+            return cmd_query(req, cmd)
+        if cmd == "fdb":
+            req = parse_fdb(rest)
+            req.json = req.json or js
+            return cmd_table(req, "fdb")
+        if cmd in ("neigh", "neighbour", "neighbor"):
+            req = parse_neigh(rest)
+            req.json = req.json or js
+            return cmd_table(req, "neigh")
+        if cmd == "monitor":
+            req = parse_dev_only(rest, "monitor")
+            req.json = req.json or js
+            return cmd_monitor(req)
+        return _err(f"unknown command {cmd!r}; try '{PROG} help'")
+    except VxtunError as e:
+        return _err(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

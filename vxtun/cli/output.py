@@ -1,0 +1,91 @@
+"""Text and JSON forms of what vxtun shows, modelled on iproute2's output."""
+from __future__ import annotations
+
+from ..wire.ether import mac_to_str
+
+
+def fdb_entry_json(e, cfg) -> dict:
+    """One FDB entry (a Python FdbEntry or the fast path's equivalent) as ``bridge -j fdb``."""
+    out = {"mac": mac_to_str(e.mac), "ifname": cfg.name, "flags": ["self"],
+           "state": "" if e.state == "dynamic" else e.state, "remotes": []}
+    for r in e.remotes:
+        out["remotes"].append(r.to_json())
+    return out
+
+
+def format_fdb_line(entry: dict, with_dev: bool = True) -> str:
+    """``bridge fdb show`` prints one line per destination of an entry."""
+    lines = []
+    for r in entry.get("remotes") or [{}]:
+        parts = [entry["mac"]]
+        if with_dev:
+            parts += ["dev", entry["ifname"]]
+        if "dst" in r:
+            parts += ["dst", r["dst"]]
+        if r.get("port"):
+            parts += ["port", str(r["port"])]
+        if r.get("vni") is not None:
+            parts += ["vni", str(r["vni"])]
+        if r.get("via"):
+            parts += ["via", r["via"]]
+        parts += entry.get("flags", [])
+        if entry.get("state"):
+            parts.append(entry["state"])
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def format_neigh_line(entry: dict, with_dev: bool = True, dev: str = "") -> str:
+    parts = [entry["dst"]]
+    if with_dev:
+        parts += ["dev", entry.get("ifname", dev)]
+    parts += ["lladdr", entry["lladdr"], entry["state"]]
+    return " ".join(parts)
+
+
+def format_show(d: dict) -> str:
+    """Like ``ip -d link show`` for a vxlan device."""
+    lines = [f"{d['ifname']}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu {d['mtu']} state UP "
+             f"dataplane {d['dataplane']}",
+             f"    link/ether {d['address']} brd ff:ff:ff:ff:ff:ff"]
+    v = [f"vxlan id {d['vni']}"]
+    if d.get("remote"):
+        v.append(f"remote {d['remote']}")
+    if d.get("group"):
+        v.append(f"group {d['group']}")
+    if d.get("local"):
+        v.append(f"local {d['local']}")
+    if d.get("dev"):
+        v.append(f"dev {d['dev']}")
+    lo, hi = d["srcport"]
+    v.append(f"srcport {lo} {hi} dstport {d['dstport']}")
+    v.append(f"ttl {d['ttl'] if d.get('ttl') else 'auto'}")
+    v.append(f"ageing {d['ageing']:g}")
+    if not d.get("learning", True):
+        v.append("nolearning")
+    if d.get("maxaddress"):
+        v.append(f"maxaddress {d['maxaddress']}")
+    for flag in ("proxy", "l2miss", "l3miss"):
+        if d.get(flag):
+            v.append(flag)
+    lines.append("    " + " ".join(v))
+    if d.get("master"):
+        lines.append(f"    master {d['master']}")
+    if d.get("addresses"):
+        lines.append("    inet " + " ".join(d["addresses"]))
+    lines.append(f"    offload {' '.join(d.get('features', [])) or 'none'}")
+    return "\n".join(lines)
+
+
+def format_stats(d: dict) -> str:
+    lines = [f"{d['ifname']}: vni {d['vni']}",
+             f"    RX (underlay -> {d['ifname']}): {d['rx']['packets']} packets "
+             f"{d['rx']['bytes']} bytes",
+             f"    TX ({d['ifname']} -> underlay): {d['tx']['packets']} packets "
+             f"{d['tx']['bytes']} bytes"]
+    drops = {k: v for k, v in d["drops"].items() if v}
+    total = sum(d["drops"].values())
+    lines.append(f"    dropped {total}" + ("".join(f"\n        {k} {v}" for k, v in drops.items())))
+    lines.append(f"    fdb learned {d['fdb']['learned']} moved {d['fdb']['moved']}  "
+                 f"proxy replies {d['proxy_replies']}  l2miss {d['l2miss']}  l3miss {d['l3miss']}")
+    return "\n".join(lines)

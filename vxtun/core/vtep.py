@@ -1,0 +1,232 @@
+"""One VTEP's decisions: what a frame from the TAP or a datagram from the underlay becomes.
+
+Everything that affects forwarding lives here (h11-style: one file owns the rules).  The core
+does no I/O and reads no clock; the caller passes ``now`` (seconds, monotonic) and carries out
+the returned actions:
+
+* ``Transmit(ip, port, sport, payload)``: send ``payload`` (VXLAN header + inner frame) in a
+  UDP datagram from source port ``sport`` to ``ip``:``port``.
+* ``Deliver(vnet, frame)``: write ``vnet`` (the virtio-net header) + ``frame`` to the TAP.
+
+Malformed input is never an exception: it is dropped and counted in ``self.stats``.
+
+Transmit path (vxlan_xmit):
+  1. With ``proxy``, ARP requests and IPv6 Neighbour Solicitations are answered from the
+     neighbour table or dropped; they never go to the underlay (arp_reduce, neigh_reduce).
+  2. Look the destination MAC up in the FDB; a miss falls back to the all-zeros default entry.
+  3. No entry and no default: drop (``no_remote``); for a unicast MAC with ``l2miss`` on, raise
+     an L2 miss so a controller can add the entry.
+  4. Send one copy to every remote of the entry (head-end replication for the flood list).
+
+Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
+  1. Reserved bits set: drop.  Inner frame shorter than Ethernet: drop.
+  2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.
+  3. Inner source MAC multicast/zero: drop.  Else learn it against the outer source IP
+     (vxlan_snoop); a static MAC claimed from elsewhere is dropped.
+  4. Deliver with a virtio-net header that keeps partial checksums and GSO honest.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
+from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
+from ..wire.offload import rx_vnet_header
+from ..wire.vxlan import VXLAN_HLEN, encode_header, reserved_bits_set, source_port
+from .config import VtepConfig
+from .events import FdbChange, L2Miss, L3Miss, NeighChange
+from .stats import Stats
+
+
+class Transmit(NamedTuple):
+    ip: str
+    port: int
+    sport: int
+    payload: bytes
+
+
+class Deliver(NamedTuple):
+    vnet: bytes
+    frame: bytes
+
+
+# How often the same miss may be reported: the kernel reports every one, which lets a burst of
+# traffic flood the listener; one report per key per interval is enough for a controller.
+MISS_INTERVAL = 1.0
+MISS_KEYS_MAX = 4096
+EVENTS_MAX = 4096
+
+
+class Vtep:
+    """The decision logic of one VTEP (one VNI, one TAP)."""
+
+    def __init__(self, config: VtepConfig, fdb=None, neigh=None) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.fdb = fdb if fdb is not None else Fdb(config.ageing, config.maxaddress,
+                                                   config.learning)
+        if neigh is None:
+            from ..proxy import NeighTable
+            neigh = NeighTable(config.reachable_time)
+        self.neigh = neigh
+        self.mac = config.mac
+        self.mtu = config.mtu or 1450
+        self._hdr = encode_header(config.vni)
+        self._events: list = []
+        self._miss_seen: dict = {}
+        self.events_lost = 0
+        if config.remote:
+            self.fdb.add(ZERO_MAC, Remote(config.remote, via=config.dev), "permanent")
+        elif config.group:
+            self.fdb.add(ZERO_MAC, Remote(config.group, via=config.dev), "permanent")
+
+    # --- events ------------------------------------------------------------------------
+
+    def next_event(self):
+        """Pop the oldest pending event, or None (aioquic style)."""
+        return self._events.pop(0) if self._events else None
+
+    def _emit(self, event) -> None:
+        # A slow or absent listener loses events, never packets: the queue is bounded.
+        if len(self._events) >= EVENTS_MAX:
+            self._events.pop(0)
+            self.events_lost += 1
+        self._events.append(event)
+
+    def _miss(self, key, event, now: float) -> bool:
+        last = self._miss_seen.get(key)
+        if last is not None and now - last < MISS_INTERVAL:
+            return False
+        if len(self._miss_seen) >= MISS_KEYS_MAX:
+            self._miss_seen = {k: t for k, t in self._miss_seen.items()
+                               if now - t < MISS_INTERVAL}
+        self._miss_seen[key] = now
+        self._emit(event)
+        return True
+
+    def fdb_changed(self, action: str, entry) -> None:
+        from ..cli.output import fdb_entry_json
+        self._emit(FdbChange(action, self.config.name, fdb_entry_json(entry, self.config)))
+
+    def neigh_changed(self, action: str, entry) -> None:
+        self._emit(NeighChange(action, self.config.name, entry.to_json()))
+
+    # --- TAP -> underlay ---------------------------------------------------------------
+
+    def handle_frame(self, frame: bytes, now: float) -> list:
+        """A frame the overlay (the TAP) wants sent.  Returns actions."""
+        if len(frame) < ETH_HLEN:
+            self.stats.drop("bad_frame")
+            return []
+        if self.config.proxy:
+            etype = (frame[12] << 8) | frame[13]
+            if etype == ETH_P_ARP or (etype == ETH_P_IPV6 and _is_ns(frame)):
+                return self._proxy(frame, etype, now)
+        dst = frame[0:6]
+        remotes = self.fdb.lookup(dst, now)
+        if remotes is None:
+            remotes = self.fdb.lookup(ZERO_MAC, now)
+            if remotes is None:
+                if self.config.l2miss and not dst[0] & 1:
+                    if self._miss(("l2", dst), L2Miss(self.config.name, dst, self.config.vni, now),
+                                  now):
+                        self.stats.l2miss += 1
+                self.stats.drop("no_remote")
+                return []
+        return self._encap(frame, remotes)
+
+    def _encap(self, frame: bytes, remotes) -> list:
+        cfg = self.config
+        sport = source_port(frame, cfg.srcport[0], cfg.srcport[1])
+        out = []
+        for r in remotes:
+            hdr = self._hdr if r.vni is None else encode_header(r.vni)
+            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame))
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(frame)
+        return out
+
+    # --- underlay -> TAP ---------------------------------------------------------------
+
+    def handle_datagram(self, data: bytes, src_ip: str, now: float) -> list:
+        """A VXLAN datagram for our VNI (header already checked by the Demux)."""
+        if reserved_bits_set(data):
+            self.stats.drop("reserved_bits")
+            return []
+        if len(data) < VXLAN_HLEN + ETH_HLEN:
+            self.stats.drop("inner_truncated")
+            return []
+        frame = data[VXLAN_HLEN:]
+        src = frame[6:12]
+        if src == self.mac:
+            self.stats.drop("own_mac")
+            return []
+        if src[0] & 1 or src == ZERO_MAC:
+            self.stats.drop("invalid_src_mac")
+            return []
+        res = self.fdb.learn(src, src_ip, now)
+        if res == LEARN_PINNED:
+            self.stats.drop("static_mac_moved")
+            return []
+        if res == LEARN_NEW or res == LEARN_MOVED:
+            if res == LEARN_NEW:
+                self.stats.learned += 1
+            else:
+                self.stats.moved += 1
+            e = self.fdb.get(src)
+            if e is not None:
+                self.fdb_changed("new", e)
+        self.stats.rx_packets += 1
+        self.stats.rx_bytes += len(frame)
+        return [Deliver(rx_vnet_header(frame, self.mtu), frame)]
+
+    # --- timers ------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Age out FDB and neighbour entries (vxlan_cleanup runs every 10 s; call it often)."""
+        for e in self.fdb.expire(now):
+            self.fdb_changed("del", e)
+        for n in self.neigh.expire(now):
+            self.neigh_changed("del", n)
+
+    # --- ARP / ND proxy (arp_reduce, neigh_reduce) --------------------------------------
+
+    def _proxy(self, frame: bytes, etype: int, now: float) -> list:
+        from ..proxy import arp_reply, na_reply, parse_arp_request, parse_ns
+        if etype == ETH_P_ARP:
+            req = parse_arp_request(frame)
+            if req is None:
+                self.stats.drop("proxy")
+                return []
+            sha, sip, tip = req
+            ip = tip
+        else:
+            req = parse_ns(frame)
+            if req is None:
+                self.stats.drop("proxy")
+                return []
+            ip = req.target
+        n = self.neigh.lookup(ip, now)
+        if n is None:
+            if self.config.l3miss:
+                if self._miss(("l3", ip), L3Miss(self.config.name, ip, self.config.vni, now), now):
+                    self.stats.l3miss += 1
+            self.stats.drop("proxy")
+            return []
+        # The kernel does not answer for a neighbour whose MAC sits behind this very host
+        # (an FDB entry with no remote IP); vxtun's FDB has no such entries, so always answer.
+        self.stats.proxy_replies += 1
+        if etype == ETH_P_ARP:
+            reply = arp_reply(frame, n.lladdr)
+        else:
+            reply = na_reply(frame, req, n.lladdr)
+        return [Deliver(rx_vnet_header(reply, self.mtu), reply)]
+
+
+def _is_ns(frame: bytes) -> bool:
+    """IPv6 + ICMPv6 Neighbour Solicitation (type 135, code 0) with no extension headers."""
+    return (len(frame) >= ETH_HLEN + 40 + 24 and frame[ETH_HLEN + 6] == 58
+            and frame[ETH_HLEN + 40] == 135 and frame[ETH_HLEN + 41] == 0)
+
+
+__all__ = ["Vtep", "Transmit", "Deliver", "mac_to_str"]

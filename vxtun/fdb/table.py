@@ -1,0 +1,215 @@
+"""The FDB of one VTEP, with the kernel's rules (drivers/net/vxlan/vxlan_core.c).
+
+Rules, each from the kernel function named:
+
+* An entry maps a MAC to one or more *remotes* (underlay IP, optional port, VNI, device).  Only
+  the all-zeros MAC (the *default* entry) and multicast MACs may hold several remotes; a frame
+  that matches such an entry is sent once to each (head-end replication).  (vxlan_fdb_append)
+* States, as ``bridge fdb`` names them: ``permanent`` (NUD_PERMANENT, the default of
+  ``bridge fdb add``), ``static`` (NUD_NOARP) and ``dynamic`` (NUD_REACHABLE, what learning
+  creates).  Only dynamic entries age; permanent and static ones never move.  (vxlan_cleanup)
+* Learning (vxlan_snoop): the inner source MAC of a received frame is bound to the outer
+  source IP.  An unknown MAC is added as dynamic; a dynamic MAC seen from another VTEP is
+  re-pointed (it moved); a static or permanent MAC seen from another VTEP is *not* moved and the
+  frame is dropped.  Seeing a MAC again from the same VTEP refreshes ``updated``.
+* Ageing uses ``updated`` (last time the MAC was seen as a *source*), not ``used``: an entry
+  that is only ever a destination still ages out, as in the kernel.
+* ``maxaddress`` caps learning: once the table holds that many entries nothing more is
+  learned, but the administrator can still add entries and known traffic keeps flowing.
+* ``add`` refuses an existing MAC (EEXIST), ``replace`` re-points a unicast entry and refuses
+  the default/multicast ones, ``append`` adds a remote to the default/multicast entries (and
+  creates a unicast entry that does not exist yet, which the tutorial's scenario 5 relies on),
+  ``del`` removes one remote when ``dst`` is given, else the whole entry.
+
+This module is pure Python; ``vxtun._fastpath.CFdb`` implements the same interface over C
+tables for the fast path, and ``tests/unit/test_fdb_differential.py`` holds the two equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import FdbError
+from ..wire.ether import ZERO_MAC, is_multicast_mac, mac_to_str
+
+STATES = ("permanent", "static", "dynamic")
+
+# What learn() did; the core counts and reports these.
+LEARN_OFF = 0        # learning is disabled or the source MAC cannot be learned
+LEARN_REFRESH = 1    # known MAC, same VTEP: timestamp refreshed
+LEARN_NEW = 2        # new dynamic entry
+LEARN_MOVED = 3      # dynamic entry re-pointed to another VTEP
+LEARN_PINNED = 4     # static/permanent MAC claimed by another VTEP: drop the frame
+LEARN_FULL = 5       # table at maxaddress: not learned, frame still delivered
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One destination of an FDB entry. ``port``/``vni`` of 0/None mean "the VTEP's own"."""
+    ip: str
+    port: int = 0
+    vni: int | None = None
+    via: str | None = None     # underlay device name, as shown by "via eth0"
+
+    def to_json(self) -> dict:
+        d: dict = {"dst": self.ip}
+        if self.port:
+            d["port"] = self.port
+        if self.vni is not None:
+            d["vni"] = self.vni
+        if self.via:
+            d["via"] = self.via
+        return d
+
+
+@dataclass
+class FdbEntry:
+    mac: bytes
+    remotes: list[Remote]
+    state: str = "dynamic"
+    updated: float = 0.0
+    used: float = 0.0
+
+    @property
+    def is_group(self) -> bool:
+        """The default entry and multicast MACs: flood lists that may hold several remotes."""
+        return self.mac == ZERO_MAC or is_multicast_mac(self.mac)
+
+
+class Fdb:
+    """One VTEP's forwarding database.  No I/O, no clock: every call that needs time gets ``now``."""
+
+    def __init__(self, ageing: float = 300.0, maxaddress: int = 0, learning: bool = True):
+        self.ageing = float(ageing)
+        self.maxaddress = int(maxaddress)
+        self.learning = bool(learning)
+        self._entries: dict[bytes, FdbEntry] = {}
+
+    # --- the data path -------------------------------------------------------------------
+
+    def lookup(self, mac: bytes, now: float) -> list[Remote] | None:
+        """Remotes for ``mac``, or None.  An expired dynamic entry counts as absent (and goes)."""
+        e = self._entries.get(mac)
+        if e is None:
+            return None
+        if e.state == "dynamic" and now - e.updated >= self.ageing:
+            del self._entries[mac]
+            return None
+        e.used = now
+        return e.remotes
+
+    def learn(self, mac: bytes, ip: str, now: float) -> int:
+        """vxlan_snoop(): bind ``mac`` to the VTEP at ``ip``.  Returns a LEARN_* code.
+
+        With learning off the kernel does not snoop at all: nothing is refreshed or pinned.
+        """
+        if not self.learning:
+            return LEARN_OFF
+        e = self._entries.get(mac)
+        if e is not None and e.state == "dynamic" and now - e.updated >= self.ageing:
+            del self._entries[mac]
+            e = None
+        if e is not None:
+            first = e.remotes[0] if e.remotes else None
+            if first is not None and first.ip == ip:
+                if e.state == "dynamic":
+                    e.updated = now
+                return LEARN_REFRESH
+            if e.state != "dynamic":
+                return LEARN_PINNED
+            e.remotes = [Remote(ip)]
+            e.updated = now
+            return LEARN_MOVED
+        if self.maxaddress and len(self._entries) >= self.maxaddress:
+            return LEARN_FULL
+        self._entries[mac] = FdbEntry(mac, [Remote(ip)], "dynamic", now, now)
+        return LEARN_NEW
+
+    def expire(self, now: float) -> list[FdbEntry]:
+        """vxlan_cleanup(): remove dynamic entries not refreshed for ``ageing`` seconds."""
+        gone = [e for e in self._entries.values()
+                if e.state == "dynamic" and now - e.updated >= self.ageing]
+        for e in gone:
+            del self._entries[e.mac]
+        return gone
+
+    # --- the control path (bridge fdb add/append/replace/del) -----------------------------
+
+    def add(self, mac: bytes, remote: Remote, state: str = "permanent", now: float = 0.0,
+            op: str = "add") -> FdbEntry:
+        """Apply ``bridge fdb {add,append,replace}``; raise FdbError and change nothing if refused."""
+        if state not in STATES:
+            raise FdbError(f"unknown fdb state {state!r}")
+        if op not in ("add", "append", "replace"):
+            raise FdbError(f"unknown fdb operation {op!r}")
+        group = mac == ZERO_MAC or is_multicast_mac(mac)
+        e = self._entries.get(mac)
+        if e is not None and e.state == "dynamic" and now - e.updated >= self.ageing:
+            del self._entries[mac]
+            e = None
+        if e is None:
+            if op == "replace" and group:
+                raise FdbError(f"cannot replace {mac_to_str(mac)}: the all-zeros and multicast "
+                               "entries are flood lists; use append and del")
+            e = FdbEntry(mac, [remote], state, now, now)
+            self._entries[mac] = e
+            return e
+        if op == "add":
+            raise FdbError(f"fdb entry {mac_to_str(mac)} already exists (use replace, or append "
+                           "for the all-zeros or a multicast MAC)")
+        if op == "replace":
+            if group:
+                raise FdbError(f"cannot replace {mac_to_str(mac)}: the all-zeros and multicast "
+                               "entries are flood lists; use append and del")
+            e.remotes = [remote]
+            e.state = state
+            e.updated = now
+            return e
+        # append
+        if not group:
+            if e.remotes == [remote]:
+                e.state = state
+                return e
+            raise FdbError(f"cannot append to {mac_to_str(mac)}: only the all-zeros or a "
+                           "multicast MAC can have several destinations; use replace")
+        if remote in e.remotes:
+            raise FdbError(f"fdb entry {mac_to_str(mac)} dst {remote.ip} already exists")
+        e.remotes.append(remote)
+        return e
+
+    def delete(self, mac: bytes, dst: str | None = None, port: int = 0,
+               vni: int | None = None) -> FdbEntry:
+        """``bridge fdb del``: one remote when ``dst`` is given, else the whole entry."""
+        e = self._entries.get(mac)
+        if e is None:
+            raise FdbError(f"fdb entry {mac_to_str(mac)} does not exist")
+        if dst is None:
+            del self._entries[mac]
+            return e
+        keep = [r for r in e.remotes
+                if not (r.ip == dst and (not port or r.port == port)
+                        and (vni is None or r.vni == vni))]
+        if len(keep) == len(e.remotes):
+            raise FdbError(f"fdb entry {mac_to_str(mac)} has no destination {dst}")
+        if keep:
+            e.remotes = keep
+        else:
+            del self._entries[mac]
+        return e
+
+    def flush(self, dynamic_only: bool = False) -> None:
+        if dynamic_only:
+            self._entries = {m: e for m, e in self._entries.items() if e.state != "dynamic"}
+        else:
+            self._entries.clear()
+
+    # --- inspection --------------------------------------------------------------------
+
+    def get(self, mac: bytes) -> FdbEntry | None:
+        return self._entries.get(mac)
+
+    def entries(self) -> list[FdbEntry]:
+        """All entries, the default (all-zeros) one first, then by MAC."""
+        return sorted(self._entries.values(), key=lambda e: (e.mac != ZERO_MAC, e.mac))
+
+    def __len__(self) -> int:
+        return len(self._entries)

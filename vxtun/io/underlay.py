@@ -1,0 +1,127 @@
+"""The underlay sockets.
+
+* Receive: one UDP socket bound to the VXLAN port (on ``local``, or on the any address when a
+  multicast group must be received).  It is never connect()ed: peers send from many source
+  ports, one per inner flow.
+* Send: a raw socket for the UDP protocol, so that each datagram can carry the source port
+  chosen from its inner flow (RFC 7348 section 5), as the kernel's vxlan does.  vxtun writes
+  the UDP header; for IPv4 it leaves the UDP checksum zero like the kernel's default
+  (``noudpcsum``), for IPv6 the kernel fills it in (IPV6_CHECKSUM), as RFC 8200 requires.  A
+  one-instruction BPF filter makes the raw socket receive nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import socket
+import struct
+
+from ..errors import LocalError
+
+IPV6_CHECKSUM = 7
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT = 0
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DONT = 0
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_DROP_ALL = (_SockFilter * 1)(_SockFilter(0x06, 0, 0, 0))   # BPF_RET|BPF_K 0
+_DROP_PROG = _SockFprog(1, _DROP_ALL)
+
+
+def _bigger_buffers(s: socket.socket, size: int) -> None:
+    for opt, force in ((socket.SO_RCVBUF, SO_RCVBUFFORCE), (socket.SO_SNDBUF, SO_SNDBUFFORCE)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def open_rx(family: int, local: str | None, port: int, group: str | None,
+            ifindex: int = 0) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _bigger_buffers(s, 8 << 20)
+        bind_addr = "" if (group or not local) else local
+        try:
+            s.bind((bind_addr, port))
+        except OSError as e:
+            where = f"{bind_addr or 'any address'} port {port}"
+            if e.errno == errno.EADDRINUSE:
+                raise LocalError(f"UDP {where} is already in use by another program (a kernel "
+                                 "vxlan device binds its port on every address of its "
+                                 "namespace: run vxtun in a namespace of its own)") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise LocalError(f"cannot bind UDP {where}: {local} is not an address of this "
+                                 "host") from None
+            raise LocalError(f"cannot bind UDP {where}: {e.strerror}") from None
+        if group:
+            if family == socket.AF_INET:
+                mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            else:
+                mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group), ifindex)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
+            ifindex: int = 0) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    try:
+        prog = struct.pack("HL", _DROP_PROG.len, ctypes.addressof(_DROP_ALL))
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+        _bigger_buffers(s, 8 << 20)
+        if local:
+            s.bind((local, 0))
+        if family == socket.AF_INET:
+            s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+            if ttl:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            if group:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl or 1)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                mreqn = struct.pack("4s4si", socket.inet_aton(group),
+                                    socket.inet_aton(local) if local else b"\0" * 4, ifindex)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        else:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 6)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT)
+            if ttl:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+            if group:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl or 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        s.setblocking(False)
+    except OSError as e:
+        s.close()
+        raise LocalError(f"cannot open the underlay send socket: {e.strerror}") from None
+    return s
+
+
+def udp_header(sport: int, dport: int, payload_len: int) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + payload_len, 0)
+
+
+def family_of(addr: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
