@@ -165,6 +165,12 @@ class Node:
     def watch(self, fd: int, callback) -> None:
         self.sel.register(fd, selectors.EVENT_READ, callback)
 
+    def unwatch(self, fd: int) -> None:
+        try:
+            self.sel.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
     def stop(self) -> None:
         self.running = False
         try:
@@ -177,6 +183,10 @@ class Node:
         old = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGINT,
                                                                      signal.SIGTERM)}
         self.backend.start()
+        for us in self.underlays.values():
+            self.backend.attach_underlay(us)
+        for port in self.ports.values():
+            self.backend.attach(port)
         self.running = True
         next_tick = time.monotonic() + TICK
         try:
@@ -195,6 +205,10 @@ class Node:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            for port in self.ports.values():
+                self.backend.detach(port)
+            for us in self.underlays.values():
+                self.backend.detach_underlay(us)
             self.backend.stop()
 
     def _drain_wake(self) -> None:

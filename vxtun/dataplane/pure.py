@@ -30,13 +30,25 @@ class PureBackend:
         return None          # the core builds its pure-Python Fdb
 
     def start(self) -> None:
-        for port in self.node.ports.values():
-            self.node.watch(port.tap_fd, lambda p=port: self._on_tap(p))
-        for us in self.node.underlays.values():
-            self.node.watch(us.rx.fileno(), lambda u=us: self._on_rx(u))
+        """Called once, before the loop runs; ports opened so far are attached after it."""
 
     def stop(self) -> None:
         pass
+
+    # The node attaches each VTEP once it is open, and detaches it before closing its TAP.
+    # An underlay socket is attached with its first VTEP and detached after its last.
+
+    def attach_underlay(self, us) -> None:
+        self.node.watch(us.rx.fileno(), lambda u=us: self._on_rx(u))
+
+    def detach_underlay(self, us) -> None:
+        self.node.unwatch(us.rx.fileno())
+
+    def attach(self, port) -> None:
+        self.node.watch(port.tap_fd, lambda p=port: self._on_tap(p))
+
+    def detach(self, port) -> None:
+        self.node.unwatch(port.tap_fd)
 
     def stats(self, port) -> dict:
         return port.vtep.stats.to_json()
