@@ -19,14 +19,20 @@ Rules, each from the kernel function named:
 * ``add`` refuses an existing MAC (EEXIST), ``replace`` re-points a unicast entry and refuses
   the default/multicast ones, ``append`` adds a remote to the default/multicast entries (and
   creates a unicast entry that does not exist yet, which the tutorial's scenario 5 relies on),
-  ``del`` removes one remote when ``dst`` is given, else the whole entry.
+  ``del`` removes one remote when ``dst`` is given, else the whole entry.  Appending a remote
+  that is already listed succeeds and changes nothing but the state, as in the kernel.
+* Deliberate differences from the kernel: an ``append`` of a second destination to a
+  *unicast* MAC is an error (the kernel silently keeps the first one, which hides a typo), so
+  is a ``del`` of a destination the entry does not have (the kernel ignores it); and
+  ``maxaddress`` only caps learning (the kernel also refuses administrator adds with ENOSPC,
+  but a controller must always be able to pin a MAC).
 
 This module is pure Python; ``vxtun._fastpath.CFdb`` implements the same interface over C
 tables for the fast path, and ``tests/unit/test_fdb_differential.py`` holds the two equal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import FdbError
 from ..wire.ether import ZERO_MAC, is_multicast_mac, mac_to_str
@@ -76,7 +82,7 @@ class FdbEntry:
 
 
 class Fdb:
-    """One VTEP's forwarding database.  No I/O, no clock: every call that needs time gets ``now``."""
+    """One VTEP's forwarding database.  No I/O, no clock: calls that need time get ``now``."""
 
     def __init__(self, ageing: float = 300.0, maxaddress: int = 0, learning: bool = True):
         self.ageing = float(ageing)
@@ -136,7 +142,7 @@ class Fdb:
 
     def add(self, mac: bytes, remote: Remote, state: str = "permanent", now: float = 0.0,
             op: str = "add") -> FdbEntry:
-        """Apply ``bridge fdb {add,append,replace}``; raise FdbError and change nothing if refused."""
+        """Apply ``bridge fdb {add,append,replace}``; if refused, raise FdbError, change nothing."""
         if state not in STATES:
             raise FdbError(f"unknown fdb state {state!r}")
         if op not in ("add", "append", "replace"):
@@ -171,9 +177,11 @@ class Fdb:
                 return e
             raise FdbError(f"cannot append to {mac_to_str(mac)}: only the all-zeros or a "
                            "multicast MAC can have several destinations; use replace")
-        if remote in e.remotes:
-            raise FdbError(f"fdb entry {mac_to_str(mac)} dst {remote.ip} already exists")
-        e.remotes.append(remote)
+        # vxlan_fdb_update_existing() sets the state first, and vxlan_fdb_append() treats a
+        # destination that is already listed as success: "append" is idempotent.
+        e.state = state
+        if remote not in e.remotes:
+            e.remotes.append(remote)
         return e
 
     def delete(self, mac: bytes, dst: str | None = None, port: int = 0,
