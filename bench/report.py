@@ -1,0 +1,226 @@
+"""Turn one run's results into rows (every figure and its ratio to kernel<->kernel, with the
+issue's targets next to them), a Markdown report and a PNG chart.
+
+The targets (issue 5), always as ratios to kernel<->kernel *in the same run*, because absolute
+figures on a shared machine move from run to run:
+
+* TCP single stream: kernel->vxtun and vxtun->kernel at least 0.5, vxtun<->vxtun at least 0.4;
+* UDP loss-free rate at 64 and 1400 bytes: at least 0.8 (every fast-path pairing);
+* ping p50: at most 25 µs above the kernel's (every fast-path pairing);
+* pure-Python TCP: at least 0.5 Gbit/s absolute.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .topology import REFERENCE, label, parse_pairing
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    get: Callable[[dict], float | None]
+    fmt: str = "{:.2f}"
+    higher_is_better: bool = True
+    has_ratio: bool = True
+
+
+def _get(*path):
+    def f(p: dict):
+        x = p
+        for k in path:
+            if not isinstance(x, dict) or x.get(k) is None:
+                return None
+            x = x[k]
+        return float(x)
+    return f
+
+
+def _scaled(scale, *path):
+    g = _get(*path)
+
+    def f(p: dict):
+        v = g(p)
+        return None if v is None else v / scale
+    return f
+
+
+METRICS = [
+    Metric("tcp1", "TCP, 1 stream", "Gbit/s", _scaled(1e9, "tcp1", "bps")),
+    Metric("tcp4", "TCP, 4 streams", "Gbit/s", _scaled(1e9, "tcp4", "bps")),
+    Metric("udp64", "UDP 64 B, <=1% loss", "kpps", _scaled(1e3, "udp64", "pps"), "{:.1f}"),
+    Metric("udp1400", "UDP 1400 B, <=1% loss", "Mbit/s", _scaled(1e6, "udp1400", "bps"),
+           "{:.0f}"),
+    Metric("ping_p50", "ping RTT p50", "µs", _get("ping", "p50_us"), "{:.1f}", False),
+    Metric("ping_p99", "ping RTT p99", "µs", _get("ping", "p99_us"), "{:.1f}", False),
+    Metric("cpu_tx", "vxtun CPU per GB, sending VTEP", "s/GB",
+           _get("cpu", "sender", "s_per_gb"), "{:.2f}", False, False),
+    Metric("cpu_rx", "vxtun CPU per GB, receiving VTEP", "s/GB",
+           _get("cpu", "receiver", "s_per_gb"), "{:.2f}", False, False),
+]
+METRIC = {m.key: m for m in METRICS}
+
+
+def target(metric: str, pairing: str):
+    """(text, check(value, ratio, reference_value) -> bool) for a figure the issue sets a
+    target for, else None."""
+    a, b = parse_pairing(pairing)
+    fast = "vxtun" in (a, b) and "pure" not in (a, b)
+    if metric == "tcp1":
+        if "pure" in (a, b):
+            return ">= 0.5 Gbit/s", lambda v, r, ref: v >= 0.5
+        if (a, b) == ("vxtun", "vxtun"):
+            return "ratio >= 0.4", lambda v, r, ref: r is not None and r >= 0.4
+        if fast:
+            return "ratio >= 0.5", lambda v, r, ref: r is not None and r >= 0.5
+    if metric in ("udp64", "udp1400") and fast:
+        return "ratio >= 0.8", lambda v, r, ref: r is not None and r >= 0.8
+    if metric == "ping_p50" and fast:
+        return ("<= kernel + 25 µs",
+                lambda v, r, ref: ref is not None and v - ref <= 25.0)
+    return None
+
+
+def rows(results: dict) -> list[dict]:
+    """One row per (metric, pairing), metric-major, so a column of ratios reads down."""
+    pairings = results["pairings"]
+    ref = pairings.get(REFERENCE, {})
+    out = []
+    for m in METRICS:
+        refv = m.get(ref) if ref else None
+        for name, p in pairings.items():
+            kinds = parse_pairing(name)
+            if m.key in ("cpu_tx", "cpu_rx") and \
+                    kinds[0 if m.key == "cpu_tx" else 1] == "kernel":
+                continue            # the kernel's VTEP runs in softirq: no process to measure
+            v = m.get(p)
+            row = {"metric": m.key, "title": m.title, "unit": m.unit, "pairing": name,
+                   "label": label(name), "value": v, "ratio": None, "target": None,
+                   "pass": None, "note": ""}
+            notes = []
+            if v is not None and refv and m.has_ratio:
+                row["ratio"] = v / refv
+            t = target(m.key, name)
+            if t is not None:
+                row["target"] = t[0]
+                if v is not None:
+                    row["pass"] = bool(t[1](v, row["ratio"], refv))
+            if m.key == "ping_p50" and v is not None and refv is not None and name != REFERENCE:
+                notes.append(f"{v - refv:+.1f} µs")
+            if m.key.startswith("udp") and (p.get(m.key) or {}).get("sender_limited"):
+                notes.append("sender-limited (iperf3 could not offer more)")
+            if m.key.startswith("udp") and (p.get(m.key) or {}).get("lower_bound"):
+                notes.append("lower bound (no loss before the trials ran out)")
+            if m.key == "udp64" and v is not None:
+                notes.append(f"{p['udp64']['bps'] / 1e6:.1f} Mbit/s")
+            err = p.get("errors", {}).get(m.key.split("_")[0])
+            if err:
+                notes.append("error: " + summary(err))
+            elif v is None and p.get("error"):
+                notes.append("not measured: the pairing failed (see above)")
+            row["note"] = "; ".join(notes)
+            out.append(row)
+    return out
+
+
+def summary(err: str, n: int = 120) -> str:
+    """The line of an error that says what went wrong: a traceback's last line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if len(lines) > 1:
+        return _short(f"{lines[0]} ... {lines[-1]}", n)
+    return _short(lines[0] if lines else "?", n)
+
+
+def _short(s: str, n: int = 90) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
+def markdown_table(table: list[dict]) -> str:
+    lines = ["| metric | pairing | value | ratio to kernel<->kernel | target | result | note |",
+             "|---|---|---:|---:|---|---|---|"]
+    last = None
+    for r in table:
+        m = METRIC[r["metric"]]
+        title = f"{r['title']} ({r['unit']})" if r["metric"] != last else ""
+        last = r["metric"]
+        value = m.fmt.format(r["value"]) if r["value"] is not None else "—"
+        if r["pairing"] == REFERENCE and m.has_ratio:
+            ratio = "1.00 (reference)" if r["value"] is not None else "—"
+        else:
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "—"
+        result = {True: "PASS", False: "FAIL", None: "—" if r["target"] else ""}[r["pass"]]
+        lines.append(f"| {title} | {r['label']} | {value} | {ratio} | {r['target'] or ''} | "
+                     f"{result} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict, table: list[dict]) -> str:
+    meta, cfg = results["meta"], results["config"]
+    out = [f"# vxtun benchmark, {meta['date']}", ""]
+    out.append(f"- kernel {meta['kernel']}; CPU {meta['cpu']} ({meta['cpus']} CPUs); "
+               f"Python {meta['python']}; {meta['iperf3']}")
+    out.append(f"- load average before/after: {meta['loadavg_before']} / "
+               f"{meta.get('loadavg_after', '?')} (other work on the machine distorts figures)")
+    out.append(f"- vxtun {meta.get('git', '?')}; mode {'quick' if cfg['quick'] else 'full'}: "
+               f"TCP median of {cfg['tcp_runs']} x {cfg['tcp_seconds']} s, UDP search "
+               f"{cfg['udp_seconds']} s per trial (<= {cfg['udp_trials']} trials, <= 1% loss), "
+               f"{cfg['ping_count']} pings every {cfg['ping_interval'] * 1000:g} ms")
+    for name, p in results["pairings"].items():
+        feats = [f"{v['host']}: {v['kind']}"
+                 + (f" ({v.get('dataplane')}: {', '.join(v.get('features') or [])})"
+                    if v["kind"] != "kernel" else "")
+                 for v in p.get("vteps", [])]
+        line = f"- {label(name)}: " + "; ".join(feats)
+        if p.get("error"):
+            line += f" — ERROR: {summary(p['error'], 240)}"
+        out.append(line)
+    out += ["", "Sender on h1 (iperf3 client, ping), receiver on h2 (iperf3 server). CPU per GB is "
+            "utime+stime of the vxtun process over the single-stream TCP runs, divided by the "
+            "bytes received.", "", markdown_table(table), ""]
+    if results.get("interrupted"):
+        out += ["**Interrupted: the figures above are partial.**", ""]
+    return "\n".join(out)
+
+
+def chart(results: dict, path: str) -> None:
+    """One panel per metric, one bar per pairing, each bar labelled with its ratio."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["pairings"])
+    ref = results["pairings"].get(REFERENCE, {})
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    colors = {"kernel": "#777777", "vxtun": "#1f77b4", "pure": "#ff7f0e"}
+    for ax, m in zip(axes.flat, METRICS):
+        vals = [m.get(results["pairings"][n]) for n in names]
+        refv = m.get(ref) if ref else None
+        xs = range(len(names))
+        cols = []
+        for n in names:
+            a, b = parse_pairing(n)
+            cols.append(colors["pure"] if "pure" in (a, b) else
+                        colors["vxtun"] if "vxtun" in (a, b) else colors["kernel"])
+        ax.bar(xs, [v or 0 for v in vals], color=cols)
+        for x, v in zip(xs, vals):
+            if v is None:
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8)
+            elif refv and m.has_ratio:
+                ax.text(x, v, f"{v / refv:.2f}x", ha="center", va="bottom", fontsize=8)
+            else:
+                ax.text(x, v, m.fmt.format(v), ha="center", va="bottom", fontsize=8)
+        ax.set_title(f"{m.title} ({m.unit})", fontsize=10)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([label(n) for n in names], rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    meta = results["meta"]
+    fig.suptitle(f"vxtun vs kernel vxlan, {meta['date']}, kernel {meta['kernel']}, "
+                 f"{meta['cpu']} x{meta['cpus']}  (labels: ratio to kernel<->kernel; "
+                 f"lower is better for RTT and CPU)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

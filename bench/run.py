@@ -1,0 +1,266 @@
+"""vxtun against the kernel's vxlan, side by side, in one run.
+
+    sudo python -m bench.run                 # everything, about 10 minutes
+    sudo python -m bench.run --quick         # short runs, for development (about 1 minute)
+    sudo python -m bench.run --only kernel-kernel --only vxtun-kernel --out /tmp/b
+
+For each pairing (sender-receiver: kernel-kernel is the reference, kernel-vxtun, vxtun-kernel,
+vxtun-vxtun, pure-kernel) it builds a fresh two-host topology in namespaces (see
+``bench/topology.py``) and measures TCP with 1 and 4 streams, the highest UDP rate with at most
+1 % loss at 64 and 1400 bytes, ping round trips, and the vxtun process's CPU time per gigabyte.
+It writes ``bench-<time>.json``, ``.md`` and ``.png`` into ``bench/results/`` (or ``--out``)
+and prints the Markdown table: every figure, its ratio to kernel<->kernel and, where issue 5
+sets one, the target and PASS/FAIL.  Exit status: 0 when every measurement ran (whatever the
+targets say), 1 when one failed, 2 for bad usage or a machine that cannot run it, 130 when
+interrupted (partial results are still written).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vxtun.lab.netns import prerequisites
+
+from . import measure, report
+from .topology import DEFAULT_PAIRINGS, REFERENCE, Pairing, cpu_seconds, label, parse_pairing
+
+HERE = Path(__file__).resolve().parent
+
+FULL = {"tcp_runs": 3, "tcp_seconds": 5, "udp_seconds": 3, "udp_trials": 8,
+        "ping_count": 1000, "ping_interval": 0.002}
+QUICK = {"tcp_runs": 1, "tcp_seconds": 1, "udp_seconds": 1, "udp_trials": 3,
+         "ping_count": 200, "ping_interval": 0.002}
+# Where the UDP search starts (payload bits/s); it doubles from here.
+UDP_START = {64: 20e6, 1400: 200e6}
+
+
+class Progress:
+    """One line per step on stderr, with the time since the start."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.t0 = time.monotonic()
+        self.stream = stream
+        self.where = ""
+
+    def __call__(self, msg: str) -> None:
+        dt = time.monotonic() - self.t0
+        print(f"[{int(dt // 60):2d}:{dt % 60:04.1f}] {self.where:<16} {msg}", file=self.stream,
+              flush=True)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    iperf = subprocess.run(["iperf3", "--version"], capture_output=True, text=True).stdout
+    git = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "iperf3": (iperf.splitlines() or ["iperf3 ?"])[0].strip(),
+        "git": git or "?",
+        "loadavg_before": _loadavg(),
+    }
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("iperf3", "ping", "ss", "ip") if shutil.which(t) is None]
+
+
+def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
+    """Every measurement of one pairing; a failed one is recorded and the others still run."""
+    res: dict = {"label": label(name), "kinds": list(parse_pairing(name)), "errors": {}}
+    log.where = label(name)
+    log("building topology")
+    with Pairing(name) as pr:
+        res["vteps"] = [{"host": v.host.name, "kind": v.kind, "dev": v.dev,
+                         "dataplane": v.show.get("dataplane"),
+                         "features": v.show.get("features"), "pid": v.pid} for v in pr.vteps]
+        pr.wait_reachable()
+        server = measure.IperfServer(pr.h2, pr.server_ip)
+        server.start()
+
+        def step(key: str, fn) -> None:
+            pr.check_alive()
+            try:
+                res[key] = fn()
+            except measure.MeasureError as e:
+                res["errors"][key] = str(e)
+                log(f"{key}: FAILED: {e}")
+                pr.check_alive()          # a crashed VTEP ends the pairing with its message
+
+        def ping() -> dict:
+            r = measure.ping_rtt(pr.h1, pr.server_ip, cfg["ping_count"], cfg["ping_interval"])
+            log(f"ping: p50 {r['p50_us']:.1f} µs, p99 {r['p99_us']:.1f} µs "
+                f"({r['received']}/{r['count']} replies)")
+            return r
+
+        def tcp(streams: int) -> dict:
+            runs, cpu_before, cpu_used = [], {}, {"sender": 0.0, "receiver": 0.0}
+            for i in range(cfg["tcp_runs"]):
+                for side, v in (("sender", pr.sender), ("receiver", pr.receiver)):
+                    if v.pid:
+                        cpu_before[side] = cpu_seconds(v.pid)
+                r = measure.tcp_run(pr.h1, server, streams, cfg["tcp_seconds"])
+                for side, v in (("sender", pr.sender), ("receiver", pr.receiver)):
+                    if v.pid:
+                        cpu_used[side] += cpu_seconds(v.pid) - cpu_before[side]
+                runs.append(r)
+                log(f"tcp {streams} stream{'s' if streams > 1 else ''} run {i + 1}/"
+                    f"{cfg['tcp_runs']}: {r['bps'] / 1e9:.2f} Gbit/s, "
+                    f"{r['retransmits']} retransmits")
+            out = {"streams": streams, "bps": statistics.median(r["bps"] for r in runs),
+                   "runs": runs}
+            if streams == 1:
+                moved = sum(r["bytes"] for r in runs)
+                res["cpu"] = {side: {"seconds": s, "bytes": moved,
+                                     "s_per_gb": s / (moved / 1e9) if moved else None}
+                              for side, s in cpu_used.items()
+                              if (pr.sender if side == "sender" else pr.receiver).pid}
+                for side, c in res["cpu"].items():
+                    log(f"vxtun CPU, {side}: {c['seconds']:.2f} s for {moved / 1e9:.2f} GB = "
+                        f"{c['s_per_gb'] or 0:.2f} s/GB")
+            return out
+
+        def udp(size: int) -> dict:
+            s = measure.UdpSearch(size, cfg["udp_seconds"], UDP_START[size], cfg["udp_trials"])
+            r = s.run(pr.h1, server, log)
+            log(f"udp {size} B: {r['bps'] / 1e6:.1f} Mbit/s, {r['pps'] / 1e3:.1f} kpps "
+                f"with <= 1% loss{' (sender-limited)' if r['sender_limited'] else ''}")
+            return r
+
+        step("ping", ping)
+        step("tcp1", lambda: tcp(1))
+        step("tcp4", lambda: tcp(4))
+        step("udp64", lambda: udp(64))
+        step("udp1400", lambda: udp(1400))
+        for v, info in zip(pr.vteps, res["vteps"]):
+            info["stats"] = v.stats()
+        log("done")
+    if not res["errors"]:
+        del res["errors"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="short runs (1 x 1 s TCP, 3 UDP trials of 1 s, 200 pings): for "
+                         "development and smoke tests, not for numbers")
+    ap.add_argument("--only", action="append", metavar="PAIRING",
+                    help="measure only this SENDER-RECEIVER pairing (kinds: kernel, vxtun, pure); "
+                         "repeat or separate with commas.  kernel-kernel is added when absent, "
+                         "since every ratio needs it (unless --no-reference). Default: "
+                         + ", ".join(DEFAULT_PAIRINGS))
+    ap.add_argument("--no-reference", action="store_true",
+                    help="with --only: do not add kernel-kernel (no ratios then)")
+    ap.add_argument("--out", default=str(HERE / "results"), metavar="DIR",
+                    help="where to write the JSON, Markdown and PNG (default bench/results/)")
+    a = ap.parse_args(argv)
+
+    names = list(DEFAULT_PAIRINGS)
+    if a.only:
+        names = []
+        for item in a.only:
+            for n in item.split(","):
+                if not n.strip():
+                    continue
+                try:
+                    k = "-".join(parse_pairing(n))
+                except ValueError as e:
+                    ap.error(str(e))
+                if k not in names:
+                    names.append(k)
+        if REFERENCE not in names and not a.no_reference:
+            names.insert(0, REFERENCE)
+    # The reference first: a machine that cannot run it cannot run the rest either.
+    names.sort(key=lambda n: n != REFERENCE)
+
+    missing = prerequisites() + missing_tools()
+    if missing:
+        print(f"bench: this machine lacks: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    cfg = dict(QUICK if a.quick else FULL, quick=a.quick)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if a.quick else "")
+    base = out_dir / f"bench-{stamp}"
+
+    # SIGTERM unwinds like Ctrl-C, so every topology is torn down on the way out.
+    def on_term(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    log = Progress()
+    results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
+    meta = results["meta"]
+    log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
+        f"pairings: {', '.join(label(n) for n in names)}")
+    failed = False
+    try:
+        for n in names:
+            try:
+                results["pairings"][n] = bench_pairing(n, cfg, log)
+                failed |= bool(results["pairings"][n].get("errors"))
+            except (RuntimeError, measure.MeasureError, subprocess.SubprocessError,
+                    OSError) as e:
+                log(f"FAILED: {e}")
+                results["pairings"][n] = {"label": label(n), "kinds": list(parse_pairing(n)),
+                                          "error": str(e)}
+                failed = True
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        log.where = ""
+        log("interrupted: writing what was measured")
+    meta["loadavg_after"] = _loadavg()
+
+    table = report.rows(results)
+    results["table"] = table
+    md = report.markdown(results, table)
+    base.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    base.with_suffix(".md").write_text(md)
+    log.where = ""
+    try:
+        report.chart(results, str(base.with_suffix(".png")))
+        chart = f", {base.with_suffix('.png')}"
+    except Exception as e:       # the chart is a convenience: never lose the figures over it
+        chart = f" (no chart: {e})"
+    print(md)
+    log(f"wrote {base.with_suffix('.json')}, {base.with_suffix('.md')}{chart}")
+    if results.get("interrupted"):
+        return 130
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The benchmark's topology: two hosts over a veth underlay bridge, one VTEP in each.
+
+    h1 (192.0.2.1) --veth-- br0 (namespace <prefix>-ul) --veth-- h2 (192.0.2.2)
+    overlay 10.20.1.1/24 on h1's VTEP          overlay 10.20.1.2/24 on h2's VTEP
+
+A *pairing* names the VTEP on each side, sender first: ``kernel-vxtun`` is the kernel's vxlan
+device on h1 sending to vxtun on h2.  The iperf3 client and ping run on h1, the iperf3 server on
+h2, so the first kind encapsulates and the second decapsulates the bulk of the traffic.  Kinds:
+
+* ``kernel``: ``ip link add vxlan0 type vxlan id 42 dstport 4789 remote PEER local ME dev eth0``
+  (the tutorial's scenario 1), MTU 1450 from the underlay's 1500;
+* ``vxtun``: ``vxtun up`` with the default dataplane (the Cython fast path);
+* ``pure``: ``vxtun up`` with ``VXTUN_PUREPYTHON=1``.
+
+Offloads stay at their defaults everywhere (no ethtool): the point is to compare with what the
+kernel does on the same machine, not to tune the machine.  Each pairing gets a fresh topology
+(vxt-bench-<pid>-N-*), so no ARP, FDB or socket state leaks from one pairing into the next;
+``close()`` deletes every namespace and kills every process the pairing started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from vxtun.lab.netns import Host, Topology
+
+KINDS = ("kernel", "vxtun", "pure")
+# What the issue asks for, in this order; any other SENDER-RECEIVER of KINDS works with --only.
+DEFAULT_PAIRINGS = ("kernel-kernel", "kernel-vxtun", "vxtun-kernel", "vxtun-vxtun", "pure-kernel")
+REFERENCE = "kernel-kernel"
+
+VNI = 42
+DSTPORT = 4789
+UNDERLAY = ("192.0.2.1", "192.0.2.2")
+OVERLAY = ("10.20.1.1", "10.20.1.2")
+DEV = {"kernel": "vxlan0", "vxtun": "vxtun0", "pure": "vxtun0"}
+ENV = {"vxtun": {"VXTUN_PUREPYTHON": "0"}, "pure": {"VXTUN_PUREPYTHON": "1"}}
+
+
+def parse_pairing(name: str) -> tuple[str, str]:
+    """``"kernel-vxtun"`` -> ``("kernel", "vxtun")``; ValueError for anything else."""
+    parts = name.strip().lower().replace("<->", "-").replace("->", "-").split("-")
+    if len(parts) != 2 or not all(p in KINDS for p in parts):
+        raise ValueError(f"unknown pairing {name!r}: say SENDER-RECEIVER with each of "
+                         f"{', '.join(KINDS)} (e.g. {', '.join(DEFAULT_PAIRINGS)})")
+    return parts[0], parts[1]
+
+
+def label(name: str) -> str:
+    """How the report prints a pairing: ``kernel<->kernel``, ``kernel->vxtun``."""
+    a, b = parse_pairing(name)
+    return f"{a}<->{b}" if a == b else f"{a}->{b}"
+
+
+@dataclass
+class Vtep:
+    kind: str
+    host: Host
+    dev: str
+    overlay: str
+    proc: object = None          # the `vxtun up` Popen, for vxtun kinds
+    pid: int | None = None       # the vxtun process (from `vxtun show`), for CPU accounting
+    show: dict = field(default_factory=dict)
+
+    @property
+    def is_vxtun(self) -> bool:
+        return self.kind != "kernel"
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def why_dead(self) -> str:
+        """The exit status and the last lines a dead vxtun wrote, for the report."""
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        try:
+            out, err = self.proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
+        tail = "\n".join(((out or "") + (err or "")).strip().splitlines()[-5:])
+        return f"vxtun on {self.host.name} exited {self.proc.returncode}: {tail}"
+
+    def stats(self) -> dict:
+        if not self.is_vxtun or not self.alive():
+            return {}
+        out = self.host.run(f"{sys.executable} -m vxtun stats dev {self.dev} -j", timeout=10)
+        try:
+            return json.loads(out.stdout)[0]
+        except (ValueError, IndexError):
+            return {}
+
+
+class Pairing:
+    """A fresh two-host topology with the VTEPs a pairing names; a context manager."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kinds = parse_pairing(name)
+        self.topo = Topology("bench")
+        try:
+            self.h1 = self.topo.host("h1", f"{UNDERLAY[0]}/24")
+            self.h2 = self.topo.host("h2", f"{UNDERLAY[1]}/24")
+            self.sender = self._vtep(self.kinds[0], self.h1, 0)
+            self.receiver = self._vtep(self.kinds[1], self.h2, 1)
+        except BaseException:
+            self.topo.close()
+            raise
+
+    @property
+    def vteps(self) -> list[Vtep]:
+        return [self.sender, self.receiver]
+
+    @property
+    def server_ip(self) -> str:
+        return OVERLAY[1]
+
+    def _vtep(self, kind: str, host: Host, i: int) -> Vtep:
+        me, peer, ov = UNDERLAY[i], UNDERLAY[1 - i], OVERLAY[i]
+        dev = DEV[kind]
+        if kind == "kernel":
+            host.sh(f"ip link add {dev} type vxlan id {VNI} dstport {DSTPORT} remote {peer} "
+                    f"local {me} dev eth0 && ip addr add {ov}/24 dev {dev} && "
+                    f"ip link set {dev} up")
+            return Vtep(kind, host, dev, ov)
+        proc = host.vxtun("--vni", str(VNI), "--remote", peer, "--local", me, "--dev", "eth0",
+                          "--dstport", str(DSTPORT), "--address", f"{ov}/24", "--name", dev,
+                          env=ENV[kind], wait_dev=dev)
+        v = Vtep(kind, host, dev, ov, proc=proc)
+        out = host.cmd("show", "dev", dev, "-j", timeout=10)
+        v.show = json.loads(out)[0]
+        v.pid = int(v.show.get("pid") or proc.pid)
+        # Measuring the wrong dataplane under the right name would be worse than no figure.
+        got = v.show.get("dataplane")
+        if (kind == "pure") != (got == "pure"):
+            raise RuntimeError(f"{kind}: asked for the {'pure' if kind == 'pure' else 'fast'} "
+                               f"dataplane, vxtun runs {got!r}")
+        return v
+
+    def wait_reachable(self, timeout: float = 15.0) -> None:
+        """Ping until the overlay answers: ARP and FDB are warm before anything is measured."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.h1.run(f"ping -n -c 1 -W 1 {self.server_ip}", timeout=5)
+            if r.returncode == 0:
+                return
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.server_ip} does not answer over {label(self.name)} "
+                                   f"after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        for v in self.vteps:
+            if not v.alive():
+                raise RuntimeError(v.why_dead())
+
+    def close(self) -> None:
+        self.topo.close()
+
+    def __enter__(self) -> "Pairing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])     # fields 14 and 15 of proc(5)
+    return (utime + stime) / clock_ticks()
