@@ -175,6 +175,8 @@ def markdown(results: dict, table: list[dict]) -> str:
                     if v["kind"] != "kernel" else "")
                  for v in p.get("vteps", [])]
         line = f"- {label(name)}: " + "; ".join(feats)
+        if p.get("loadavg"):
+            line += f" (load average at start {p['loadavg']})"
         if p.get("error"):
             line += f" — ERROR: {summary(p['error'], 240)}"
         out.append(line)

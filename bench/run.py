@@ -102,6 +102,8 @@ def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
     log.where = label(name)
     log("building topology")
     with Pairing(name) as pr:
+        res["netns_prefix"] = pr.topo.prefix
+        res["loadavg"] = _loadavg()
         res["vteps"] = [{"host": v.host.name, "kind": v.kind, "dev": v.dev,
                          "dataplane": v.show.get("dataplane"),
                          "features": v.show.get("features"), "pid": v.pid} for v in pr.vteps]
