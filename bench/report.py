@@ -11,8 +11,8 @@ figures on a shared machine move from run to run:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .topology import REFERENCE, label, parse_pairing
 
@@ -198,7 +198,8 @@ def chart(results: dict, path: str) -> None:
     ref = results["pairings"].get(REFERENCE, {})
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
     colors = {"kernel": "#777777", "vxtun": "#1f77b4", "pure": "#ff7f0e"}
-    for ax, m in zip(axes.flat, METRICS):
+    for i, m in enumerate(METRICS):
+        ax = axes.flat[i]
         vals = [m.get(results["pairings"][n]) for n in names]
         refv = m.get(ref) if ref else None
         xs = range(len(names))
@@ -208,7 +209,7 @@ def chart(results: dict, path: str) -> None:
             cols.append(colors["pure"] if "pure" in (a, b) else
                         colors["vxtun"] if "vxtun" in (a, b) else colors["kernel"])
         ax.bar(xs, [v or 0 for v in vals], color=cols)
-        for x, v in zip(xs, vals):
+        for x, v in enumerate(vals):
             if v is None:
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8)
             elif refv and m.has_ratio:

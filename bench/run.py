@@ -165,8 +165,8 @@ def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
         step("tcp4", lambda: tcp(4))
         step("udp64", lambda: udp(64))
         step("udp1400", lambda: udp(1400))
-        for v, info in zip(pr.vteps, res["vteps"]):
-            info["stats"] = v.stats()
+        for i, v in enumerate(pr.vteps):
+            res["vteps"][i]["stats"] = v.stats()
         log("done")
     if not res["errors"]:
         del res["errors"]
