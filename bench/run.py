@@ -92,6 +92,15 @@ def _loadavg() -> str:
         return "?"
 
 
+def estimate(cfg: dict, pairings: int) -> str:
+    """A rough duration: every test plus iperf3's start-up and the topology."""
+    per = (2 * cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
+           + 2 * cfg["udp_trials"] * 0.8 * (cfg["udp_seconds"] + 0.6)
+           + cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 3)
+    secs = per * pairings
+    return f"{secs / 60:.0f} minutes" if secs >= 90 else f"{secs:.0f} s"
+
+
 def missing_tools() -> list[str]:
     return [t for t in ("iperf3", "ping", "ss", "ip") if shutil.which(t) is None]
 
@@ -115,7 +124,7 @@ def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
             pr.check_alive()
             try:
                 res[key] = fn()
-            except measure.MeasureError as e:
+            except (measure.MeasureError, KeyError, ValueError, subprocess.SubprocessError) as e:
                 res["errors"][key] = str(e)
                 log(f"{key}: FAILED: {e}")
                 pr.check_alive()          # a crashed VTEP ends the pairing with its message
@@ -227,15 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
     meta = results["meta"]
     log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
-        f"pairings: {', '.join(label(n) for n in names)}")
+        f"pairings: {', '.join(label(n) for n in names)}; about {estimate(cfg, len(names))}")
     failed = False
     try:
         for n in names:
             try:
                 results["pairings"][n] = bench_pairing(n, cfg, log)
                 failed |= bool(results["pairings"][n].get("errors"))
-            except (RuntimeError, measure.MeasureError, subprocess.SubprocessError,
-                    OSError) as e:
+            except Exception as e:     # one broken pairing must not cost the others' figures
                 log(f"FAILED: {e}")
                 results["pairings"][n] = {"label": label(n), "kinds": list(parse_pairing(n)),
                                           "error": str(e)}
