@@ -78,24 +78,26 @@ def config_from_args(a) -> list:
 
 
 def cmd_up(argv: list[str]) -> int:
+    """Hand the VTEPs to this namespace's port owner and hold the lease in the foreground
+    (see vxtun/dataplane/owner.py: VTEPs of several ``up`` share one UDP port)."""
     a = up_parser().parse_args(argv)
-    from ..dataplane.node import Node
-    configs = config_from_args(a)
+    from ..dataplane.owner import Lease
+    fdb: dict = {}
+    if a.config:
+        from .configfile import load_with_fdb
+        configs, fdb = load_with_fdb(a.config)
+    else:
+        configs = config_from_args(a)
     for c in configs:
         c.validate()
-    node = Node(configs)
-    node.open()
-    try:
-        for port in node.ports.values():
-            c = port.config
-            peer = f"remote {c.remote}" if c.remote else (f"group {c.group}" if c.group else
-                                                          "no default destination")
-            print(f"{c.name}: up, vni {c.vni}, {peer}, dstport {c.dstport}, mtu {c.mtu}, "
-                  f"dataplane {node.backend.name}", flush=True)
-        node.run()
-    finally:
-        node.close()
-    return 0
+    lease = Lease.acquire(configs, fdb)
+    mtus = {v["name"]: v["mtu"] for v in lease.vteps}
+    for c in configs:
+        peer = f"remote {c.remote}" if c.remote else (f"group {c.group}" if c.group else
+                                                      "no default destination")
+        print(f"{c.name}: up, vni {c.vni}, {peer}, dstport {c.dstport}, mtu {mtus[c.name]}, "
+              f"dataplane {lease.result['dataplane']}", flush=True)
+    return lease.wait()
 
 
 def _targets(req: Request, all_ok: bool) -> list[str]:
@@ -141,6 +143,9 @@ def cmd_table(req: Request, kind: str) -> int:
                 e.setdefault("ifname", dev)
             rows += ans
         if req.json:
+            if kind == "fdb":
+                rows = [row for e in rows
+                        for row in output.fdb_bridge_json(e, with_dev=req.dev is None)]
             print(json.dumps(rows))
         else:
             for e in rows:

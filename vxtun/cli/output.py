@@ -9,8 +9,37 @@ def fdb_entry_json(e, cfg) -> dict:
     out = {"mac": mac_to_str(e.mac), "ifname": cfg.name, "flags": ["self"],
            "state": "" if e.state == "dynamic" else e.state, "remotes": []}
     for r in e.remotes:
-        out["remotes"].append(r.to_json())
+        d = r.to_json()
+        # vxlan_fdb_info() puts NDA_PORT / NDA_VNI only when they differ from the device's own.
+        if d.get("port") == cfg.dstport:
+            del d["port"]
+        if d.get("vni") == cfg.vni:
+            del d["vni"]
+        out["remotes"].append(d)
     return out
+
+
+def fdb_bridge_json(entry: dict, with_dev: bool = True) -> list[dict]:
+    """``bridge -j fdb show``'s rows for one entry: one object per destination, keys in
+    iproute2's order (``mac``, ``ifname``, ``dst``, ``port``, ``vni``, ``viaIf``, ``flags``,
+    ``state``); ``ifname`` is left out when the listing was asked with ``dev NAME``."""
+    rows = []
+    for r in entry.get("remotes") or [{}]:
+        row: dict = {"mac": entry["mac"]}
+        if with_dev:
+            row["ifname"] = entry["ifname"]
+        if "dst" in r:
+            row["dst"] = r["dst"]
+        if r.get("port"):
+            row["port"] = r["port"]
+        if r.get("vni") is not None:
+            row["vni"] = r["vni"]
+        if r.get("via"):
+            row["viaIf"] = r["via"]
+        row["flags"] = list(entry.get("flags", []))
+        row["state"] = entry.get("state", "")
+        rows.append(row)
+    return rows
 
 
 def format_fdb_line(entry: dict, with_dev: bool = True) -> str:

@@ -38,7 +38,7 @@ def _stats(node, port, conn, req):
 
 
 def _down(node, port, conn, req):
-    node.stop()
+    node.down(port)
     return {"ifname": port.config.name}
 
 

@@ -29,12 +29,19 @@ TICK = 1.0
 
 @dataclass
 class Underlay:
-    """One UDP port on one family: a receive socket, a send socket, the VNIs it serves."""
+    """One UDP port on one family: a receive socket, a send socket, the VNIs it serves.
+
+    Like the kernel's vxlan_sock, the receive socket is bound to the any address and shared by
+    every VTEP on the port; ``groups`` counts the VTEPs that joined each (group, ifindex) on it.
+    ``tx`` is the first VTEP's send socket, kept for backends that send per underlay; each
+    Port has its own (TTL, multicast interface and source address are per VTEP).
+    """
     family: int
     rx: socket.socket
     tx: socket.socket
     demux: Demux = field(default_factory=Demux)
     by_vni: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +53,9 @@ class Port:
     underlay: Underlay
     listener: socket.socket
     monitors: list = field(default_factory=list)
+    tx: socket.socket | None = None     # this VTEP's send socket (its ttl, group, local)
+    ifindex: int = 0                    # of --dev, where the group was joined
+    lease: object = None                # who asked for it (vxtun.dataplane.owner)
 
 
 def select_backend(node):
@@ -67,83 +77,195 @@ class Node:
         self.running = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._clients: dict = {}
+        self._attached = False          # run() has handed the open sockets to the backend
+        self._deferred: list = []       # work to do once a control answer has been sent
+        self.on_down = None             # set by the owner: down removes one VTEP, not all
 
     # --- start-up ----------------------------------------------------------------------
 
     def open(self) -> None:
         try:
-            self._open()
+            self.add(self.configs)
         except BaseException:
             self.close()
             raise
 
-    def _open(self) -> None:
-        names = set()
-        for cfg in self.configs:
+    def add(self, configs: list[VtepConfig], fdb: dict | None = None) -> list[Port]:
+        """Open ``configs`` (all or none) beside the VTEPs already open; attach them to the
+        backend if the loop runs.  ``fdb`` maps a device name to ``(mac, Remote, state, op)``
+        entries to add before the first packet.  Raises LocalError and leaves nothing behind."""
+        new_us: list = []
+        joined: list = []
+        ports: list[Port] = []
+        try:
+            self._check(configs)
+            # Everything that can fail on the underlay, before any TAP exists.
+            ifindexes = {}
+            for cfg in configs:
+                ifindex = ifindexes[cfg.name] = self.nl.index(cfg.dev) if cfg.dev else 0
+                if cfg.mtu is None:
+                    lower = cfg.dev or (self.nl.route_dev(cfg.remote) if cfg.remote else None)
+                    base = self.nl.mtu(lower) if lower else 1500
+                    cfg.mtu = base - (OVERHEAD_V6 if cfg.family == 6 else OVERHEAD_V4)
+                if cfg.mtu < 68:
+                    raise LocalError(f"MTU {cfg.mtu} is too small for a VTEP")
+                fam = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
+                key = (fam, cfg.dstport)
+                if key not in self.underlays:
+                    # Bound to the any address, as vxlan_create_sock() binds the kernel's: every
+                    # VTEP of the namespace on this port can share it, whatever its local/group.
+                    rx = underlay.open_rx(fam, cfg.local, cfg.dstport, None, bind_any=True)
+                    try:
+                        tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
+                    except BaseException:
+                        rx.close()
+                        raise
+                    self.underlays[key] = Underlay(fam, rx, tx)
+                    new_us.append(key)
+                us = self.underlays[key]
+                if cfg.group:
+                    g = (cfg.group, ifindex)
+                    if not us.groups.get(g):
+                        self._join(us, cfg, ifindex)
+                    us.groups[g] = us.groups.get(g, 0) + 1
+                    joined.append((us, cfg, ifindex))
+            for cfg in configs:
+                fam = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
+                us = self.underlays[(fam, cfg.dstport)]
+                ports.append(self._open_port(cfg, us, ifindexes[cfg.name],
+                                             (fdb or {}).get(cfg.name, ())))
+        except BaseException:
+            for port in ports:
+                self._close_port(port)
+            for us, cfg, ifindex in joined:
+                self._leave(us, cfg.group, ifindex)
+            for key in new_us:
+                us = self.underlays.pop(key)
+                us.rx.close()
+                us.tx.close()
+            raise
+        for port in ports:
+            self.ports[port.config.name] = port
+            port.underlay.demux.add(port.vtep)
+            port.underlay.by_vni[port.config.vni] = port
+            self.sel.register(port.listener, selectors.EVENT_READ,
+                              lambda p=port: self._accept(p))
+        if self._attached:
+            for key in new_us:
+                self.backend.attach_underlay(self.underlays[key])
+            for port in ports:
+                self.backend.attach(port)
+        return ports
+
+    def _check(self, configs: list[VtepConfig]) -> None:
+        """Refuse what ``ip link add type vxlan`` would refuse beside the devices already here."""
+        names = set(self.ports)
+        for cfg in configs:
             cfg.validate()
             if cfg.name in names:
-                raise LocalError(f"device name {cfg.name} given twice")
+                raise LocalError(f"device {cfg.name} already exists")
             names.add(cfg.name)
             if self.nl.exists(cfg.name):
                 raise LocalError(f"device {cfg.name} already exists")
-        vnis = {}
-        for cfg in self.configs:
-            key = (cfg.family, cfg.dstport)
-            if (key, cfg.vni) in vnis:
+        # vxlan_vni_in_use(): one VNI per (family, port) in a namespace.
+        vnis = {(p.config.family, p.config.dstport, p.config.vni): p.config.name
+                for p in self.ports.values()}
+        for cfg in configs:
+            key = (cfg.family, cfg.dstport, cfg.vni)
+            if key in vnis:
                 raise LocalError(f"VNI {cfg.vni} on port {cfg.dstport} is served twice "
-                                 f"({vnis[(key, cfg.vni)]} and {cfg.name})")
-            vnis[(key, cfg.vni)] = cfg.name
-        # Everything that can fail on the underlay, before any TAP exists.
-        for cfg in self.configs:
-            ifindex = self.nl.index(cfg.dev) if cfg.dev else 0
-            if cfg.mtu is None:
-                lower = cfg.dev or (self.nl.route_dev(cfg.remote) if cfg.remote else None)
-                base = self.nl.mtu(lower) if lower else 1500
-                cfg.mtu = base - (OVERHEAD_V6 if cfg.family == 6 else OVERHEAD_V4)
-            if cfg.mtu < 68:
-                raise LocalError(f"MTU {cfg.mtu} is too small for a VTEP")
-            fam = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
-            key = (fam, cfg.dstport)
-            if key not in self.underlays:
-                bind_local = None if any(c.group for c in self.configs
-                                         if (c.family, c.dstport) == (cfg.family, cfg.dstport)) \
-                    else cfg.local
-                rx = underlay.open_rx(fam, bind_local, cfg.dstport, None)
-                try:
-                    tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
-                except BaseException:
-                    rx.close()
-                    raise
-                self.underlays[key] = Underlay(fam, rx, tx)
-            us = self.underlays[key]
-            if cfg.group:
-                self._join(us, cfg, ifindex)
-        for cfg in self.configs:
+                                 f"({vnis[key]} and {cfg.name}): a VNI is one overlay")
+            vnis[key] = cfg.name
+
+    def _open_port(self, cfg: VtepConfig, us: Underlay, ifindex: int, fdb) -> Port:
+        fam = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
+        tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
+        try:
             lst = control.listen(cfg.name)
-            try:
-                fd = tap.open_tap(cfg.name, self.backend.tap_offload)
-            except BaseException:
-                lst.close()
-                raise
-            try:
-                if not cfg.mac:
-                    cfg.mac = self.nl.mac(cfg.name)
-                else:
-                    from ..wire.ether import mac_to_str
-                    self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
-                self.nl.configure(cfg.name, cfg.mtu, cfg.address, cfg.master)
-            except BaseException:
-                os.close(fd)
-                lst.close()
-                raise
-            fam = socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
-            us = self.underlays[(fam, cfg.dstport)]
+        except BaseException:
+            tx.close()
+            raise
+        try:
+            fd = tap.open_tap(cfg.name, self.backend.tap_offload)
+        except BaseException:
+            lst.close()
+            tx.close()
+            raise
+        try:
+            if not cfg.mac:
+                cfg.mac = self.nl.mac(cfg.name)
+            else:
+                from ..wire.ether import mac_to_str
+                self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
             vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg))
-            port = Port(cfg, vtep, fd, us, lst)
-            self.ports[cfg.name] = port
-            us.demux.add(vtep)
-            us.by_vni[cfg.vni] = port
-            self.sel.register(lst, selectors.EVENT_READ, lambda p=port: self._accept(p))
+            for mac, remote, state, op in fdb:
+                vtep.fdb.add(mac, remote, state, time.monotonic(), op)
+            # Up (and into the bridge) last: the first frame must find the FDB complete.
+            self.nl.configure(cfg.name, cfg.mtu, cfg.address, cfg.master)
+        except BaseException:
+            os.close(fd)
+            lst.close()
+            tx.close()
+            raise
+        return Port(cfg, vtep, fd, us, lst, tx=tx, ifindex=ifindex)
+
+    def _close_port(self, port: Port) -> None:
+        for sock in (port.listener, port.tx):
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        try:
+            os.close(port.tap_fd)
+        except OSError:
+            pass
+
+    def remove(self, port: Port) -> None:
+        """Take one VTEP away while the others keep running: its TAP goes with its fd."""
+        if self.ports.get(port.config.name) is not port:
+            return
+        if self._attached:
+            self.backend.detach(port)
+        del self.ports[port.config.name]
+        for conn, (p, _) in list(self._clients.items()):
+            if p is port:
+                self._close_client(conn)
+        self.unwatch(port.listener.fileno())
+        us = port.underlay
+        us.demux.remove(port.config.vni)
+        us.by_vni.pop(port.config.vni, None)
+        self._close_port(port)
+        cfg = port.config
+        if cfg.group:
+            self._leave(us, cfg.group, port.ifindex)
+        if not us.by_vni:
+            if self._attached:
+                self.backend.detach_underlay(us)
+            for key, u in list(self.underlays.items()):
+                if u is us:
+                    del self.underlays[key]
+            us.rx.close()
+            us.tx.close()
+
+    def _leave(self, us: Underlay, group: str, ifindex: int) -> None:
+        g = (group, ifindex)
+        n = us.groups.get(g, 0) - 1
+        if n > 0:
+            us.groups[g] = n
+            return
+        us.groups.pop(g, None)
+        try:
+            if us.family == socket.AF_INET:
+                import struct
+                mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
+                us.rx.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, mreq)
+            else:
+                import struct
+                mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group), ifindex)
+                us.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
+        except OSError:
+            pass        # the device went away, and its memberships with it
 
     def _join(self, us: Underlay, cfg: VtepConfig, ifindex: int) -> None:
         s = us.rx
@@ -187,12 +309,17 @@ class Node:
             self.backend.attach_underlay(us)
         for port in self.ports.values():
             self.backend.attach(port)
+        self._attached = True
         self.running = True
         next_tick = time.monotonic() + TICK
         try:
             while self.running:
                 timeout = max(0.0, next_tick - time.monotonic())
+                fdmap = self.sel.get_map()
                 for key, _ in self.sel.select(timeout):
+                    # A callback may have removed a VTEP whose fd is also ready: skip its key.
+                    if fdmap.get(key.fd) is not key:
+                        continue
                     key.data()
                     if not self.running:
                         break
@@ -209,6 +336,7 @@ class Node:
                 self.backend.detach(port)
             for us in self.underlays.values():
                 self.backend.detach_underlay(us)
+            self._attached = False
             self.backend.stop()
 
     def _drain_wake(self) -> None:
@@ -218,7 +346,7 @@ class Node:
             pass
 
     def transmit(self, port: Port, a: Transmit) -> None:
-        if not send_datagram(port.underlay.tx, port.underlay.family, a):
+        if not send_datagram(port.tx or port.underlay.tx, port.underlay.family, a):
             port.vtep.stats.drop("tx_error")
 
     def after_core(self, port: Port) -> None:
@@ -297,6 +425,16 @@ class Node:
                 return
         if conn in self._clients:
             self._clients[conn] = (port, buf)
+        while self._deferred:
+            self._deferred.pop(0)()
+
+    def down(self, port: Port) -> None:
+        """``vxtun down``: stop the whole node, unless an owner says how to end one VTEP (after
+        the answer has been sent)."""
+        if self.on_down is None:
+            self.stop()
+        else:
+            self._deferred.append(lambda: self.on_down(port))
 
     # --- shutdown ----------------------------------------------------------------------
 
@@ -304,14 +442,7 @@ class Node:
         for conn in list(self._clients):
             self._close_client(conn)
         for port in self.ports.values():
-            try:
-                port.listener.close()
-            except OSError:
-                pass
-            try:
-                os.close(port.tap_fd)
-            except OSError:
-                pass
+            self._close_port(port)
         self.ports.clear()
         for us in self.underlays.values():
             us.rx.close()

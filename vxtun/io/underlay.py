@@ -27,6 +27,8 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
 IPV6_MTU_DISCOVER = 23
 IPV6_PMTUDISC_DONT = 0
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
 
 
 class _SockFilter(ctypes.Structure):
@@ -51,17 +53,24 @@ def _bigger_buffers(s: socket.socket, size: int) -> None:
 
 
 def open_rx(family: int, local: str | None, port: int, group: str | None,
-            ifindex: int = 0) -> socket.socket:
+            ifindex: int = 0, bind_any: bool = False) -> socket.socket:
+    """The receive socket; ``bind_any`` binds the any address even with a ``local`` (which
+    then only names the port in messages), as the kernel binds a vxlan_sock shared by VTEPs."""
     s = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Only the groups joined on this socket, not every group some other socket of the
+            # namespace joined (IP_MULTICAST_ALL defaults to 1, which would deliver them all).
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         _bigger_buffers(s, 8 << 20)
-        bind_addr = "" if (group or not local) else local
+        bind_addr = "" if (group or not local or bind_any) else local
         try:
             s.bind((bind_addr, port))
         except OSError as e:
-            where = f"{bind_addr or 'any address'} port {port}"
+            where = f"{(local if bind_any else bind_addr) or 'any address'} port {port}"
             if e.errno == errno.EADDRINUSE:
                 raise LocalError(f"UDP {where} is already in use by another program (a kernel "
                                  "vxlan device binds its port on every address of its "

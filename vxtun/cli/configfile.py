@@ -1,0 +1,169 @@
+"""``vxtun up --config FILE``: several VTEPs (and their static FDB entries) from one TOML file.
+
+    # Two overlays side by side on one UDP port, each with its own multicast group.
+    [defaults]                  # optional; every key of a [[vtep]] may be given here
+    dev = "eth0"
+    local = "192.0.2.1"
+    dstport = 4789
+
+    [[vtep]]
+    name = "vx42"
+    vni = 42
+    group = "239.1.1.42"
+    address = ["10.20.42.1/24"]
+
+    [[vtep]]
+    name = "vx43"
+    vni = 43
+    nolearning = true
+    address = "10.20.43.1/24"
+    fdb = [                     # each line as after "vxtun fdb append" (or add/replace ...)
+        "00:00:00:00:00:00 dst 192.0.2.2",
+        "00:00:00:00:00:00 dst 192.0.2.3",
+        "52:5e:55:58:9a:ab dst 192.0.2.2 static",
+    ]
+
+The keys are the long options of ``vxtun up`` (``vni`` or ``id``, ``name``, ``remote``,
+``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl``, ``mtu``,
+``address`` (a string or a list), ``mac``, ``master``, ``nolearning`` (or ``learning``),
+``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``); a dash may
+stand for the underscore.  ``dstport`` defaults to 4789 (IANA) and ``name`` to ``vxtun0``.
+Every mistake is reported with the file and the VTEP it is in, before anything is started.
+"""
+from __future__ import annotations
+
+import shlex
+import tomllib
+
+from ..core import VtepConfig
+from ..errors import LocalError
+from ..fdb import Remote
+from ..wire.ether import mac_from_str
+from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT
+from .requests import parse_fdb
+
+_STR = (str,)
+_INT = (int,)
+_NUM = (int, float)
+_BOOL = (bool,)
+
+# key -> (accepted types, VtepConfig field)
+_KEYS = {
+    "vni": (_INT, "vni"), "id": (_INT, "vni"), "name": (_STR, "name"),
+    "remote": (_STR, "remote"), "group": (_STR, "group"), "local": (_STR, "local"),
+    "dev": (_STR, "dev"), "dstport": (_INT, "dstport"), "srcport": ((list,), "srcport"),
+    "ttl": (_INT, "ttl"), "tos": (_INT, "tos"), "mtu": (_INT, "mtu"),
+    "address": ((str, list), "address"), "mac": (_STR, "mac"), "master": (_STR, "master"),
+    "learning": (_BOOL, "learning"), "nolearning": (_BOOL, "learning"),
+    "ageing": (_NUM, "ageing"), "maxaddress": (_INT, "maxaddress"), "proxy": (_BOOL, "proxy"),
+    "l2miss": (_BOOL, "l2miss"), "l3miss": (_BOOL, "l3miss"),
+    "reachable_time": (_NUM, "reachable_time"),
+}
+
+
+def load(path: str) -> list[VtepConfig]:
+    """The VTEPs described in ``path`` (validated)."""
+    return load_with_fdb(path)[0]
+
+
+def load_with_fdb(path: str) -> tuple[list[VtepConfig], dict]:
+    """The VTEPs in ``path`` and, by device name, their FDB entries as
+    ``(mac, Remote, state, op)`` tuples for ``Node.add``."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise LocalError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise LocalError(f"{path}: not valid TOML: {e}") from None
+    return parse(doc, path)
+
+
+def parse(doc: dict, where: str = "config") -> tuple[list[VtepConfig], dict]:
+    unknown = set(doc) - {"defaults", "vtep"}
+    if unknown:
+        raise LocalError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} "
+                         "(expected [defaults] and [[vtep]])")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise LocalError(f"{where}: [defaults] must be a table")
+    vteps = doc.get("vtep")
+    if not isinstance(vteps, list) or not vteps:
+        raise LocalError(f"{where}: no VTEP: add at least one [[vtep]] table")
+    configs: list[VtepConfig] = []
+    fdb: dict = {}
+    names: dict = {}
+    for i, table in enumerate(vteps, 1):
+        merged = {**defaults, **table}
+        label = f"{where}: vtep #{i}" + (f" ({merged['name']})" if "name" in merged else "")
+        try:
+            cfg, entries = _vtep(merged)
+        except LocalError as e:
+            raise LocalError(f"{label}: {e}") from None
+        if cfg.name in names:
+            raise LocalError(f"{label}: device name {cfg.name} is already used by vtep "
+                             f"#{names[cfg.name]}")
+        names[cfg.name] = i
+        configs.append(cfg)
+        fdb[cfg.name] = entries
+    return configs, fdb
+
+
+def _vtep(table: dict) -> tuple[VtepConfig, list]:
+    kw: dict = {"dstport": IANA_PORT, "srcport": DEFAULT_SRCPORT}
+    fdb_lines = []
+    for key, value in table.items():
+        k = key.replace("-", "_")
+        if k == "fdb":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise LocalError("fdb must be a list of strings such as "
+                                 "\"00:00:00:00:00:00 dst 192.0.2.2\"")
+            fdb_lines = value
+            continue
+        if k not in _KEYS:
+            raise LocalError(f"unknown key {key!r} (the keys are vxtun up's long options: "
+                             f"{', '.join(sorted(_KEYS))}, fdb)")
+        types, field = _KEYS[k]
+        if isinstance(value, bool) and bool not in types:
+            raise LocalError(f"{key} must be a {types[0].__name__}, not true/false")
+        if not isinstance(value, types):
+            raise LocalError(f"{key} must be a {' or '.join(t.__name__ for t in types)}, "
+                             f"not {value!r}")
+        if k == "nolearning":
+            value = not value
+        elif k == "address":
+            value = [value] if isinstance(value, str) else value
+            if not all(isinstance(a, str) for a in value):
+                raise LocalError("address must be a string or a list of strings")
+        elif k == "srcport":
+            if len(value) != 2 or not all(isinstance(x, int) for x in value):
+                raise LocalError("srcport must be [MIN, MAX]")
+            value = tuple(value)
+        elif k == "mac":
+            value = mac_from_str(value)
+        kw[field] = value
+    if "vni" not in kw:
+        raise LocalError("vni is required")
+    cfg = VtepConfig(**kw)
+    cfg.validate()
+    entries = [_fdb_line(line, cfg) for line in fdb_lines]
+    return cfg, entries
+
+
+def _fdb_line(line: str, cfg: VtepConfig) -> tuple:
+    words = shlex.split(line)
+    if not words or words[0] not in ("add", "append", "replace"):
+        words = ["append"] + words
+    try:
+        req = parse_fdb(words)
+    except LocalError as e:
+        raise LocalError(f"fdb {line!r}: {e}") from None
+    if req.dev not in (None, cfg.name):
+        raise LocalError(f"fdb {line!r}: dev {req.dev} is not this VTEP ({cfg.name})")
+    b = req.body
+    fam = 6 if ":" in b["dst"] else 4
+    if fam != cfg.family:
+        raise LocalError(f"fdb {line!r}: dst {b['dst']} is IPv{fam} but the underlay is "
+                         f"IPv{cfg.family}")
+    remote = Remote(b["dst"], b.get("port", 0), b.get("vni"), b.get("via"))
+    return (mac_from_str(b["mac"]), remote, b.get("state") or "permanent", b["op"])
