@@ -126,6 +126,24 @@ def rows(results: dict) -> list[dict]:
     return out
 
 
+def drops(p: dict) -> str:
+    """The non-zero loss counters of a pairing, over all its tests: where packets went."""
+    out = []
+    for host, c in (p.get("counters") or {}).items():
+        for dev, st in c.items():
+            keys = ("RcvbufErrors", "SndbufErrors", "InErrors", "NoPorts") if dev == "udp" \
+                else ("rx_dropped", "tx_dropped", "rx_errors", "tx_errors")
+            for k in keys:
+                # InErrors counts RcvbufErrors again: show it only when it says more.
+                if st.get(k) and not (k == "InErrors" and st[k] == st.get("RcvbufErrors")):
+                    out.append(f"{host} {dev} {k} {st[k]}")
+    for v in p.get("vteps", []):
+        for reason, n in ((v.get("stats") or {}).get("drops") or {}).items():
+            if n:
+                out.append(f"{v['host']} vxtun drop {reason} {n}")
+    return ", ".join(out)
+
+
 def summary(err: str, n: int = 120) -> str:
     """The line of an error that says what went wrong: a traceback's last line."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
@@ -177,6 +195,9 @@ def markdown(results: dict, table: list[dict]) -> str:
         line = f"- {label(name)}: " + "; ".join(feats)
         if p.get("loadavg"):
             line += f" (load average at start {p['loadavg']})"
+        losses = drops(p)
+        if losses:
+            line += f"; losses: {losses}"
         if p.get("error"):
             line += f" — ERROR: {summary(p['error'], 240)}"
         out.append(line)

@@ -54,8 +54,11 @@ class Progress:
 
     def __call__(self, msg: str) -> None:
         dt = time.monotonic() - self.t0
-        print(f"[{int(dt // 60):2d}:{dt % 60:04.1f}] {self.where:<16} {msg}", file=self.stream,
-              flush=True)
+        try:
+            print(f"[{int(dt // 60):2d}:{dt % 60:04.1f}] {self.where:<16} {msg}",
+                  file=self.stream, flush=True)
+        except OSError:
+            pass        # progress is a courtesy: a closed terminal must not stop the run
 
 
 def machine() -> dict:
@@ -176,6 +179,7 @@ def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
         step("udp1400", lambda: udp(1400))
         for i, v in enumerate(pr.vteps):
             res["vteps"][i]["stats"] = v.stats()
+        res["counters"] = pr.counters()
         log("done")
     if not res["errors"]:
         del res["errors"]

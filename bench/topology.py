@@ -158,6 +158,31 @@ class Pairing:
             if not v.alive():
                 raise RuntimeError(v.why_dead())
 
+    def counters(self) -> dict:
+        """Where packets were lost, per host: the VTEP device's and eth0's drop counters
+        (a TAP's tx_dropped means the VTEP did not read fast enough) and the namespace's UDP
+        errors (RcvbufErrors: a receiving socket, the VTEP's or iperf3's, overflowed)."""
+        out = {}
+        for v in self.vteps:
+            h = v.host
+            c: dict = {}
+            for dev in (v.dev, "eth0"):
+                try:
+                    link = json.loads(h.sh(f"ip -j -s link show dev {dev}", timeout=10))[0]
+                    st = link.get("stats64", {})
+                    c[dev] = {f"{d}_{k}": st.get(d, {}).get(k, 0)
+                              for d in ("rx", "tx") for k in ("packets", "dropped", "errors")}
+                except (RuntimeError, ValueError, IndexError):
+                    pass
+            lines = [ln.split() for ln in h.sh("cat /proc/net/snmp", timeout=10).splitlines()
+                     if ln.startswith("Udp:")]
+            if len(lines) >= 2:
+                names, values = lines[0], lines[1]
+                c["udp"] = {names[i]: int(values[i])
+                            for i in range(1, min(len(names), len(values)))}
+            out[h.name] = c
+        return out
+
     def close(self) -> None:
         self.topo.close()
 
