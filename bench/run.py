@@ -108,9 +108,10 @@ def missing_tools() -> list[str]:
     return [t for t in ("iperf3", "ping", "ss", "ip") if shutil.which(t) is None]
 
 
-def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
-    """Every measurement of one pairing; a failed one is recorded and the others still run."""
-    res: dict = {"label": label(name), "kinds": list(parse_pairing(name)), "errors": {}}
+def bench_pairing(name: str, cfg: dict, log: Progress, res: dict) -> None:
+    """Every measurement of one pairing, into ``res`` (so what was measured survives a crash);
+    a failed measurement is recorded and the others still run."""
+    res["errors"] = {}
     log.where = label(name)
     log("building topology")
     with Pairing(name) as pr:
@@ -183,7 +184,6 @@ def bench_pairing(name: str, cfg: dict, log: Progress) -> dict:
         log("done")
     if not res["errors"]:
         del res["errors"]
-    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         for n in names:
+            res = results["pairings"][n] = {"label": label(n), "kinds": list(parse_pairing(n))}
             try:
-                results["pairings"][n] = bench_pairing(n, cfg, log)
-                failed |= bool(results["pairings"][n].get("errors"))
+                bench_pairing(n, cfg, log, res)
+                failed |= bool(res.get("errors"))
             except Exception as e:     # one broken pairing must not cost the others' figures
                 log(f"FAILED: {e}")
-                results["pairings"][n] = {"label": label(n), "kinds": list(parse_pairing(n)),
-                                          "error": str(e)}
+                res["error"] = str(e)
                 failed = True
     except KeyboardInterrupt:
         results["interrupted"] = True
