@@ -27,6 +27,7 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
 IPV6_MTU_DISCOVER = 23
 IPV6_PMTUDISC_DONT = 0
+IPV6_AUTOFLOWLABEL = 70
 IP_MULTICAST_ALL = 49
 IPV6_MULTICAST_ALL = 29
 
@@ -115,6 +116,9 @@ def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
         else:
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 6)
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT)
+            # Outer flow label 0, as a kernel vxlan device without "flowlabel" sends it
+            # (udp_tunnel6_xmit_skb gets cfg.label); a raw socket would get an automatic one.
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, 0)
             if ttl:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
             if group:
