@@ -61,7 +61,7 @@ def _no_leaked_namespaces(request):
         return
     import subprocess
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    mine = [ln.split()[0] for ln in out.splitlines() if ln.startswith(f"vxt-") and
+    mine = [ln.split()[0] for ln in out.splitlines() if ln.startswith("vxt-") and
             f"-{os.getpid()}-" in ln]
     for ns in mine:
         subprocess.run(["ip", "netns", "del", ns])
