@@ -62,21 +62,37 @@ class Vtep:
     host: Host
     dev: str
     overlay: str
-    proc: object = None          # the `vxtun up` Popen, for vxtun kinds
-    pid: int | None = None       # the vxtun process (from `vxtun show`), for CPU accounting
+    proc: object = None          # the `vxtun up` Popen (it holds the lease), for vxtun kinds
+    # The process that runs the dataplane, from `vxtun show`: the namespace's port owner, which
+    # `vxtun up` may have started (vxtun/dataplane/owner.py).  Its CPU time is what we account.
+    pid: int | None = None
     show: dict = field(default_factory=dict)
 
     @property
     def is_vxtun(self) -> bool:
         return self.kind != "kernel"
 
+    def _owner_alive(self) -> bool:
+        if not self.pid:
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
     def alive(self) -> bool:
-        return self.proc is None or self.proc.poll() is None
+        return self.proc is None or (self.proc.poll() is None and self._owner_alive())
 
     def why_dead(self) -> str:
         """The exit status and the last lines a dead vxtun wrote, for the report."""
-        if self.proc is None or self.proc.poll() is None:
+        if self.proc is None:
             return ""
+        if self.proc.poll() is None:
+            return "" if self._owner_alive() else \
+                f"the vxtun dataplane process {self.pid} on {self.host.name} is gone"
         try:
             out, err = self.proc.communicate(timeout=2)
         except subprocess.TimeoutExpired:
