@@ -8,7 +8,8 @@ only (no ping, no tcpdump, no iperf3).
     sink PORT [FAMILY]               accept one TCP connection, read to EOF, print length + sha256
     source HOST PORT NBYTES SEED     send NBYTES pseudo-random bytes (seeded), print length + sha256
     ping HOST COUNT SIZE             ICMP/ICMPv6 echo, print sent/received
-    capture IFACE PORT COUNT SECS    AF_PACKET capture of UDP datagrams to PORT, print them in hex
+    capture IFACE PORT COUNT SECS [in|out]
+                                     AF_PACKET capture of UDP datagrams to PORT, print them in hex
     inject IFACE HEX                 write one Ethernet frame on IFACE (a packet socket)
     udp HOST PORT HEX...             send each HEX as one UDP datagram to HOST:PORT
 
@@ -31,6 +32,7 @@ from typing import NamedTuple
 
 TIMEOUT = 60.0       # a stalled TCP stream is a failure, not a hang
 ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4      # sll_pkttype of a frame this host sent
 
 
 def _say(**kw) -> None:
@@ -125,8 +127,9 @@ def ping(host: str, count: int, size: int) -> None:
     _say(sent=count, received=received)
 
 
-def capture(iface: str, port: int, count: int, seconds: float) -> None:
-    """Frames on ``iface`` carrying UDP to ``port`` over IPv4 or IPv6 (no extension headers)."""
+def capture(iface: str, port: int, count: int, seconds: float, direction: str = "") -> None:
+    """Frames on ``iface`` carrying UDP to ``port`` over IPv4 or IPv6 (no extension headers);
+    ``direction`` "out" keeps only frames this host sent, "in" only those it received."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((iface, 0))
     _say(ready=True)
@@ -136,7 +139,10 @@ def capture(iface: str, port: int, count: int, seconds: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([s], [], [], left)[0]:
             break
-        f = s.recv(65535)
+        f, addr = s.recvfrom(65535)
+        outgoing = addr[2] == PACKET_OUTGOING
+        if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
+            continue
         etype = struct.unpack("!H", f[12:14])[0]
         if etype == 0x0800 and f[23] == 17:
             udp = 14 + (f[14] & 0x0F) * 4
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     elif cmd == "ping":
         ping(args[0], int(args[1]), int(args[2]))
     elif cmd == "capture":
-        capture(args[0], int(args[1]), int(args[2]), float(args[3]))
+        capture(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])
     elif cmd == "inject":
         inject(args[0], args[1])
     elif cmd == "udp":
