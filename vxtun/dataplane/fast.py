@@ -1,0 +1,194 @@
+"""The fast dataplane: the per-packet loop in C threads without the GIL (vxtun/_fastpath.pyx).
+
+The common path never enters Python: a TX thread reads every TAP (TAP -> underlay) and an RX
+thread reads every underlay socket (underlay -> TAP).  What is rare comes back here through the
+Dataplane's punt queue, whose eventfd the Node's selector watches:
+
+* a frame from the TAP that the core must decide (ARP/NS with ``proxy``, or no FDB entry and
+  no default entry: the core counts ``no_remote`` and raises the L2 miss), run through
+  ``Vtep.handle_frame`` and carried out here (``node.transmit``, or a write to the TAP);
+* an FDB learn or move by the RX thread: the core emits the FdbChange event.
+
+Offloads are probed when a TAP or socket is attached, with a fallback for each, and listed by
+``features()`` (and so by ``vxtun show``):
+
+* ``tap_tso``: TUNSETOFFLOAD(TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the TAP hands us 64 KB TCP
+  super-frames with partial checksums; the TX thread completes checksums and cuts the TCP
+  segments itself (as a NIC would), so only MTU-sized, fully checksummed frames hit the wire.
+  Fallback ``tap_csum`` (checksum only), then none.
+* ``udp_gro``: the receive socket takes UDP GRO trains (UDP_GRO), split by the RX thread.
+* ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+
+from .. import _fastpath
+from ..core.stats import Stats
+from ..core.vtep import Deliver, Transmit
+from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+
+SOL_UDP = 17
+UDP_GRO = 104
+PUNT_FRAME = _fastpath.PUNT_KINDS["frame"]
+PUNT_LEARN = _fastpath.PUNT_KINDS["learn"]
+POP_MAX = 256       # punted records handled per wake-up before the selector looks elsewhere
+
+
+def probe_tap_offload(fd: int) -> int:
+    """Ask for the richest TAP offload the kernel grants; returns the TUN_F_* flags set."""
+    for flags in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            return flags
+        except OSError:
+            continue
+    return 0
+
+
+def probe_udp_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        return True
+    except OSError:
+        return False
+
+
+class FastBackend:
+    name = "fast"
+    # The TAP opens with offloads off (what every kernel accepts); attach() then asks for more.
+    tap_offload = 0
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.dp = _fastpath.Dataplane()
+        self._uids: dict = {}          # id(Underlay) -> underlay id in C
+        self._vids: dict = {}          # id(Port) -> VTEP id in C
+        self._ports: dict = {}         # VTEP id -> Port
+        self._features: dict = {}      # feature -> how many TAPs/sockets use it
+        self._watching = False
+
+    def make_fdb(self, config):
+        return _fastpath.CFdb(config.ageing, config.maxaddress, config.learning)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._watching:
+            self.node.watch(self.dp.fileno(), self._on_punt)
+            self._watching = True
+        self.dp.start()
+
+    def stop(self) -> None:
+        self.dp.stop()
+        if self._watching:
+            self.node.unwatch(self.dp.fileno())
+            self._watching = False
+
+    def _use(self, feature: str, on: bool) -> None:
+        if on:
+            self._features[feature] = self._features.get(feature, 0) + 1
+
+    def _unuse(self, feature: str) -> None:
+        n = self._features.get(feature, 0) - 1
+        if n > 0:
+            self._features[feature] = n
+        else:
+            self._features.pop(feature, None)
+
+    def attach_underlay(self, us) -> None:
+        gro = probe_udp_gro(us.rx)
+        uid = self.dp.add_underlay(us.rx.fileno(), us.tx.fileno(),
+                                   6 if us.family == socket.AF_INET6 else 4, gro)
+        self._uids[id(us)] = (uid, gro)
+        self._use("udp_gro", gro)
+
+    def detach_underlay(self, us) -> None:
+        uid, gro = self._uids.pop(id(us), (None, False))
+        if uid is not None:
+            self.dp.remove_underlay(uid)
+            if gro:
+                self._unuse("udp_gro")
+
+    def attach(self, port) -> None:
+        cfg = port.config
+        flags = probe_tap_offload(port.tap_fd)
+        tso = flags & (TUN_F_TSO4 | TUN_F_TSO6) == (TUN_F_TSO4 | TUN_F_TSO6)
+        tx = getattr(port, "tx", None) or port.underlay.tx
+        uid = self._uids[id(port.underlay)][0]
+        vid = self.dp.add_vtep(uid, cfg.vni, port.tap_fd, tx.fileno(), cfg.mac, cfg.mtu,
+                               cfg.srcport[0], cfg.srcport[1], cfg.dstport, cfg.proxy,
+                               port.vtep.fdb, tso)
+        self._vids[id(port)] = (vid, flags)
+        self._ports[vid] = port
+        self._use("tap_tso", tso)
+        self._use("tap_csum", bool(flags & TUN_F_CSUM) and not tso)
+
+    def detach(self, port) -> None:
+        vid, flags = self._vids.pop(id(port), (None, 0))
+        if vid is None:
+            return
+        # keep the final counters: the core's Stats is what outlives the VTEP's C block
+        final = self.dp.remove_vtep(vid)
+        self._ports.pop(vid, None)
+        port.fast_stats = final
+        if flags & TUN_F_TSO4:
+            self._unuse("tap_tso")
+        elif flags & TUN_F_CSUM:
+            self._unuse("tap_csum")
+
+    def update(self, port) -> None:
+        """Tell the C side about a changed ``proxy`` flag or MTU of a running VTEP."""
+        vid = self._vids.get(id(port), (None, 0))[0]
+        if vid is not None:
+            self.dp.set_vtep(vid, proxy=port.config.proxy, mtu=port.config.mtu)
+
+    # --- counters --------------------------------------------------------------------------
+
+    def stats(self, port) -> dict:
+        vid = self._vids.get(id(port), (None, 0))[0]
+        c = self.dp.vtep_stats(vid) if vid is not None else getattr(port, "fast_stats", None)
+        core = port.vtep.stats.to_json()
+        return Stats.merge(c, core) if c is not None else core
+
+    def demux_stats(self, us) -> dict:
+        uid = self._uids.get(id(us), (None, False))[0]
+        py = us.demux.stats.to_json()
+        return Stats.merge(self.dp.underlay_stats(uid), py) if uid is not None else py
+
+    def features(self) -> list[str]:
+        return ["vnet_hdr", "raw_tx", "recvmmsg", "sendmmsg", "nogil_threads",
+                *sorted(self._features)]
+
+    # --- what the C threads hand back ------------------------------------------------------
+
+    def _on_punt(self) -> None:
+        touched = {}
+        now = time.monotonic()
+        for kind, vid, data in self.dp.pop(POP_MAX):
+            port = self._ports.get(vid)
+            if port is None:            # detached since: nothing to do
+                continue
+            touched[vid] = port
+            vtep = port.vtep
+            if kind == PUNT_FRAME:
+                self._execute(port, vtep.handle_frame(data, now))
+            elif kind == PUNT_LEARN:
+                e = vtep.fdb.get(data)
+                if e is not None:
+                    vtep.fdb_changed("new", e)
+        for port in touched.values():
+            self.node.after_core(port)
+
+    def _execute(self, port, actions) -> None:
+        for a in actions:
+            if type(a) is Transmit:
+                self.node.transmit(port, a)
+            elif type(a) is Deliver:
+                try:
+                    os.write(port.tap_fd, a.vnet + a.frame)
+                except OSError:
+                    port.vtep.stats.drop("tap_error")
