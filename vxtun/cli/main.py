@@ -50,7 +50,12 @@ def up_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2miss", action="store_true", help="report unknown destination MACs")
     p.add_argument("--l3miss", action="store_true", help="report unknown IPs (with --proxy)")
     p.add_argument("--reachable-time", type=float, default=30.0,
-                   help="seconds a 'nud reachable' neighbour stays usable (default 30)")
+                   help="seconds a 'nud reachable' neighbour stays usable (default 30, the "
+                   "kernel's base_reachable_time_ms)")
+    p.add_argument("--gc-stale-time", type=float, default=60.0,
+                   help="seconds after its last update a stale neighbour is removed, so that "
+                   "the next request for it raises an L3 miss again (default 60, the kernel's "
+                   "gc_stale_time)")
     p.add_argument("--config", help="start the VTEPs described in FILE (see the README)")
     return p
 
@@ -73,7 +78,8 @@ def config_from_args(a) -> list:
         srcport=tuple(a.srcport) if a.srcport else DEFAULT_SRCPORT, ttl=a.ttl, mtu=a.mtu,
         mac=mac_from_str(a.mac) if a.mac else b"", address=list(a.address), master=a.master,
         learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
-        l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time)
+        l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,
+        gc_stale_time=a.gc_stale_time)
     return [cfg]
 
 
@@ -146,6 +152,8 @@ def cmd_table(req: Request, kind: str) -> int:
             if kind == "fdb":
                 rows = [row for e in rows
                         for row in output.fdb_bridge_json(e, with_dev=req.dev is None)]
+            else:
+                rows = [output.neigh_show_json(e, with_dev=req.dev is None) for e in rows]
             print(json.dumps(rows))
         else:
             for e in rows:
@@ -165,6 +173,7 @@ def cmd_monitor(req: Request) -> int:
     devs = _targets(req, all_ok=True)
     if len(devs) > 1:
         raise LocalError(f"several VTEPs run here ({', '.join(devs)}): say dev NAME")
+    from ..core.events import event_from_json
     c = control.Client(devs[0], timeout=None)
     try:
         c.call({"cmd": "monitor"})
@@ -172,10 +181,19 @@ def cmd_monitor(req: Request) -> int:
             msg = c.readline()
             if msg is None:
                 return 0
+            if msg.get("lost"):
+                # Like ip monitor's "No buffer space available": the VTEP dropped events
+                # because this listener did not keep up; packets were not held back.
+                print(f"{PROG}: {msg['lost']} events lost (the listener was too slow)",
+                      file=sys.stderr, flush=True)
+            if "event" not in msg:
+                continue
             if req.json:
                 print(json.dumps(msg["event"]), flush=True)
             else:
-                print(msg["text"], flush=True)
+                # As ip monitor: "dev NAME" only when no device was named.
+                print(event_from_json(msg["event"]).format(with_dev=req.dev is None),
+                      flush=True)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -65,11 +65,29 @@ def format_fdb_line(entry: dict, with_dev: bool = True) -> str:
 
 
 def format_neigh_line(entry: dict, with_dev: bool = True, dev: str = "") -> str:
+    """``ip neigh show`` prints ``10.20.1.3 [dev vxlan0] lladdr b2:ee:aa:42:8b:0b REACHABLE``
+    (``dev`` only when the listing was not asked for one device)."""
     parts = [entry["dst"]]
     if with_dev:
-        parts += ["dev", entry.get("ifname", dev)]
-    parts += ["lladdr", entry["lladdr"], entry["state"]]
+        parts += ["dev", entry.get("dev") or entry.get("ifname") or dev]
+    if entry.get("lladdr"):
+        parts += ["lladdr", entry["lladdr"]]
+    state = entry.get("state") or []
+    parts += [state.upper()] if isinstance(state, str) else list(state)
     return " ".join(parts)
+
+
+def neigh_show_json(entry: dict, with_dev: bool = True, dev: str = "") -> dict:
+    """``ip -j neigh show``'s object for one entry: ``dst``, ``dev`` (only without ``dev
+    NAME``), ``lladdr``, ``state`` (a list), in that order."""
+    row: dict = {"dst": entry["dst"]}
+    if with_dev:
+        row["dev"] = entry.get("dev") or entry.get("ifname") or dev
+    if entry.get("lladdr"):
+        row["lladdr"] = entry["lladdr"]
+    state = entry.get("state") or []
+    row["state"] = [state.upper()] if isinstance(state, str) else list(state)
+    return row
 
 
 def format_show(d: dict) -> str:

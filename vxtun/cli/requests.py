@@ -109,7 +109,7 @@ def parse_fdb(words: list[str]) -> Request:
 
 def parse_neigh(words: list[str]) -> Request:
     """``neigh {add|replace|change|del|show|flush} [IP] [lladdr MAC] [dev NAME]
-    [nud permanent|reachable|stale|noarp] [-j]``"""
+    [nud permanent|reachable|stale|noarp] [-j]`` (show and flush also take ``nud all``)"""
     if not words:
         words = ["show"]
     op = words[0]
@@ -135,7 +135,9 @@ def parse_neigh(words: list[str]) -> Request:
             i += 2
         elif w == "nud":
             nud = _take(words, i, "nud")
-            if nud not in ("permanent", "reachable", "stale", "noarp"):
+            # show and flush filter by state, and take "all" (every state, noarp included).
+            if nud not in ("permanent", "reachable", "stale", "noarp") and \
+                    not (nud == "all" and op in ("show", "flush")):
                 raise LocalError(f"invalid nud state {nud!r} (expected permanent, reachable, "
                                  "stale or noarp)")
             body["nud"] = nud

@@ -30,7 +30,8 @@ class VtepConfig:
     proxy: bool = False
     l2miss: bool = False
     l3miss: bool = False
-    reachable_time: float = 30.0
+    reachable_time: float = 30.0      # neigh base_reachable_time_ms / 1000
+    gc_stale_time: float = 60.0       # neigh gc_stale_time: a stale neighbour is collected
 
     def validate(self) -> None:
         """Refuse what ``ip link add type vxlan`` refuses, with a message fit for a user."""
@@ -68,6 +69,8 @@ class VtepConfig:
             raise LocalError(f"invalid ttl {self.ttl}: must be 0..255")
         if self.ageing < 0:
             raise LocalError("ageing must not be negative")
+        if self.reachable_time <= 0 or self.gc_stale_time <= 0:
+            raise LocalError("reachable time and gc stale time must be positive")
         if self.maxaddress < 0:
             raise LocalError("maxaddress must not be negative")
         if self.mtu is not None and not 68 <= self.mtu <= 65535:

@@ -1,14 +1,27 @@
 """Events the core raises for a controller (``vxtun monitor``, or a Python program).
 
-Named as ``ip monitor`` shows them: an L3 miss (``miss 10.20.1.3 STALE``) when the ARP/ND proxy
-has no neighbour entry for an IP, an L2 miss (``miss lladdr b2:ee:aa:42:8b:0b STALE``) when a
-unicast MAC has no FDB entry and there is no default destination, and FDB/neighbour changes.
+Named and printed as ``ip monitor`` shows the kernel's (RTM_GETNEIGH for a miss, RTM_NEWNEIGH /
+RTM_DELNEIGH for a change):
+
+* ``L3Miss``: the ARP/ND proxy has no neighbour entry for an IP (vxlan_ip_miss):
+  ``miss 10.20.1.3 STALE``.
+* ``L2Miss``: a unicast MAC has no FDB entry and there is no default destination
+  (vxlan_fdb_miss): ``miss lladdr b2:ee:aa:42:8b:0b STALE``.
+* ``NeighChange``: a neighbour entry was added, changed, aged or deleted:
+  ``10.20.1.3 lladdr b2:ee:aa:42:8b:0b REACHABLE``, ``Deleted 10.20.1.3 FAILED``.
+* ``FdbChange``: an FDB entry was added, learned, moved or deleted, printed as
+  ``bridge monitor fdb`` does: ``b2:ee:aa:42:8b:0b dev vxtun0 dst 192.0.2.2 self permanent``.
+
+``format(with_dev)`` leaves out ``dev NAME`` as ``ip monitor ... dev NAME`` does.  ``to_json()``
+uses iproute2's JSON keys (``miss``, ``deleted``, ``dst``, ``dev``, ``lladdr``, ``state`` as a
+list) plus ``event`` (``l2miss``, ``l3miss``, ``neigh``, ``fdb``) and, for misses, ``vni``;
+``event_from_json()`` turns that back into an event.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..wire.ether import mac_to_str
+from ..wire.ether import mac_from_str, mac_to_str
 
 
 @dataclass(frozen=True)
@@ -18,12 +31,20 @@ class L2Miss:
     vni: int
     time: float = 0.0
 
+    @property
+    def lladdr(self) -> str:
+        return mac_to_str(self.mac)
+
     def to_json(self) -> dict:
-        return {"event": "l2miss", "dev": self.dev, "lladdr": mac_to_str(self.mac),
-                "vni": self.vni, "state": "STALE"}
+        return {"event": "l2miss", "miss": None, "dev": self.dev, "lladdr": self.lladdr,
+                "state": ["STALE"], "vni": self.vni}
+
+    def format(self, with_dev: bool = True) -> str:
+        dev = f"dev {self.dev} " if with_dev else ""
+        return f"miss {dev}lladdr {self.lladdr} STALE"
 
     def __str__(self) -> str:
-        return f"miss lladdr {mac_to_str(self.mac)} dev {self.dev} STALE"
+        return self.format()
 
 
 @dataclass(frozen=True)
@@ -34,11 +55,15 @@ class L3Miss:
     time: float = 0.0
 
     def to_json(self) -> dict:
-        return {"event": "l3miss", "dev": self.dev, "dst": self.ip, "vni": self.vni,
-                "state": "STALE"}
+        return {"event": "l3miss", "miss": None, "dst": self.ip, "dev": self.dev,
+                "state": ["STALE"], "vni": self.vni}
+
+    def format(self, with_dev: bool = True) -> str:
+        dev = f" dev {self.dev}" if with_dev else ""
+        return f"miss {self.ip}{dev} STALE"
 
     def __str__(self) -> str:
-        return f"miss {self.ip} dev {self.dev} STALE"
+        return self.format()
 
 
 @dataclass(frozen=True)
@@ -49,24 +74,81 @@ class FdbChange:
     entry: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"event": "fdb", "action": self.action, "dev": self.dev, **self.entry}
+        d = {"event": "fdb", "action": self.action}
+        if self.action == "del":
+            d["deleted"] = True
+        d.update(self.entry)
+        d.setdefault("ifname", self.dev)
+        return d
 
-    def __str__(self) -> str:
+    def format(self, with_dev: bool = True) -> str:
+        # bridge monitor fdb has no device filter: its lines always name the device.
         from ..cli.output import format_fdb_line  # local: output formatting is the CLI's job
         prefix = "Deleted " if self.action == "del" else ""
-        return prefix + format_fdb_line(self.entry, with_dev=True)
+        entry = dict(self.entry)
+        entry.setdefault("ifname", self.dev)
+        return "\n".join(prefix + ln for ln in format_fdb_line(entry, with_dev=True).split("\n"))
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 @dataclass(frozen=True)
 class NeighChange:
+    """``new`` (added, changed, or aged to ``stale``) or ``del`` of a neighbour entry; ``entry``
+    as ``ip -j neigh show`` prints one (``dst``, ``lladdr``, ``state`` list)."""
     action: str
     dev: str
     entry: dict = field(default_factory=dict)
 
+    @property
+    def ip(self) -> str:
+        return self.entry.get("dst", "")
+
     def to_json(self) -> dict:
-        return {"event": "neigh", "action": self.action, "dev": self.dev, **self.entry}
+        d: dict = {"event": "neigh", "action": self.action}
+        if self.action == "del":
+            d["deleted"] = True
+        d["dst"] = self.entry.get("dst")
+        d["dev"] = self.dev
+        if self.entry.get("lladdr"):
+            d["lladdr"] = self.entry["lladdr"]
+        d["state"] = _states(self.entry.get("state"))
+        return d
+
+    def format(self, with_dev: bool = True) -> str:
+        parts = ["Deleted"] if self.action == "del" else []
+        parts.append(self.entry.get("dst", ""))
+        if with_dev:
+            parts += ["dev", self.dev]
+        if self.entry.get("lladdr"):
+            parts += ["lladdr", self.entry["lladdr"]]
+        parts += _states(self.entry.get("state"))
+        return " ".join(parts)
 
     def __str__(self) -> str:
-        from ..cli.output import format_neigh_line
-        prefix = "Deleted " if self.action == "del" else ""
-        return prefix + format_neigh_line(self.entry, with_dev=True)
+        return self.format()
+
+
+def _states(state) -> list[str]:
+    if state is None:
+        return []
+    if isinstance(state, str):
+        return [state.upper()]
+    return [str(s).upper() for s in state]
+
+
+def event_from_json(d: dict):
+    """The event a ``to_json()`` dict describes (what ``vxtun monitor -j`` prints)."""
+    kind = d.get("event")
+    if kind == "l2miss":
+        return L2Miss(d["dev"], mac_from_str(d["lladdr"]), int(d.get("vni", 0)))
+    if kind == "l3miss":
+        return L3Miss(d["dev"], d["dst"], int(d.get("vni", 0)))
+    if kind == "neigh":
+        entry = {k: d[k] for k in ("dst", "lladdr", "state") if k in d}
+        return NeighChange(d.get("action", "new"), d["dev"], entry)
+    if kind == "fdb":
+        entry = {k: v for k, v in d.items() if k not in ("event", "action", "deleted")}
+        return FdbChange(d.get("action", "new"), d.get("ifname", ""), entry)
+    raise ValueError(f"unknown event {kind!r}")

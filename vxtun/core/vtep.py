@@ -11,8 +11,11 @@ the returned actions:
 Malformed input is never an exception: it is dropped and counted in ``self.stats``.
 
 Transmit path (vxlan_xmit):
-  1. With ``proxy``, ARP requests and IPv6 Neighbour Solicitations are answered from the
-     neighbour table or dropped; they never go to the underlay (arp_reduce, neigh_reduce).
+  1. With ``proxy``, every ARP frame and every IPv6 Neighbour Solicitation is consumed: a
+     request for an IP whose neighbour entry is usable (NUD_CONNECTED) is answered, any other
+     is dropped, and nothing goes to the underlay (arp_reduce, neigh_reduce).  With
+     ``l3miss``, a request for an IP that has *no* entry raises an L3 miss; an entry in an
+     unusable state (``stale``) suppresses both the answer and the miss.
   2. Look the destination MAC up in the FDB; a miss falls back to the all-zeros default entry.
   3. No entry and no default: drop (``no_remote``); for a unicast MAC with ``l2miss`` on, raise
      an L2 miss so a controller can add the entry.
@@ -27,6 +30,7 @@ Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import NamedTuple
 
 from ..fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
@@ -50,8 +54,9 @@ class Deliver(NamedTuple):
     frame: bytes
 
 
-# How often the same miss may be reported: the kernel reports every one, which lets a burst of
-# traffic flood the listener; one report per key per interval is enough for a controller.
+# How often the same miss may be reported: the kernel reports every one (vxlan_fdb_miss and
+# vxlan_ip_miss have no limit), which lets a burst of traffic flood the listener; one report
+# per key (IP or MAC) per interval is enough for a controller.
 MISS_INTERVAL = 1.0
 MISS_KEYS_MAX = 4096
 EVENTS_MAX = 4096
@@ -67,12 +72,13 @@ class Vtep:
                                                    config.learning)
         if neigh is None:
             from ..proxy import NeighTable
-            neigh = NeighTable(config.reachable_time)
+            neigh = NeighTable(config.reachable_time,
+                               config.gc_stale_time)
         self.neigh = neigh
         self.mac = config.mac
         self.mtu = config.mtu or 1450
         self._hdr = encode_header(config.vni)
-        self._events: list = []
+        self._events: deque = deque()
         self._miss_seen: dict = {}
         self.events_lost = 0
         if config.remote:
@@ -84,12 +90,12 @@ class Vtep:
 
     def next_event(self):
         """Pop the oldest pending event, or None (aioquic style)."""
-        return self._events.pop(0) if self._events else None
+        return self._events.popleft() if self._events else None
 
     def _emit(self, event) -> None:
         # A slow or absent listener loses events, never packets: the queue is bounded.
         if len(self._events) >= EVENTS_MAX:
-            self._events.pop(0)
+            self._events.popleft()
             self.events_lost += 1
         self._events.append(event)
 
@@ -108,8 +114,18 @@ class Vtep:
         from ..cli.output import fdb_entry_json
         self._emit(FdbChange(action, self.config.name, fdb_entry_json(entry, self.config)))
 
-    def neigh_changed(self, action: str, entry) -> None:
-        self._emit(NeighChange(action, self.config.name, entry.to_json()))
+    def neigh_changed(self, action: str, entry, admin: bool = False) -> None:
+        """Report a neighbour change as the kernel notifies it.  An administrative delete
+        (``ip neigh del``) first marks the entry FAILED, so it is reported without its lladdr
+        (neigh_del -> neigh_update(NUD_FAILED)); a collected entry keeps both."""
+        d = entry.to_json()
+        if action == "del" and admin:
+            d = {"dst": d["dst"], "state": ["FAILED"]}
+        self._emit(NeighChange(action, self.config.name, d))
+
+    def _neigh_aged(self) -> None:
+        for action, e in self.neigh.changes():
+            self.neigh_changed(action, e)
 
     # --- TAP -> underlay ---------------------------------------------------------------
 
@@ -186,8 +202,8 @@ class Vtep:
         """Age out FDB and neighbour entries (vxlan_cleanup runs every 10 s; call it often)."""
         for e in self.fdb.expire(now):
             self.fdb_changed("del", e)
-        for n in self.neigh.expire(now):
-            self.neigh_changed("del", n)
+        self.neigh.expire(now)
+        self._neigh_aged()
 
     # --- ARP / ND proxy (arp_reduce, neigh_reduce) --------------------------------------
 
@@ -195,31 +211,43 @@ class Vtep:
         from ..proxy import arp_reply, na_reply, parse_arp_request, parse_ns
         if etype == ETH_P_ARP:
             req = parse_arp_request(frame)
-            if req is None:
+            if req is None:          # not an Ethernet/IPv4 request, or a loopback/mcast target
                 self.stats.drop("proxy")
                 return []
-            sha, sip, tip = req
-            ip = tip
+            ip = req[2]
         else:
             req = parse_ns(frame)
-            if req is None:
+            if req is None:          # sent to loopback, or a multicast target
                 self.stats.drop("proxy")
                 return []
             ip = req.target
         n = self.neigh.lookup(ip, now)
+        self._neigh_aged()
         if n is None:
+            # The only case that raises an L3 miss: neigh_lookup() found nothing.
             if self.config.l3miss:
                 if self._miss(("l3", ip), L3Miss(self.config.name, ip, self.config.vni, now), now):
                     self.stats.l3miss += 1
             self.stats.drop("proxy")
             return []
-        # The kernel does not answer for a neighbour whose MAC sits behind this very host
-        # (an FDB entry with no remote IP); vxtun's FDB has no such entries, so always answer.
-        self.stats.proxy_replies += 1
+        if not n.connected:
+            self.stats.drop("proxy")
+            return []
+        # A neighbour whose MAC sits behind this very host (an FDB entry whose first remote is
+        # the any address) is left to answer for itself: the "bridge-local neighbor" check.
+        f = self.fdb.get(n.lladdr)
+        if f is not None and f.remotes and f.remotes[0].ip in ("0.0.0.0", "::"):
+            self.stats.drop("proxy")
+            return []
         if etype == ETH_P_ARP:
             reply = arp_reply(frame, n.lladdr)
         else:
+            # NTF_ROUTER would set the router flag; vxtun's FDB has no router entries.
             reply = na_reply(frame, req, n.lladdr)
+            if reply is None:
+                self.stats.drop("proxy")
+                return []
+        self.stats.proxy_replies += 1
         return [Deliver(rx_vnet_header(reply, self.mtu), reply)]
 
 

@@ -34,7 +34,10 @@ def _show(node, port, conn, req):
 
 
 def _stats(node, port, conn, req):
-    return {"ifname": port.config.name, "vni": port.config.vni, **node.stats(port)}
+    # events lost: dropped from the core's bounded queue, or for a monitor that fell behind.
+    lost = port.vtep.events_lost + getattr(node, "events_lost", 0)
+    return {"ifname": port.config.name, "vni": port.config.vni, **node.stats(port),
+            "events": {"lost": lost}}
 
 
 def _down(node, port, conn, req):
@@ -79,7 +82,8 @@ def _fdb(node, port, conn, req):
             raise LocalError(f"dst {r.ip} is IPv{fam} but {port.config.name} has an "
                              f"IPv{port.config.family} underlay")
         e = vtep.fdb.add(mac, r, req.get("state") or "permanent", now, op)
-        vtep.fdb_changed("new", e)
+        # Report the destination this request added, as the kernel notifies one rdst.
+        vtep.fdb_changed("new", _only(e, [r]))
         return None
     if op == "del":
         dst = req.get("dst")
@@ -88,37 +92,73 @@ def _fdb(node, port, conn, req):
                 dst = str(ipaddress.ip_address(dst))
             except ValueError:
                 raise LocalError(f"invalid dst address {dst!r}") from None
+        old = vtep.fdb.get(mac)
+        before = list(old.remotes) if old is not None else []
         e = vtep.fdb.delete(mac, dst, int(req.get("port") or 0), req.get("vni"))
-        vtep.fdb_changed("del", e)
+        after = list(e.remotes) if vtep.fdb.get(mac) is not None else []
+        vtep.fdb_changed("del", _only(e, [r for r in before if r not in after] or before))
         return None
     raise LocalError(f"unknown fdb operation {op!r}")
 
 
+class _Entry:
+    """An FDB entry as one change shows it: the touched destinations only."""
+
+    def __init__(self, e, remotes) -> None:
+        self.mac = e.mac
+        self.state = e.state
+        self.remotes = remotes
+
+
+def _only(e, remotes) -> _Entry:
+    return _Entry(e, remotes)
+
+
 def _neigh(node, port, conn, req):
+    """``ip neigh`` on the VTEP.  Changes are reported as the kernel notifies them: an add or a
+    change of state/lladdr as ``new``; a refresh with the same values silently; a delete as
+    ``Deleted IP FAILED``; ``flush`` removes all but permanent and noarp entries (``nud all``:
+    every entry)."""
     op = req.get("op")
     vtep = port.vtep
     now = time.monotonic()
     if op == "show":
-        return [e.to_json() for e in vtep.neigh.entries(now)]
+        rows = [e.to_json() for e in vtep.neigh.entries(now)]
+        vtep._neigh_aged()
+        nud = req.get("nud")
+        if nud == "all":
+            return rows
+        if nud:
+            return [r for r in rows if r["state"] == [nud.upper()]]
+        # iproute2 lists every state but NOARP unless asked for ("nud all" / "nud noarp").
+        return [r for r in rows if r["state"] != ["NOARP"]]
     if op == "flush":
-        for e in list(vtep.neigh.entries()):
-            vtep.neigh.delete(e.ip)
+        vtep.neigh.expire(now)
+        vtep._neigh_aged()
+        for e in vtep.neigh.flush(all_states=req.get("nud") == "all"):
+            vtep.neigh_changed("del", e, admin=True)
         return None
     ip = req.get("dst", "")
     if op in ("add", "replace", "change"):
         mac = mac_from_str(req.get("lladdr", ""))
-        e = vtep.neigh.add(ip, mac, req.get("nud") or "permanent", now, op)
-        vtep.neigh_changed("new", e)
+        e, changed = vtep.neigh.add(ip, mac, req.get("nud") or "permanent", now, op)
+        vtep._neigh_aged()
+        if changed:
+            vtep.neigh_changed("new", e)
         return None
     if op == "del":
         e = vtep.neigh.delete(ip)
-        vtep.neigh_changed("del", e)
+        vtep.neigh_changed("del", e, admin=True)
         return None
     raise LocalError(f"unknown neigh operation {op!r}")
 
 
 def _monitor(node, port, conn, req):
-    port.monitors.append(conn)
+    # Hand out what happened before this subscription first, so the answer to "monitor" is
+    # the first line this connection reads and every event after it is new.
+    node.after_core(port)
+    if conn not in port.monitors:
+        port.monitors.append(conn)
     return {"ifname": port.config.name}
 
 

@@ -25,6 +25,10 @@ from . import use_pure
 from .pure import send_datagram
 
 TICK = 1.0
+# Bytes queued for one control connection beyond what its socket buffer holds.  A monitor that
+# falls this far behind loses events (and is told how many); a client that does not read its
+# answers is disconnected.  Either way the loop never blocks on a control socket.
+OUT_MAX = 256 * 1024
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Node:
         self.running = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._clients: dict = {}
+        self.events_lost = 0            # events dropped for slow monitors, all VTEPs
+        self._out: dict = {}            # conn -> bytearray not yet taken by the socket
+        self._lost: dict = {}           # conn -> events dropped since the last notice
         self._attached = False          # run() has handed the open sockets to the backend
         self._deferred: list = []       # work to do once a control answer has been sent
         self.on_down = None             # set by the owner: down removes one VTEP, not all
@@ -355,15 +362,50 @@ class Node:
         ev = vtep.next_event()
         while ev is not None:
             if port.monitors:
-                line = json.dumps({"ok": True, "event": ev.to_json(), "text": str(ev)}).encode()
+                line = json.dumps({"ok": True, "event": ev.to_json(),
+                                   "text": str(ev)}).encode() + b"\n"
                 for conn in list(port.monitors):
-                    try:
-                        conn.send(line + b"\n")
-                    except (BlockingIOError, InterruptedError):
-                        pass             # a slow listener loses events, never packets
-                    except OSError:
-                        self._close_client(conn)
+                    self._queue(conn, line, droppable=True)
             ev = vtep.next_event()
+
+    def _queue(self, conn, data: bytes, droppable: bool) -> None:
+        """Send ``data`` on a control connection without ever blocking: what the socket does
+        not take now waits in a bounded buffer and goes out when it becomes writable.  A full
+        buffer drops an event (``droppable``; a slow listener loses events, never packets) or
+        closes a connection whose answers are not being read."""
+        out = self._out.setdefault(conn, bytearray())
+        lost = self._lost.get(conn, 0)
+        if lost and len(out) < OUT_MAX // 2:
+            out += json.dumps({"ok": True, "lost": lost}).encode() + b"\n"
+            self._lost[conn] = lost = 0
+        if len(out) + len(data) > OUT_MAX:
+            if droppable:
+                self._lost[conn] = lost + 1
+                self.events_lost += 1
+                return
+            self._close_client(conn)
+            return
+        out += data
+        self._flush(conn)
+
+    def _flush(self, conn) -> None:
+        out = self._out.get(conn)
+        while out:
+            try:
+                n = conn.send(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close_client(conn)
+                return
+            del out[:n]
+        try:
+            key = self.sel.get_key(conn)
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+            if key.events != want:
+                self.sel.modify(conn, want, key.data)
+        except (KeyError, ValueError):
+            pass
 
     # --- control -----------------------------------------------------------------------
 
@@ -382,6 +424,8 @@ class Node:
 
     def _close_client(self, conn) -> None:
         entry = self._clients.pop(conn, None)
+        self._out.pop(conn, None)
+        self._lost.pop(conn, None)
         if entry is not None:
             port = entry[0]
             if conn in port.monitors:
@@ -393,6 +437,11 @@ class Node:
         conn.close()
 
     def _on_client(self, conn) -> None:
+        # Called when the connection is readable or (with output queued) writable.
+        if self._out.get(conn):
+            self._flush(conn)
+            if conn not in self._clients:
+                return
         port, buf = self._clients[conn]
         try:
             chunk = conn.recv(65536)
@@ -416,12 +465,8 @@ class Node:
                 ans = {"ok": False, "error": str(e)}
             except (ValueError, KeyError, TypeError) as e:
                 ans = {"ok": False, "error": f"bad request: {e}"}
-            try:
-                conn.setblocking(True)
-                conn.sendall(json.dumps(ans).encode() + b"\n")
-                conn.setblocking(False)
-            except OSError:
-                self._close_client(conn)
+            self._queue(conn, json.dumps(ans).encode() + b"\n", droppable=False)
+            if conn not in self._clients:
                 return
         if conn in self._clients:
             self._clients[conn] = (port, buf)

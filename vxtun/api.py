@@ -1,0 +1,220 @@
+"""The Python API of a running VTEP, for controllers: events in, table changes out.
+
+The tutorial ends with "everything manual here is done by a program in practice": a program
+listens for the misses of ``ip monitor`` and answers them with ``ip neigh replace`` and
+``bridge fdb add``.  This module is that program's side of a vxtun VTEP::
+
+    from vxtun.api import Controller, L2Miss, L3Miss
+
+    ctl = Controller("vxtun0")
+    with ctl.subscribe() as events:            # subscribed once this returns
+        for ev in events:                      # blocks; ends when the VTEP goes away
+            if isinstance(ev, L3Miss):         # miss 10.20.1.3 STALE
+                ctl.neigh_replace(ev.ip, "b2:ee:aa:42:8b:0b", nud="reachable")
+            elif isinstance(ev, L2Miss):       # miss lladdr b2:ee:aa:42:8b:0b STALE
+                ctl.fdb_add(ev.lladdr, dst="192.0.2.2")
+
+Everything goes through the VTEP's control socket (``@vxtun/<dev>`` in the caller's network
+namespace, root only), the one ``vxtun neigh|fdb|monitor`` use, so a controller and a person at
+the CLI see and change the same tables.  A malformed argument (a bad MAC or address, an
+unknown nud state) raises ``vxtun.errors.LocalError`` before anything is sent; a request the
+VTEP refuses (``add`` of an existing entry, ``del`` of a missing one) or a VTEP that is not
+running raises ``vxtun.errors.ControlError`` with the message the CLI would print.  Both derive
+from ``VxtunError``.
+
+Events are the dataclasses of ``vxtun.core.events``: ``L3Miss`` (``.ip``), ``L2Miss``
+(``.mac``, ``.lladdr``), ``NeighChange`` and ``FdbChange`` (``.action`` ``new``/``del`` and
+``.entry``, as ``ip -j neigh`` / ``bridge -j fdb`` show one).  A listener that falls behind
+loses events, never the VTEP's packets: ``EventStream.lost`` counts what it missed.  Misses of
+one key are reported at most once a second, so a controller is never flooded by a burst.
+"""
+from __future__ import annotations
+
+import ipaddress
+import select
+from collections.abc import Iterator
+
+from .core.events import FdbChange, L2Miss, L3Miss, NeighChange, event_from_json
+from .errors import ControlError, LocalError
+from .io import control
+from .wire.ether import mac_from_str, mac_to_str
+
+__all__ = ["Controller", "EventStream", "L2Miss", "L3Miss", "NeighChange", "FdbChange",
+           "running"]
+
+NUD = ("permanent", "noarp", "reachable", "stale")
+
+
+def running() -> list[str]:
+    """The names of the vxtun VTEPs running in this network namespace."""
+    return control.running()
+
+
+def _mac(mac: str | bytes) -> str:
+    return mac_to_str(mac) if isinstance(mac, (bytes, bytearray)) else mac_to_str(mac_from_str(mac))
+
+
+def _ip(ip: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise LocalError(f"invalid {what} address {ip!r}") from None
+
+
+class EventStream:
+    """A subscription to one VTEP's events (``vxtun monitor``).  Iterate it, or call
+    ``next(timeout)``; ``fileno()`` lets it join a selector or an event loop."""
+
+    def __init__(self, dev: str) -> None:
+        self.dev = dev
+        self.lost = 0           # events the VTEP dropped because this listener was slow
+        self._client = control.Client(dev, timeout=None)
+        try:
+            self._client.call({"cmd": "monitor"})
+        except BaseException:
+            self._client.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._client.sock.fileno()
+
+    def next(self, timeout: float | None = None):
+        """The next event; None when ``timeout`` seconds pass without one.  Raises
+        ControlError when the VTEP goes away."""
+        while True:
+            if timeout is not None and b"\n" not in self._client._buf:
+                r, _, _ = select.select([self._client.sock], [], [], timeout)
+                if not r:
+                    return None
+            msg = self._client.readline()
+            if msg is None:
+                raise ControlError(f"VTEP {self.dev} went away")
+            if msg.get("lost"):
+                self.lost += int(msg["lost"])
+            if "event" in msg:
+                return event_from_json(msg["event"])
+
+    def __iter__(self) -> Iterator:
+        while True:
+            try:
+                yield self.next()
+            except ControlError:
+                return
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Controller:
+    """One VTEP, by device name, as a program sees it."""
+
+    def __init__(self, dev: str = "vxtun0", timeout: float = 5.0) -> None:
+        self.dev = dev
+        self.timeout = timeout
+
+    def _call(self, req: dict):
+        return control.call(self.dev, req, self.timeout)
+
+    # --- events ------------------------------------------------------------------------
+
+    def subscribe(self) -> EventStream:
+        """Start listening now: every event after this call returns is delivered."""
+        return EventStream(self.dev)
+
+    def events(self) -> Iterator:
+        """Iterate over the VTEP's events until it goes away (a shorthand for subscribe())."""
+        with self.subscribe() as stream:
+            yield from stream
+
+    # --- the device --------------------------------------------------------------------
+
+    def show(self) -> dict:
+        """What ``vxtun show -j`` shows: the configuration, MTU, MAC, dataplane."""
+        return self._call({"cmd": "show"})
+
+    def stats(self) -> dict:
+        return self._call({"cmd": "stats"})
+
+    # --- neighbour table (ip neigh ... dev DEV) ------------------------------------------
+
+    def _neigh(self, op: str, ip: str, lladdr: str | bytes, nud: str) -> None:
+        if nud not in NUD:
+            raise LocalError(f"invalid nud state {nud!r} (expected {', '.join(NUD)})")
+        self._call({"cmd": "neigh", "op": op, "dst": _ip(ip, "neighbour"),
+                    "lladdr": _mac(lladdr), "nud": nud})
+
+    def neigh_add(self, ip: str, lladdr: str | bytes, nud: str = "permanent") -> None:
+        """``ip neigh add IP lladdr MAC nud NUD``; refuses an existing entry."""
+        self._neigh("add", ip, lladdr, nud)
+
+    def neigh_replace(self, ip: str, lladdr: str | bytes, nud: str = "permanent") -> None:
+        """``ip neigh replace``: add or overwrite (and restart a reachable entry's time)."""
+        self._neigh("replace", ip, lladdr, nud)
+
+    def neigh_change(self, ip: str, lladdr: str | bytes, nud: str = "permanent") -> None:
+        self._neigh("change", ip, lladdr, nud)
+
+    def neigh_del(self, ip: str) -> None:
+        self._call({"cmd": "neigh", "op": "del", "dst": _ip(ip, "neighbour")})
+
+    def neigh_flush(self, all_states: bool = False) -> None:
+        """``ip neigh flush dev DEV``: all but permanent and noarp entries (or every one)."""
+        req = {"cmd": "neigh", "op": "flush"}
+        if all_states:
+            req["nud"] = "all"
+        self._call(req)
+
+    def neigh_show(self, nud: str | None = None) -> list[dict]:
+        """As ``ip -j neigh show dev DEV`` (noarp entries only with ``nud="all"``)."""
+        req = {"cmd": "neigh", "op": "show"}
+        if nud:
+            req["nud"] = nud
+        return self._call(req)
+
+    # --- FDB (bridge fdb ... dev DEV self) -----------------------------------------------
+
+    def _fdb(self, op: str, mac: str | bytes, dst: str, port: int | None, vni: int | None,
+             via: str | None, state: str) -> None:
+        req = {"cmd": "fdb", "op": op, "mac": _mac(mac), "dst": _ip(dst, "dst"),
+               "state": state}
+        if port:
+            req["port"] = int(port)
+        if vni is not None:
+            req["vni"] = int(vni)
+        if via:
+            req["via"] = via
+        self._call(req)
+
+    def fdb_add(self, mac: str | bytes, dst: str, port: int | None = None,
+                vni: int | None = None, via: str | None = None,
+                state: str = "permanent") -> None:
+        """``bridge fdb add MAC dst IP dev DEV``; refuses an existing MAC."""
+        self._fdb("add", mac, dst, port, vni, via, state)
+
+    def fdb_append(self, mac: str | bytes, dst: str, port: int | None = None,
+                   vni: int | None = None, via: str | None = None,
+                   state: str = "permanent") -> None:
+        """``bridge fdb append``: one more destination for the all-zeros or a multicast MAC."""
+        self._fdb("append", mac, dst, port, vni, via, state)
+
+    def fdb_replace(self, mac: str | bytes, dst: str, port: int | None = None,
+                    vni: int | None = None, via: str | None = None,
+                    state: str = "permanent") -> None:
+        """``bridge fdb replace``: add or re-point a unicast MAC."""
+        self._fdb("replace", mac, dst, port, vni, via, state)
+
+    def fdb_del(self, mac: str | bytes, dst: str | None = None) -> None:
+        """``bridge fdb del``: one destination when ``dst`` is given, else the whole entry."""
+        req = {"cmd": "fdb", "op": "del", "mac": _mac(mac)}
+        if dst is not None:
+            req["dst"] = _ip(dst, "dst")
+        self._call(req)
+
+    def fdb_show(self) -> list[dict]:
+        return self._call({"cmd": "fdb", "op": "show"})
