@@ -108,12 +108,32 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t recvmsg(int fd, msghdr* m, int flags)
     int sendmmsg(int fd, mmsghdr* v, unsigned int n, int flags)
     int recvmmsg(int fd, mmsghdr* v, unsigned int n, int flags, timespec* t)
+    int socket(int domain, int type, int protocol)
+    int bind(int fd, const sockaddr* addr, socklen_t len)
+    int getsockname(int fd, sockaddr* addr, socklen_t* len)
     int setsockopt(int fd, int level, int name, const void* val, socklen_t len)
     int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
     int AF_INET
     int AF_INET6
     int SOL_SOCKET
+    int SOCK_DGRAM
+    int SOCK_NONBLOCK
+    int SOCK_CLOEXEC
+    int SO_SNDBUF
+    int SO_SNDBUFFORCE
+    int SO_ATTACH_FILTER
     int MSG_DONTWAIT
+
+
+cdef extern from "<linux/filter.h>" nogil:
+    cdef struct sock_filter:
+        uint16_t code
+        uint8_t jt
+        uint8_t jf
+        uint32_t k
+    cdef struct sock_fprog:
+        unsigned short len
+        sock_filter* filter
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -132,6 +152,15 @@ cdef extern from "<netinet/in.h>" nogil:
         in6_addr sin6_addr
         uint32_t sin6_scope_id
     int IPPROTO_UDP
+    int IPPROTO_IP
+    int IPPROTO_IPV6
+    int IP_TTL
+    int IP_MTU_DISCOVER
+    int IP_PMTUDISC_DONT
+    int IPV6_V6ONLY
+    int IPV6_UNICAST_HOPS
+    int IPV6_MTU_DISCOVER
+    int IPV6_PMTUDISC_DONT
 
 
 # --- wire rules (vxtun/wire/vxlan.py, vxtun/wire/offload.py) -------------------------------
@@ -222,6 +251,14 @@ cdef struct fp_underlay:
     void** vnis           # fp_vtep*, open addressing by VNI
     uint32_t vmask
 
+cdef enum:
+    GSO_SOCKS = 128       # UDP GSO sockets per VTEP (one per active source port)
+
+cdef struct fp_gsosock:
+    int fd
+    uint32_t sport
+    double used
+
 cdef struct fp_vtep:
     uint32_t id
     uint32_t vni
@@ -237,6 +274,12 @@ cdef struct fp_vtep:
     int tap_coalesce      # we may write TCP super-frames (GSO) to the TAP
     fp_fdb* fdb
     fp_underlay* us
+    # UDP GSO (UDP_SEGMENT) needs a UDP socket bound to each source port: a small LRU of them
+    int gso_on            # probed at attach; 0: every datagram goes through tx_fd
+    int ttl               # copied from tx_fd (0: the default)
+    uint8_t local[16]     # tx_fd's bound address (all zeros: any)
+    fp_gsosock* gso       # GSO_SOCKS slots
+    uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
     fp_stats txs          # written by the TX thread only
     fp_stats rxs          # written by the RX thread only
 

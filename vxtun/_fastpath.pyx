@@ -1231,7 +1231,11 @@ cdef enum:
     RXBUF = 65536 + RXHEAD + 64
     CTRLLEN = 64
     SOL_UDP = 17
+    UDP_SEGMENT = 103
     UDP_GRO = 104
+    IPV6_AUTOFLOWLABEL = 70
+    GSO_MAXSEG = 64       # UDP_MAX_SEGMENTS
+    GSO_MAXBYTES = 65000  # a UDP GSO send is still one IP datagram: under 64 KB in all
 
 
 # --- the punt queue: rare frames and notifications for the Python loop ----------------------
@@ -1401,6 +1405,196 @@ cdef void _tx_flush(fp_txctx* c, fp_vtep* v, int m) noexcept nogil:
         v.txs.drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
         i += 1
 
+cdef inline uint16_t _htons(uint32_t v) noexcept nogil:
+    cdef uint8_t b[2]
+    cdef uint16_t r
+    b[0] = (v >> 8) & 0xFF
+    b[1] = v & 0xFF
+    memcpy(&r, b, 2)
+    return r
+
+cdef sock_filter _DROP_ALL[1]
+_DROP_ALL[0].code = 0x06        # BPF_RET | BPF_K 0: the socket receives nothing
+_DROP_ALL[0].jt = 0
+_DROP_ALL[0].jf = 0
+_DROP_ALL[0].k = 0
+
+cdef int _open_gso_sock(fp_vtep* v, uint32_t sport) noexcept nogil:
+    """A UDP socket bound to (local, sport) that sends like tx_fd does: same TTL, no DF, flow
+    label 0, receives nothing.  -1 if the port is taken (the caller falls back to tx_fd)."""
+    cdef int fam = v.us.family
+    cdef int fd, one = 1, zero = 0, dont, size = 4 << 20
+    cdef sockaddr_in a4
+    cdef sockaddr_in6 a6
+    cdef sock_fprog prog
+    fd = socket(AF_INET if fam == 4 else AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return -1
+    prog.len = 1
+    prog.filter = _DROP_ALL
+    setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog))
+    if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int)) < 0:
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
+    if fam == 4:
+        dont = IP_PMTUDISC_DONT
+        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &dont, sizeof(int))
+        if v.ttl:
+            setsockopt(fd, IPPROTO_IP, IP_TTL, &v.ttl, sizeof(int))
+        memset(&a4, 0, sizeof(a4))
+        a4.sin_family = AF_INET
+        a4.sin_port = _htons(sport)
+        memcpy(&a4.sin_addr, v.local, 4)
+        if bind(fd, <sockaddr*>&a4, sizeof(a4)) < 0:
+            close(fd)
+            return -1
+    else:
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(int))
+        setsockopt(fd, IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, &zero, sizeof(int))
+        dont = IPV6_PMTUDISC_DONT
+        setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &dont, sizeof(int))
+        if v.ttl:
+            setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &v.ttl, sizeof(int))
+        memset(&a6, 0, sizeof(a6))
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = _htons(sport)
+        memcpy(a6.sin6_addr.s6_addr, v.local, 16)
+        if bind(fd, <sockaddr*>&a6, sizeof(a6)) < 0:
+            close(fd)
+            return -1
+    return fd
+
+cdef int _gso_fd(fp_vtep* v, uint32_t sport, double now) noexcept nogil:
+    """The GSO socket of ``sport`` (opened on first use; the least recently used idle one is
+    closed when all slots are taken), or -1 to send through tx_fd."""
+    cdef int k = v.gso_slot[sport], i, best = -1, fd
+    if k == 255:
+        return -1
+    if k:
+        v.gso[k - 1].used = now
+        return v.gso[k - 1].fd
+    for i in range(GSO_SOCKS):
+        if v.gso[i].fd < 0:
+            best = i
+            break
+        if now - v.gso[i].used > 1.0 and (best < 0 or v.gso[i].used < v.gso[best].used):
+            best = i
+    if best < 0:
+        return -1
+    fd = _open_gso_sock(v, sport)
+    if fd < 0:
+        v.gso_slot[sport] = 255
+        return -1
+    if v.gso[best].fd >= 0:
+        close(v.gso[best].fd)
+        v.gso_slot[v.gso[best].sport] = 0
+    v.gso[best].fd = fd
+    v.gso[best].sport = sport
+    v.gso[best].used = now
+    v.gso_slot[sport] = <uint8_t>(best + 1)
+    return fd
+
+cdef void _gso_close_all(fp_vtep* v) noexcept nogil:
+    cdef int i
+    if v.gso != NULL:
+        for i in range(GSO_SOCKS):
+            if v.gso[i].fd >= 0:
+                close(v.gso[i].fd)
+    free(v.gso)
+    free(v.gso_slot)
+    v.gso = NULL
+    v.gso_slot = NULL
+    v.gso_on = 0
+
+cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd) noexcept nogil:
+    """Send the segments as UDP GSO trains (UDP_SEGMENT): the kernel, not us, cuts them into
+    datagrams, and a peer with UDP_GRO can take the train whole.  Every segment but the last
+    has the same size (headers + MSS), as UDP GSO requires.  -1: send through tx_fd instead."""
+    cdef uint32_t dport = r.port if r.port else v.dstport
+    cdef uint32_t vni = <uint32_t>r.vni if r.vni >= 0 else v.vni
+    cdef uint8_t* vx = c.uh
+    cdef uint32_t gso_size = 8 + c.segs[0].hlen + c.segs[0].plen
+    cdef int per = GSO_MAXBYTES // gso_size
+    cdef int i = 0, k, j, waits = 0
+    cdef ssize_t sent
+    cdef msghdr mh
+    cdef sockaddr_in a4
+    cdef sockaddr_in6 a6
+    cdef uint8_t ctrl[64]
+    cdef cmsghdr* cm
+    cdef uint16_t gs = <uint16_t>gso_size
+    cdef pollfd pfd
+    if per > GSO_MAXSEG:
+        per = GSO_MAXSEG
+    if per < 2:
+        return -1
+    vx[0] = 0x08
+    vx[1] = 0
+    vx[2] = 0
+    vx[3] = 0
+    vx[4] = (vni >> 16) & 0xFF
+    vx[5] = (vni >> 8) & 0xFF
+    vx[6] = vni & 0xFF
+    vx[7] = 0
+    memset(&mh, 0, sizeof(mh))
+    if v.us.family == 4:
+        memset(&a4, 0, sizeof(a4))
+        a4.sin_family = AF_INET
+        a4.sin_port = _htons(dport)
+        memcpy(&a4.sin_addr, r.addr, 4)
+        mh.msg_name = &a4
+        mh.msg_namelen = sizeof(a4)
+    else:
+        memset(&a6, 0, sizeof(a6))
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = _htons(dport)
+        memcpy(a6.sin6_addr.s6_addr, r.addr, 16)
+        mh.msg_name = &a6
+        mh.msg_namelen = sizeof(a6)
+    while i < nseg:
+        k = nseg - i if nseg - i < per else per
+        for j in range(k):
+            c.iov[3 * j].iov_base = vx
+            c.iov[3 * j].iov_len = 8
+            c.iov[3 * j + 1].iov_base = <void*>c.segs[i + j].h
+            c.iov[3 * j + 1].iov_len = c.segs[i + j].hlen
+            c.iov[3 * j + 2].iov_base = <void*>c.segs[i + j].p
+            c.iov[3 * j + 2].iov_len = c.segs[i + j].plen
+        mh.msg_iov = c.iov
+        mh.msg_iovlen = 3 * k
+        if k > 1:
+            memset(ctrl, 0, sizeof(ctrl))
+            mh.msg_control = ctrl
+            mh.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+            cm = CMSG_FIRSTHDR(&mh)
+            cm.cmsg_level = SOL_UDP
+            cm.cmsg_type = UDP_SEGMENT
+            cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+            memcpy(CMSG_DATA(cm), &gs, sizeof(uint16_t))
+        else:
+            mh.msg_control = NULL
+            mh.msg_controllen = 0
+        sent = sendmsg(fd, &mh, 0)
+        if sent < 0:
+            if (errno == EAGAIN or errno == ENOBUFS) and waits < 50:
+                pfd.fd = fd
+                pfd.events = POLLOUT
+                pfd.revents = 0
+                poll(&pfd, 1, 2)
+                waits += 1
+                continue
+            if errno == EINTR:
+                continue
+            if i == 0:
+                return -1           # this kernel or route refuses GSO: the caller uses tx_fd
+            v.txs.drops[D_TX_ERROR] += k
+        i += k
+    return 0
+
+cdef inline bint _is_multicast(const fp_remote* r) noexcept nogil:
+    if r.family == 4:
+        return (r.addr[0] & 0xF0) == 0xE0
+    return r.addr[0] == 0xFF
+
 cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) noexcept nogil:
     """One VXLAN datagram per segment per remote (head-end replication for flood lists)."""
     cdef int ri, si, m = 0
@@ -1411,7 +1605,12 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) no
     cdef sockaddr_in* a4
     cdef sockaddr_in6* a6
     cdef msghdr* mh
-    cdef int fam = v.us.family
+    cdef int fam = v.us.family, gfd
+    if nseg > 1 and nr == 1 and v.gso_on and c.rem[0].family == fam \
+            and not _is_multicast(&c.rem[0]):
+        gfd = _gso_fd(v, sport, fp_now())
+        if gfd >= 0 and _tx_gso(c, v, &c.rem[0], nseg, gfd) == 0:
+            return
     for ri in range(nr):
         r = &c.rem[ri]
         if r.family != fam:
@@ -1774,6 +1973,42 @@ cdef object _stats_json(fp_stats* a, fp_stats* b):
     }
 
 
+cdef void _probe_gso(fp_vtep* v) noexcept nogil:
+    """Turn UDP GSO on for ``v`` if this kernel has UDP_SEGMENT; learn tx_fd's TTL and address."""
+    cdef int fd, gs = 1400, ttl = 0
+    cdef socklen_t len = sizeof(int)
+    cdef sockaddr_in6 sa
+    cdef socklen_t salen = sizeof(sa)
+    memset(v.local, 0, 16)
+    memset(&sa, 0, sizeof(sa))
+    if getsockname(v.tx_fd, <sockaddr*>&sa, &salen) == 0:
+        if v.us.family == 4 and sa.sin6_family == AF_INET:
+            memcpy(v.local, &(<sockaddr_in*>&sa).sin_addr, 4)
+        elif v.us.family == 6 and sa.sin6_family == AF_INET6:
+            memcpy(v.local, sa.sin6_addr.s6_addr, 16)
+    if v.us.family == 4:
+        getsockopt(v.tx_fd, IPPROTO_IP, IP_TTL, &ttl, &len)
+    else:
+        getsockopt(v.tx_fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &ttl, &len)
+    v.ttl = ttl if ttl > 0 else 0
+    fd = socket(AF_INET if v.us.family == 4 else AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return
+    if setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gs, sizeof(int)) == 0:
+        v.gso = <fp_gsosock*>malloc(GSO_SOCKS * sizeof(fp_gsosock))
+        v.gso_slot = <uint8_t*>calloc(65536, 1)
+        if v.gso != NULL and v.gso_slot != NULL:
+            for fd2 in range(GSO_SOCKS):
+                v.gso[fd2].fd = -1
+            v.gso_on = 1
+        else:
+            free(v.gso)
+            free(v.gso_slot)
+            v.gso = NULL
+            v.gso_slot = NULL
+    close(fd)
+
+
 cdef class Dataplane:
     """The two per-direction threads and the tables they run over.
 
@@ -1802,6 +2037,7 @@ cdef class Dataplane:
         with nogil:
             dp_stop(&self.dp)
         for i in range(self.dp.nvteps):
+            _gso_close_all(self.dp.vteps[i])
             free(self.dp.vteps[i])
         free(self.dp.vteps)
         for i in range(self.dp.nuls):
@@ -1925,7 +2161,7 @@ cdef class Dataplane:
 
     def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
-                 CFdb fdb not None, bint tap_tso=False) -> int:
+                 CFdb fdb not None, bint tap_tso=False, bint udp_gso=True) -> int:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
@@ -1961,6 +2197,8 @@ cdef class Dataplane:
         v.tap_tso = tap_tso
         v.fdb = fdb.t
         v.us = us
+        if udp_gso:
+            _probe_gso(v)
         was = self._pause()
         self.dp.vteps[self.dp.nvteps] = v
         self.dp.nvteps += 1
@@ -1986,6 +2224,7 @@ cdef class Dataplane:
         finally:
             self._resume(was)
         out = _stats_json(&v.txs, &v.rxs)
+        _gso_close_all(v)
         free(v)
         self._fdbs.pop(vid, None)
         return out
@@ -1997,6 +2236,10 @@ cdef class Dataplane:
             v.proxy = 1 if proxy else 0
         if mtu is not None:
             v.mtu = int(mtu)
+
+    def vtep_features(self, uint32_t vid) -> list:
+        cdef fp_vtep* v = self._vtep(vid)
+        return ["udp_gso"] if v.gso_on else []
 
     def vtep_stats(self, uint32_t vid) -> dict:
         cdef fp_vtep* v = self._vtep(vid)

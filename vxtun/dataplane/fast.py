@@ -16,6 +16,9 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   super-frames with partial checksums; the TX thread completes checksums and cuts the TCP
   segments itself (as a NIC would), so only MTU-sized, fully checksummed frames hit the wire.
   Fallback ``tap_csum`` (checksum only), then none.
+* ``udp_gso``: a TCP super-frame for one unicast remote leaves as UDP GSO trains
+  (UDP_SEGMENT) from a UDP socket bound to the flow's source port (a small LRU per VTEP), so
+  the kernel handles one large packet instead of ~45; fallback: the raw socket.
 * ``udp_gro``: the receive socket takes UDP GRO trains (UDP_GRO), split by the RX thread.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 """
@@ -122,13 +125,16 @@ class FastBackend:
         vid = self.dp.add_vtep(uid, cfg.vni, port.tap_fd, tx.fileno(), cfg.mac, cfg.mtu,
                                cfg.srcport[0], cfg.srcport[1], cfg.dstport, cfg.proxy,
                                port.vtep.fdb, tso)
-        self._vids[id(port)] = (vid, flags)
+        extra = self.dp.vtep_features(vid)
+        self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port
         self._use("tap_tso", tso)
         self._use("tap_csum", bool(flags & TUN_F_CSUM) and not tso)
+        for f in extra:
+            self._use(f, True)
 
     def detach(self, port) -> None:
-        vid, flags = self._vids.pop(id(port), (None, 0))
+        vid, flags, extra = self._vids.pop(id(port), (None, 0, []))
         if vid is None:
             return
         # keep the final counters: the core's Stats is what outlives the VTEP's C block
@@ -139,17 +145,19 @@ class FastBackend:
             self._unuse("tap_tso")
         elif flags & TUN_F_CSUM:
             self._unuse("tap_csum")
+        for f in extra:
+            self._unuse(f)
 
     def update(self, port) -> None:
         """Tell the C side about a changed ``proxy`` flag or MTU of a running VTEP."""
-        vid = self._vids.get(id(port), (None, 0))[0]
+        vid = self._vids.get(id(port), (None,))[0]
         if vid is not None:
             self.dp.set_vtep(vid, proxy=port.config.proxy, mtu=port.config.mtu)
 
     # --- counters --------------------------------------------------------------------------
 
     def stats(self, port) -> dict:
-        vid = self._vids.get(id(port), (None, 0))[0]
+        vid = self._vids.get(id(port), (None,))[0]
         c = self.dp.vtep_stats(vid) if vid is not None else getattr(port, "fast_stats", None)
         core = port.vtep.stats.to_json()
         return Stats.merge(c, core) if c is not None else core
