@@ -755,3 +755,141 @@ def test_fdb_commands_print_and_refuse_like_bridge_fdb(topo, dataplane):
             "dst 192.0.2.9 dev nosuch0", check=False)
     assert p.returncode != 0 and "no vxtun VTEP named nosuch0" in p.stderr
     assert x.fdb_rows() == before
+
+
+# --- many VNIs, one port ----------------------------------------------------------------------
+
+
+def links(host: Host) -> set[str]:
+    return {ln.split(":")[1].strip().split("@")[0]
+            for ln in host.sh("ip -o link show").splitlines() if ln.strip()}
+
+
+def udp_sockets(host: Host, port: int) -> list[str]:
+    return [ln for ln in host.sh(f"ss -uanH 'sport = :{port}'").splitlines() if ln.strip()]
+
+
+def wait_until(pred, timeout: float = 15, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_vteps_of_separate_up_processes_share_one_port(topo, dataplane):
+    a, b, c = make_hosts(topo, 3)
+    M, N = "02:00:00:00:01:aa", "02:00:00:00:01:bb"     # one MAC on both sides of both VNIs
+    x42 = start(a, "vxtun", dataplane, 0, name="vx42", vni=42, mac=M, remote=ul4(1),
+                address="10.20.42.1/24")
+    x43 = start(a, "vxtun", dataplane, 0, name="vx43", vni=43, mac=M, remote=ul4(2),
+                address="10.20.43.1/24")
+    k42 = start(b, "kernel", dataplane, 1, name="vxlan42", vni=42, mac=N, remote=ul4(0),
+                address="10.20.42.2/24")
+    start(c, "kernel", dataplane, 2, name="vxlan43", vni=43, mac=N, remote=ul4(0),
+          address="10.20.43.3/24")
+    assert len(udp_sockets(a, PORT)) == 1, udp_sockets(a, PORT)   # one socket, two VTEPs
+    ping_all([(a.ns, "10.20.42.1"), (b.ns, "10.20.42.2")])
+    ping_all([(a.ns, "10.20.43.1"), (c.ns, "10.20.43.3")])
+    # the same MAC in two VNIs: two entries, two VTEPs, no collision
+    assert (N, ul4(1), "", None, None, None) in x42.fdb_set()
+    assert (N, ul4(2), "", None, None, None) in x43.fdb_set()
+    assert N not in {e[0] for e in x42.fdb_set() if e[1] == ul4(2)}
+
+    # VNI 42's floods reach vx42 only; counters are per VNI
+    rx42, rx43 = x42.rx_packets(), x43.rx_packets()
+    cap = Capture(topo, [a, b, c])
+    try:
+        inject(b, k42.name, *[frame(BCAST, SRC, f"vni42-{k}") for k in range(10)])
+        send_udp(b, ul4(0), vxlan(44, frame(BCAST, SRC, "vni44")))    # served by nobody
+        cap.wait(11, isrc=SRC)
+    finally:
+        cap.close()
+    assert tags(cap.where(host="h0", isrc=SRC, vni=42)) == sorted(f"vni42-{k}"
+                                                                 for k in range(10))
+    wait_until(lambda: x42.rx_packets() == rx42 + 10, what="vx42 to count 10")
+    assert x43.rx_packets() == rx43
+    assert cap.where(host="h2") == []                  # nothing crossed into VNI 43's peer
+    s42, s43 = x42.stats(), x43.stats()
+    assert (s42["vni"], s43["vni"]) == (42, 43) and s42["rx"] != s43["rx"]
+
+    # each up ends only its own VTEP
+    x42.remove()                                       # SIGTERM: exit 0, vx42 gone
+    assert "vx42" not in links(a) and "vx43" in links(a)
+    assert [d["ifname"] for d in json.loads(a.cmd("show", "-j"))] == ["vx43"]
+    ping_all([(a.ns, "10.20.43.1"), (c.ns, "10.20.43.3")])
+    x43.proc.kill()                                    # SIGKILL: the owner notices the lease
+    x43.proc.wait()
+    wait_until(lambda: "vx43" not in links(a), what="vx43 to go with its up")
+    wait_until(lambda: not run(f"ip netns pids {a.ns}").stdout.strip(),
+               what="the owner to exit after its last lease")
+    assert udp_sockets(a, PORT) == []
+
+
+CONFIG = """
+# vx42 and vx43 from one file, one port, one group each
+[defaults]
+dev = "eth0"
+dstport = 4789
+mac = "02:00:00:00:01:aa"
+
+[[vtep]]
+name = "vx42"
+vni = 42
+group = "239.1.1.42"
+address = "10.20.42.1/24"
+
+[[vtep]]
+name = "vx43"
+id = 43
+group = "239.1.1.43"
+address = ["10.20.43.1/24"]
+ageing = 120
+fdb = ["02:00:00:00:01:cc dst 192.0.2.3 static"]
+"""
+
+
+def maddrs(host: Host) -> set[str]:
+    return {w for ln in host.sh("ip maddr show dev eth0").split("\n")
+            for w in ln.split() if w.startswith("239.")}
+
+
+def test_config_file_vteps_with_their_own_groups_share_a_port(topo, dataplane, tmp_path):
+    a, b, c = make_hosts(topo, 3)
+    path = tmp_path / "vteps.toml"
+    path.write_text(CONFIG)
+    p = a.vxtun("--config", str(path), env=dataplane, wait_dev="vx43")
+    x42, x43 = V(a, "vxtun", "vx42", p), V(a, "vxtun", "vx43", p)
+    # a third VTEP from its own up, on the same port
+    x44 = start(a, "vxtun", dataplane, 0, name="vx44", vni=44, mac="02:00:00:00:01:aa",
+                remote=ul4(2), address="10.20.44.1/24")
+    for vni in (42, 43):
+        start(b, "kernel", dataplane, 1, name=f"vxlan{vni}", vni=vni, group=f"239.1.1.{vni}",
+              address=f"10.20.{vni}.2/24", mac="02:00:00:00:01:bb")
+    start(c, "kernel", dataplane, 2, name="vxlan44", vni=44, remote=ul4(0),
+          address="10.20.44.3/24")
+    assert len(udp_sockets(a, PORT)) == 1
+    assert maddrs(a) == {"239.1.1.42", "239.1.1.43"}
+    ping_all([(a.ns, "10.20.42.1"), (b.ns, "10.20.42.2")])
+    ping_all([(a.ns, "10.20.43.1"), (b.ns, "10.20.43.2")])
+    ping_all([(a.ns, "10.20.44.1"), (c.ns, "10.20.44.3")])
+    assert (ZERO, "239.1.1.42", "permanent", "eth0", None, None) in x42.fdb_set()
+    assert ("02:00:00:00:01:cc", ul4(2), "static", None, None, None) in x43.fdb_set()
+    show = {d["ifname"]: d for d in json.loads(a.cmd("show", "-j"))}
+    assert show["vx43"]["ageing"] == 120 and show["vx42"]["ageing"] == 300
+    # each group's floods reached its own VTEP: the first ARP of each ping went to the group
+    assert x42.rx_packets() > 0 and x43.rx_packets() > 0
+
+    # down one VTEP of the file: the group is left, the others keep working
+    a.cmd("down", "vx42")
+    wait_until(lambda: "vx42" not in links(a), what="vx42 to go")
+    assert p.poll() is None and maddrs(a) == {"239.1.1.43"}
+    flush_neigh([a.ns, b.ns])
+    ping_all([(a.ns, "10.20.43.1"), (b.ns, "10.20.43.2")])
+    ping_all([(a.ns, "10.20.44.1"), (c.ns, "10.20.44.3")])
+    # down the last one: that up exits 0; vx44's up is untouched
+    a.cmd("down", "vx43")
+    assert p.wait(15) == 0
+    assert "vx43" not in links(a) and maddrs(a) == set()
+    ping_all([(a.ns, "10.20.44.1"), (c.ns, "10.20.44.3")])
+    x44.remove()
+    assert not {"vx42", "vx43", "vx44"} & links(a)

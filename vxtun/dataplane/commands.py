@@ -41,7 +41,7 @@ def _stats(node, port, conn, req):
 
 
 def _down(node, port, conn, req):
-    node.down(port)
+    node.down(port, conn)
     return {"ifname": port.config.name}
 
 

@@ -228,8 +228,9 @@ class Node:
         except OSError:
             pass
 
-    def remove(self, port: Port) -> None:
-        """Take one VTEP away while the others keep running: its TAP goes with its fd."""
+    def remove(self, port: Port, keep=None) -> None:
+        """Take one VTEP away while the others keep running: its TAP goes with its fd.
+        ``keep``: the control connection being answered (closed once the answer is out)."""
         if self.ports.get(port.config.name) is not port:
             return
         if self._attached:
@@ -237,7 +238,10 @@ class Node:
         del self.ports[port.config.name]
         for conn, (p, _) in list(self._clients.items()):
             if p is port:
-                self._close_client(conn)
+                if conn is keep:
+                    self._deferred.append(lambda c=conn: self._close_client(c))
+                else:
+                    self._close_client(conn)
         self.unwatch(port.listener.fileno())
         us = port.underlay
         us.demux.remove(port.config.vni)
@@ -473,13 +477,14 @@ class Node:
         while self._deferred:
             self._deferred.pop(0)()
 
-    def down(self, port: Port) -> None:
-        """``vxtun down``: stop the whole node, unless an owner says how to end one VTEP (after
-        the answer has been sent)."""
+    def down(self, port: Port, conn=None) -> None:
+        """``vxtun down``: stop the whole node, unless an owner says how to end one VTEP.  The
+        owner removes it before the answer goes out on ``conn``: once ``vxtun down`` returns,
+        the TAP is gone and its group left."""
         if self.on_down is None:
             self.stop()
         else:
-            self._deferred.append(lambda: self.on_down(port))
+            self.on_down(port, conn)
 
     # --- shutdown ----------------------------------------------------------------------
 

@@ -235,16 +235,17 @@ class Owner:
         self.node.unwatch(conn.fileno())
         conn.close()
 
-    def _down(self, port) -> None:
+    def _down(self, port, conn=None) -> None:
         """``vxtun down dev NAME``: that VTEP goes; an up left with none exits 0."""
         lease = port.lease
-        self.node.remove(port)
+        self.node.remove(port, keep=conn)
         if isinstance(lease, _Lease) and port in lease.ports:
             lease.ports.remove(port)
             if not lease.ports:
                 self._send(lease, {"event": "down"})
                 self._drop(lease.conn)
-        self._maybe_exit()
+        # Not _maybe_exit() here: the answer to this down is still to be sent.
+        self.node._deferred.append(self._maybe_exit)
 
     def _maybe_exit(self) -> None:
         if not self.leases:
