@@ -46,6 +46,8 @@ _STR = (str,)
 _INT = (int,)
 _NUM = (int, float)
 _BOOL = (bool,)
+_NAMES = {str: "a string", int: "a number", float: "a number", bool: "true or false",
+          list: "a list"}
 
 # key -> (accepted types, VtepConfig field)
 _KEYS = {
@@ -124,11 +126,10 @@ def _vtep(table: dict) -> tuple[VtepConfig, list]:
             raise LocalError(f"unknown key {key!r} (the keys are vxtun up's long options: "
                              f"{', '.join(sorted(_KEYS))}, fdb)")
         types, field = _KEYS[k]
-        if isinstance(value, bool) and bool not in types:
-            raise LocalError(f"{key} must be a {types[0].__name__}, not true/false")
-        if not isinstance(value, types):
-            raise LocalError(f"{key} must be a {' or '.join(t.__name__ for t in types)}, "
-                             f"not {value!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join(dict.fromkeys(_NAMES[t] for t in types))
+            got = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise LocalError(f"{key} must be {want}, not {got}")
         if k == "nolearning":
             value = not value
         elif k == "address":
