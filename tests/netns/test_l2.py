@@ -14,6 +14,7 @@ exactly what arrives at each VTEP.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -414,11 +415,12 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
     assert any(r["dst"] in map(ul4, range(3)) and r["type"] == "0806" for r in cap.records)
 
 
-def test_scenario2_multicast_ipv6_group(topo, dataplane):
+@pytest.mark.parametrize("mix", sorted(MIXES))
+def test_scenario2_multicast_ipv6_group(topo, dataplane, mix):
     sc = Scenario(topo, "multicast", family=6)
     cap = Capture(topo, sc.hosts)
     try:
-        fdbs = check_against_kernel(sc, "multicast6", "kkv", dataplane)
+        fdbs = check_against_kernel(sc, "multicast6", mix, dataplane)
     finally:
         cap.close()
     for i, fdb in enumerate(fdbs):
@@ -756,6 +758,20 @@ def test_fdb_commands_print_and_refuse_like_bridge_fdb(topo, dataplane):
     assert p.returncode != 0 and "no vxtun VTEP named nosuch0" in p.stderr
     assert x.fdb_rows() == before
 
+    # the tutorial's lines word for word, "bridge" -> "vxtun", "vxlan0" -> "vxtun0"
+    for v in (k, x):
+        v.fdb("del", "52:5e:55:58:9a:ab")
+        v.fdb("del", "b2:ee:aa:42:8b:0b")
+    for line in ("bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst 192.168.8.101",
+                 "bridge fdb append 52:5e:55:58:9a:ab dev vxlan0 dst 192.168.8.101",
+                 "bridge fdb add b2:ee:aa:42:8b:0b dst 192.168.8.101 dev vxlan0",
+                 "bridge fdb"):
+        line = line.replace("192.168.8.", "198.51.100.")     # TEST-NET-2, never routed
+        k.host.sh(line)
+        x.host.cmd(*line.replace("vxlan0", x.name).split()[1:])
+    assert lines(x.host.cmd("fdb", "show", "dev", x.name)) == \
+        lines(k.host.sh(f"bridge fdb show dev {k.name}"))
+
 
 # --- many VNIs, one port ----------------------------------------------------------------------
 
@@ -893,3 +909,17 @@ def test_config_file_vteps_with_their_own_groups_share_a_port(topo, dataplane, t
     ping_all([(a.ns, "10.20.44.1"), (c.ns, "10.20.44.3")])
     x44.remove()
     assert not {"vx42", "vx43", "vx44"} & links(a)
+
+
+def test_ups_started_together_share_one_owner_and_exit_1_if_it_dies(topo, dataplane):
+    (a,) = make_hosts(topo, 1)
+    procs = [a.vxtun("--vni", str(vni), "--name", f"vx{vni}", "--remote", ul4(1),
+                     "--dstport", str(PORT), env=dataplane, wait_dev=None) for vni in (42, 43)]
+    wait_until(lambda: {"vx42", "vx43"} <= links(a), what="both VTEPs")
+    pids = {d["pid"] for d in json.loads(a.cmd("show", "-j"))}
+    assert len(pids) == 1 and len(udp_sockets(a, PORT)) == 1     # one owner won the race
+    os.kill(pids.pop(), signal.SIGKILL)
+    for p in procs:
+        out, err = p.communicate(timeout=15)
+        assert p.returncode == 1 and "the port owner" in err and "exited" in err, err
+    assert not {"vx42", "vx43"} & links(a)
