@@ -76,6 +76,14 @@ def test_json_uses_iproute2_keys():
     assert d["deleted"] is True and "lladdr" not in d
 
 
+def test_a_miss_for_the_zero_mac_carries_no_lladdr():
+    ev = L2Miss("vxlan0", bytes(6), 42)
+    assert ev.format(with_dev=False) == "miss STALE"
+    assert ev.format() == "miss dev vxlan0 STALE"
+    assert "lladdr" not in ev.to_json()
+    assert event_from_json(ev.to_json()) == ev
+
+
 def test_an_admin_delete_is_reported_failed_without_lladdr():
     """neigh_del marks the entry FAILED (dropping its lladdr) before removing it."""
     v = Vtep(VtepConfig(vni=42, name="vxtun0", proxy=True))
@@ -90,6 +98,13 @@ def test_unknown_events_are_refused():
 
 
 # --- ip neigh grammar: nud all -------------------------------------------------------------
+
+def test_show_and_flush_take_an_address():
+    assert parse_neigh(["show", "10.20.1.3", "dev", "vxtun0"]).body["to"] == "10.20.1.3"
+    assert parse_neigh(["flush", "to", "2001:db8:1020:0::3"]).body["to"] == "2001:db8:1020::3"
+    with pytest.raises(LocalError, match="unexpected word"):
+        parse_neigh(["show", "10.20.1.3", "10.20.1.4"])
+
 
 def test_nud_all_is_for_show_and_flush_only():
     assert parse_neigh(["show", "nud", "all"]).body["nud"] == "all"

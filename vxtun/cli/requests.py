@@ -109,7 +109,8 @@ def parse_fdb(words: list[str]) -> Request:
 
 def parse_neigh(words: list[str]) -> Request:
     """``neigh {add|replace|change|del|show|flush} [IP] [lladdr MAC] [dev NAME]
-    [nud permanent|reachable|stale|noarp] [-j]`` (show and flush also take ``nud all``)"""
+    [nud permanent|reachable|stale|noarp] [-j]`` (show and flush also take ``nud all`` and an
+    address to list or flush only that neighbour)"""
     if not words:
         words = ["show"]
     op = words[0]
@@ -145,11 +146,25 @@ def parse_neigh(words: list[str]) -> Request:
         elif w in ("-j", "-json", "--json"):
             js = True
             i += 1
+        elif op in ("show", "flush") and "to" not in body and _is_ip(w):
+            body["to"] = _ip(w, "neighbour")       # ip neigh show [to] ADDRESS
+            i += 1
+        elif op in ("show", "flush") and w == "to" and "to" not in body:
+            body["to"] = _ip(_take(words, i, "to"), "neighbour")
+            i += 2
         else:
             raise LocalError(f"unexpected word {w!r} in neigh {op}")
     if op in ("add", "replace", "change") and "lladdr" not in body:
         raise LocalError(f"neigh {op} needs lladdr MAC")
     return Request(dev, body, js)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def parse_dev_only(words: list[str], what: str) -> Request:

@@ -35,13 +35,20 @@ class L2Miss:
     def lladdr(self) -> str:
         return mac_to_str(self.mac)
 
+    # vxlan_fdb_info() leaves NDA_LLADDR out of a miss for the all-zeros MAC (a frame sent to
+    # 00:00:00:00:00:00 is unicast, so it can miss): ip monitor then prints "miss STALE".
+
     def to_json(self) -> dict:
-        return {"event": "l2miss", "miss": None, "dev": self.dev, "lladdr": self.lladdr,
-                "state": ["STALE"], "vni": self.vni}
+        d = {"event": "l2miss", "miss": None, "dev": self.dev}
+        if any(self.mac):
+            d["lladdr"] = self.lladdr
+        d.update({"state": ["STALE"], "vni": self.vni})
+        return d
 
     def format(self, with_dev: bool = True) -> str:
         dev = f"dev {self.dev} " if with_dev else ""
-        return f"miss {dev}lladdr {self.lladdr} STALE"
+        lladdr = f"lladdr {self.lladdr} " if any(self.mac) else ""
+        return f"miss {dev}{lladdr}STALE"
 
     def __str__(self) -> str:
         return self.format()
@@ -142,7 +149,8 @@ def event_from_json(d: dict):
     """The event a ``to_json()`` dict describes (what ``vxtun monitor -j`` prints)."""
     kind = d.get("event")
     if kind == "l2miss":
-        return L2Miss(d["dev"], mac_from_str(d["lladdr"]), int(d.get("vni", 0)))
+        mac = mac_from_str(d["lladdr"]) if d.get("lladdr") else bytes(6)
+        return L2Miss(d["dev"], mac, int(d.get("vni", 0)))
     if kind == "l3miss":
         return L3Miss(d["dev"], d["dst"], int(d.get("vni", 0)))
     if kind == "neigh":

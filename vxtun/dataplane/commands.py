@@ -125,6 +125,8 @@ def _neigh(node, port, conn, req):
     if op == "show":
         rows = [e.to_json() for e in vtep.neigh.entries(now)]
         vtep._neigh_aged()
+        if req.get("to"):
+            rows = [r for r in rows if r["dst"] == req["to"]]
         nud = req.get("nud")
         if nud == "all":
             return rows
@@ -135,7 +137,7 @@ def _neigh(node, port, conn, req):
     if op == "flush":
         vtep.neigh.expire(now)
         vtep._neigh_aged()
-        for e in vtep.neigh.flush(all_states=req.get("nud") == "all"):
+        for e in vtep.neigh.flush(all_states=req.get("nud") == "all", ip=req.get("to")):
             vtep.neigh_changed("del", e, admin=True)
         return None
     ip = req.get("dst", "")

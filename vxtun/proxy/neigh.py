@@ -162,11 +162,13 @@ class NeighTable:
             raise NeighError(f"neighbour {key} does not exist")
         return e
 
-    def flush(self, all_states: bool = False) -> list[NeighEntry]:
-        """``ip neigh flush``: every entry but ``permanent`` and ``noarp`` ones (all of them
-        with ``nud all``).  Returns the removed entries."""
+    def flush(self, all_states: bool = False, ip: str | None = None) -> list[NeighEntry]:
+        """``ip neigh flush [ADDRESS]``: every entry (or the one for ``ip``) but ``permanent``
+        and ``noarp`` ones (all of them with ``nud all``).  Returns the removed entries."""
+        key = normalize(ip) if ip else None
         gone = [e for e in self._entries.values()
-                if all_states or e.state not in ("permanent", "noarp")]
+                if (all_states or e.state not in ("permanent", "noarp"))
+                and (key is None or e.ip == key)]
         for e in gone:
             del self._entries[e.ip]
         return gone
