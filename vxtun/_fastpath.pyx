@@ -1774,9 +1774,204 @@ cdef void* tx_main(void* arg) noexcept nogil:
     return NULL
 
 
+
+# --- RX coalescing: consecutive TCP segments of one flow become one GSO write to the TAP ----
+#
+# A TAP takes one frame per write(), and the stack above it then handles every segment on its
+# own (tun does no GRO unless IFF_NAPI).  Like a NIC doing LRO (and the kernel's
+# tcp_gro_receive), the RX thread merges in-order data segments of one TCP flow, received back
+# to back, into one super-frame written with VIRTIO_NET_HDR_GSO_TCPV4/6: the receiving stack
+# sees one large packet, and if it forwards it, segments it back into the same segments.
+# Only segments that GRO would merge qualify: no IP options or fragments, identical headers
+# but for length, ID, sequence and checksum, ACK (and PSH on the last) as the only flags, and
+# a checksum that is valid or partial (a corrupt segment is never folded into a good frame).
+
+cdef enum:
+    COALBUF = VNET_HDR_LEN + 65536 + 64
+
+cdef struct fp_coal:
+    fp_vtep* v            # the VTEP of the pending frame; NULL: nothing pending
+    uint8_t* buf          # virtio-net header + the frame being built
+    uint32_t len          # frame length so far
+    uint32_t l4
+    uint32_t thl
+    uint32_t mss          # payload of the first segment: every one but the last has it
+    uint32_t next_seq
+    uint32_t nseg
+    int v6
+    int closed            # a short or PSH segment ended the run: the next one starts anew
+
+cdef int _tcp_data_segment(const uint8_t* f, size_t n, int mtu, uint32_t* l4,
+                           uint32_t* thl) noexcept nogil:
+    """1 if ``f`` is a TCP data segment the coalescer may take (see above), else 0."""
+    cdef uint32_t et, th, flags, field, pseudo, tl
+    if n < ETH_HLEN + 40 + 20 or <int64_t>n - ETH_HLEN > mtu:
+        return 0
+    et = be16(f + 12)
+    if et == ETH_P_IP:
+        if f[14] != 0x45 or f[23] != 6 or (be16(f + 20) & 0xBFFF) != 0:
+            return 0
+        if be16(f + 16) != n - ETH_HLEN or _csum_be(f + 14, 20) != 0xFFFF:
+            return 0
+        l4[0] = ETH_HLEN + 20
+    elif et == ETH_P_IPV6:
+        if f[14] >> 4 != 6 or f[20] != 6 or be16(f + 18) != n - ETH_HLEN - 40:
+            return 0
+        l4[0] = ETH_HLEN + 40
+    else:
+        return 0
+    th = (f[l4[0] + 12] >> 4) * 4
+    if th < 20 or l4[0] + th >= n:
+        return 0
+    flags = f[l4[0] + 13]
+    if flags != 0x10 and flags != (0x10 | TCP_PSH):
+        return 0
+    tl = <uint32_t>(n - l4[0])
+    if et == ETH_P_IP:
+        pseudo = fp_csum_add(f + 26, 8, 6 + tl)
+    else:
+        pseudo = fp_csum_add(f + 22, 32, 6 + tl)
+    field = be16(f + l4[0] + 16)
+    if not (field == pseudo and field != 0):
+        if fp_csum_add(f + l4[0], tl, pseudo) != 0xFFFF:
+            return 0
+    thl[0] = th
+    return 1
+
+cdef int _coal_can_append(fp_coal* c, const uint8_t* f, size_t n, uint32_t l4,
+                          uint32_t thl) noexcept nogil:
+    cdef const uint8_t* b = c.buf + VNET_HDR_LEN
+    cdef uint32_t pay
+    if c.closed or l4 != c.l4 or thl != c.thl:
+        return 0
+    pay = <uint32_t>(n - l4 - thl)
+    if pay > c.mss or c.len - ETH_HLEN - (40 if c.v6 else 0) + pay > 65535 - 64:
+        return 0
+    if memcmp(f, b, ETH_HLEN) != 0:
+        return 0
+    if c.v6:
+        if memcmp(f + 14, b + 14, 4) != 0 or memcmp(f + 20, b + 20, 34) != 0:
+            return 0
+    else:
+        if f[15] != b[15] or memcmp(f + 20, b + 20, 4) != 0 or memcmp(f + 26, b + 26, 8) != 0:
+            return 0
+    if (memcmp(f + l4, b + l4, 4) != 0 or be32(f + l4 + 4) != c.next_seq
+            or memcmp(f + l4 + 8, b + l4 + 8, 5) != 0
+            or (f[l4 + 13] & ~TCP_PSH) != (b[l4 + 13] & ~TCP_PSH)
+            or memcmp(f + l4 + 14, b + l4 + 14, 2) != 0
+            or memcmp(f + l4 + 18, b + l4 + 18, thl - 18) != 0):
+        return 0
+    return 1
+
+cdef int coal_add(fp_coal* c, fp_vtep* v, const uint8_t* f, size_t n) noexcept nogil:
+    """Offer a delivered frame: 1 taken (appended or started after ``coal_finish`` of the
+    pending one by the caller: see ``2``), 0 not a candidate (the caller finishes the pending
+    frame, then writes this one as is), 2 a candidate that cannot extend the pending frame
+    (the caller finishes the pending frame, then calls ``coal_start``)."""
+    cdef uint32_t l4, thl, pay
+    cdef uint8_t* b
+    if not _tcp_data_segment(f, n, v.mtu, &l4, &thl):
+        return 0
+    if c.v != v or c.nseg == 0 or not _coal_can_append(c, f, n, l4, thl):
+        return 2
+    b = c.buf + VNET_HDR_LEN
+    pay = <uint32_t>(n - l4 - thl)
+    memcpy(b + c.len, f + l4 + thl, pay)
+    c.len += pay
+    c.next_seq += pay
+    c.nseg += 1
+    if f[l4 + 13] & TCP_PSH:
+        b[l4 + 13] |= TCP_PSH
+        c.closed = 1
+    if pay < c.mss:
+        c.closed = 1
+    return 1
+
+cdef void coal_start(fp_coal* c, fp_vtep* v, const uint8_t* f, size_t n) noexcept nogil:
+    cdef uint32_t l4, thl
+    _tcp_data_segment(f, n, v.mtu, &l4, &thl)
+    memcpy(c.buf + VNET_HDR_LEN, f, n)
+    c.v = v
+    c.len = <uint32_t>n
+    c.l4 = l4
+    c.thl = thl
+    c.mss = <uint32_t>(n - l4 - thl)
+    c.next_seq = be32(f + l4 + 4) + c.mss
+    c.nseg = 1
+    c.v6 = be16(f + 12) == ETH_P_IPV6
+    c.closed = (f[l4 + 13] & TCP_PSH) != 0
+
+cdef size_t coal_finish(fp_coal* c) noexcept nogil:
+    """Put the virtio-net header in front of the pending frame; its length with the header
+    (0: nothing pending).  One segment goes out exactly as the uncoalesced path writes it."""
+    cdef uint8_t* b = c.buf + VNET_HDR_LEN
+    cdef fp_vnet h
+    cdef uint32_t pseudo
+    if c.v == NULL or c.nseg == 0:
+        return 0
+    if c.nseg == 1:
+        fp_rx_vnet_header(b, c.len, c.v.mtu, &h)
+    else:
+        if c.v6:
+            put16(b + 18, c.len - ETH_HLEN - 40)
+            pseudo = fp_csum_add(b + 22, 32, 6 + c.len - c.l4)
+        else:
+            put16(b + 16, c.len - ETH_HLEN)
+            b[24] = 0
+            b[25] = 0
+            put16(b + 24, (~_csum_be(b + 14, 20)) & 0xFFFF)
+            pseudo = fp_csum_add(b + 26, 8, 6 + c.len - c.l4)
+        put16(b + c.l4 + 16, pseudo)        # partial: the pseudo-header sum, as a peer's
+        h.flags = F_NEEDS_CSUM               # kernel sends it over veth
+        h.gso_type = GSO_TCPV6 if c.v6 else GSO_TCPV4
+        h.hdr_len = <uint16_t>(c.l4 + c.thl)
+        h.gso_size = <uint16_t>c.mss
+        h.csum_start = <uint16_t>c.l4
+        h.csum_offset = 16
+    _pack_vnet(&h, c.buf)
+    c.nseg = 0
+    return c.len + VNET_HDR_LEN
+
+
+def coalesce(frames, int mtu) -> list:
+    """What the RX thread writes to a TAP for ``frames`` delivered back to back: a list of
+    virtio-net header + frame (exported for the tests)."""
+    cdef fp_coal c
+    cdef fp_vtep v
+    cdef size_t k
+    cdef int r
+    cdef const uint8_t[::1] fv
+    memset(&c, 0, sizeof(c))
+    memset(&v, 0, sizeof(v))
+    v.mtu = mtu
+    c.buf = <uint8_t*>malloc(COALBUF)
+    if c.buf == NULL:
+        raise MemoryError()
+    out = []
+    try:
+        for fr in frames:
+            fv = fr
+            r = coal_add(&c, &v, &fv[0], fv.shape[0])
+            if r == 1:
+                continue
+            k = coal_finish(&c)
+            if k:
+                out.append(c.buf[:k])
+            if r == 2:
+                coal_start(&c, &v, &fv[0], fv.shape[0])
+            else:
+                out.append(rx_vnet_header(fr, mtu) + bytes(fr))
+        k = coal_finish(&c)
+        if k:
+            out.append(c.buf[:k])
+        return out
+    finally:
+        free(c.buf)
+
 # --- the RX thread: underlay -> TAP ---------------------------------------------------------
 
 cdef struct fp_rxctx:
+    fp_coal co
     uint8_t* bufs
     mmsghdr* msgs
     iovec* iov
@@ -1784,6 +1979,7 @@ cdef struct fp_rxctx:
     uint8_t* ctrl
 
 cdef void _rxctx_free(fp_rxctx* c) noexcept nogil:
+    free(c.co.buf)
     free(c.bufs)
     free(c.msgs)
     free(c.iov)
@@ -1797,17 +1993,24 @@ cdef int _rxctx_init(fp_rxctx* c) noexcept nogil:
     c.iov = <iovec*>calloc(RXBATCH, sizeof(iovec))
     c.addrs = <sockaddr_in6*>calloc(RXBATCH, sizeof(sockaddr_in6))
     c.ctrl = <uint8_t*>calloc(RXBATCH, CTRLLEN)
-    if c.bufs == NULL or c.msgs == NULL or c.iov == NULL or c.addrs == NULL or c.ctrl == NULL:
+    c.co.buf = <uint8_t*>malloc(COALBUF)
+    if (c.bufs == NULL or c.msgs == NULL or c.iov == NULL or c.addrs == NULL or c.ctrl == NULL
+            or c.co.buf == NULL):
         _rxctx_free(c)
         return -1
     return 0
 
-cdef void _rx_datagram(fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
+cdef void _coal_write(fp_coal* co) noexcept nogil:
+    cdef size_t k = coal_finish(co)
+    if k and write(co.v.tap_fd, co.buf, k) < 0:
+        co.v.rxs.drops[D_TAP_ERROR] += 1
+
+cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
                        const uint8_t* addr, double now) noexcept nogil:
     """Demux + Vtep.handle_datagram for one datagram; ``d`` has RXHEAD bytes of room before it."""
     cdef fp_vtep* v
     cdef int r = fp_rx_check(us, d, n, &v)
-    cdef int res
+    cdef int res, k
     cdef uint8_t* f
     cdef size_t fn
     cdef fp_vnet h
@@ -1831,6 +2034,14 @@ cdef void _rx_datagram(fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam
         q_push(&dp.q, PUNT_LEARN, v.id, f + 6, 6, NULL, 0)
     v.rxs.rx_packets += 1
     v.rxs.rx_bytes += fn
+    if v.tap_coalesce:
+        k = coal_add(&c.co, v, f, fn)
+        if k == 1:
+            return
+        _coal_write(&c.co)          # what is pending goes first: order is kept
+        if k == 2:
+            coal_start(&c.co, v, f, fn)
+            return
     fp_rx_vnet_header(f, fn, v.mtu, &h)
     _pack_vnet(&h, f - VNET_HDR_LEN)        # over the VXLAN header and 2 bytes of room
     if write(v.tap_fd, f - VNET_HDR_LEN, fn + VNET_HDR_LEN) < 0:
@@ -1858,7 +2069,7 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
             mh.msg_flags = 0
         r = recvmmsg(us.rx_fd, c.msgs, RXBATCH, MSG_DONTWAIT, NULL)
         if r <= 0:
-            return
+            break
         now = fp_now()
         for i in range(r):
             n = c.msgs[i].msg_len
@@ -1883,12 +2094,13 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
                 off = 0
                 while off < n:
                     seg = n - off if n - off < <size_t>gso else <size_t>gso
-                    _rx_datagram(dp, us, d + off, seg, fam, addr, now)
+                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, now)
                     off += seg
             else:
-                _rx_datagram(dp, us, d, n, fam, addr, now)
+                _rx_datagram(c, dp, us, d, n, fam, addr, now)
         if r < RXBATCH:
-            return
+            break
+    _coal_write(&c.co)      # the socket is empty: nothing more will join the pending frame
 
 cdef void* rx_main(void* arg) noexcept nogil:
     cdef fp_dp* dp = <fp_dp*>arg
@@ -2161,7 +2373,8 @@ cdef class Dataplane:
 
     def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
-                 CFdb fdb not None, bint tap_tso=False, bint udp_gso=True) -> int:
+                 CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
+                 bint coalesce=True) -> int:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
@@ -2195,6 +2408,7 @@ cdef class Dataplane:
         v.dstport = <uint16_t>dstport
         v.proxy = proxy
         v.tap_tso = tap_tso
+        v.tap_coalesce = coalesce
         v.fdb = fdb.t
         v.us = us
         if udp_gso:
@@ -2239,7 +2453,7 @@ cdef class Dataplane:
 
     def vtep_features(self, uint32_t vid) -> list:
         cdef fp_vtep* v = self._vtep(vid)
-        return ["udp_gso"] if v.gso_on else []
+        return (["udp_gso"] if v.gso_on else []) + (["tap_coalesce"] if v.tap_coalesce else [])
 
     def vtep_stats(self, uint32_t vid) -> dict:
         cdef fp_vtep* v = self._vtep(vid)

@@ -20,6 +20,8 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   (UDP_SEGMENT) from a UDP socket bound to the flow's source port (a small LRU per VTEP), so
   the kernel handles one large packet instead of ~45; fallback: the raw socket.
 * ``udp_gro``: the receive socket takes UDP GRO trains (UDP_GRO), split by the RX thread.
+* ``tap_coalesce``: in-order TCP segments of one flow received back to back are written to the
+  TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 """
 from __future__ import annotations
@@ -39,11 +41,19 @@ UDP_GRO = 104
 PUNT_FRAME = _fastpath.PUNT_KINDS["frame"]
 PUNT_LEARN = _fastpath.PUNT_KINDS["learn"]
 POP_MAX = 256       # punted records handled per wake-up before the selector looks elsewhere
+# Offloads can be turned off one by one to measure what each brings (and to work around a
+# kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce
+OFFLOADS = ("tap_tso", "udp_gso", "udp_gro", "tap_coalesce")
 
 
-def probe_tap_offload(fd: int) -> int:
+def disabled() -> set[str]:
+    return {w.strip() for w in os.environ.get("VXTUN_FAST_DISABLE", "").split(",") if w.strip()}
+
+
+def probe_tap_offload(fd: int, tso: bool = True) -> int:
     """Ask for the richest TAP offload the kernel grants; returns the TUN_F_* flags set."""
-    for flags in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0):
+    tries = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0) if tso else (0,)
+    for flags in tries:
         try:
             fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
             return flags
@@ -73,6 +83,7 @@ class FastBackend:
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._watching = False
+        self._off = disabled()
 
     def make_fdb(self, config):
         return _fastpath.CFdb(config.ageing, config.maxaddress, config.learning)
@@ -103,7 +114,7 @@ class FastBackend:
             self._features.pop(feature, None)
 
     def attach_underlay(self, us) -> None:
-        gro = probe_udp_gro(us.rx)
+        gro = "udp_gro" not in self._off and probe_udp_gro(us.rx)
         uid = self.dp.add_underlay(us.rx.fileno(), us.tx.fileno(),
                                    6 if us.family == socket.AF_INET6 else 4, gro)
         self._uids[id(us)] = (uid, gro)
@@ -118,13 +129,14 @@ class FastBackend:
 
     def attach(self, port) -> None:
         cfg = port.config
-        flags = probe_tap_offload(port.tap_fd)
+        flags = probe_tap_offload(port.tap_fd, "tap_tso" not in self._off)
         tso = flags & (TUN_F_TSO4 | TUN_F_TSO6) == (TUN_F_TSO4 | TUN_F_TSO6)
         tx = getattr(port, "tx", None) or port.underlay.tx
         uid = self._uids[id(port.underlay)][0]
         vid = self.dp.add_vtep(uid, cfg.vni, port.tap_fd, tx.fileno(), cfg.mac, cfg.mtu,
                                cfg.srcport[0], cfg.srcport[1], cfg.dstport, cfg.proxy,
-                               port.vtep.fdb, tso)
+                               port.vtep.fdb, tso, "udp_gso" not in self._off,
+                               "tap_coalesce" not in self._off)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port
