@@ -28,7 +28,7 @@ def test_ci_runs_the_test_command_the_readme_names():
     assert "`python3 -m pytest tests`" in read("README.md")
     assert re.search(r'^"\$PY" -m pytest tests ', ci, re.M), "the pytest line of .ci/run"
     assert 'PY=${PYTHON:-python3}' in ci
-    assert "pip install -q -e '.[test]'" in ci
+    assert "pip install -q -e '.[test,bench]'" in ci
     assert '"$status" = 5' in ci                    # no tests collected is a failure
     assert ci.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in ci
     assert os.access(os.path.join(ROOT, ".ci/run"), os.X_OK)
