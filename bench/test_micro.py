@@ -21,10 +21,11 @@ run (and ``tests/`` is the only test path, so plain ``pytest`` never collects th
   ``CFdb.memory_bytes()`` for the C table);
 * flood replication: a broadcast frame with the default entry listing N remotes.
 
-Encapsulate, decapsulate and flood run the pure core only: the fast path does that work inside
-its threads, without a Python entry point per packet; its pieces are the wire steps and
-``CFdb``.  The pytest header says which C variants ran.  Absolute figures only compare on one
-machine in one run.
+Encapsulate and flood run the pure core only: the fast path does that work inside its threads,
+without a Python entry point per packet; its pieces are the wire steps and ``CFdb``.  For
+decapsulation it exports ``decap`` (the RX thread's checks and virtio-net header) and
+``coalesce`` (its TCP coalescing), benchmarked as ``fast``.  The pytest header says which C
+variants ran.  Absolute figures only compare on one machine in one run.
 """
 from __future__ import annotations
 
@@ -99,8 +100,9 @@ def implementations_line() -> str:
     if fp is None:
         why = "VXTUN_PUREPYTHON set" if use_pure() else "vxtun._fastpath not built"
         return f"vxtun microbenchmarks: pure only ({why})"
-    has = [n for n in ("CFdb", *WIRE_IMPLS) if hasattr(fp, n)]
-    lacks = [n for n in ("CFdb", *WIRE_IMPLS) if not hasattr(fp, n)]
+    names = ("CFdb", "decap", "coalesce", *WIRE_IMPLS)
+    has = [n for n in names if hasattr(fp, n)]
+    lacks = [n for n in names if not hasattr(fp, n)]
     return (f"vxtun microbenchmarks: pure, and C from vxtun._fastpath for "
             f"{', '.join(has) or 'nothing'}" + (f" (not exported: {', '.join(lacks)})"
                                                 if lacks else ""))
@@ -114,16 +116,17 @@ def make_vtep(remote: str | None = PEER) -> Vtep:
 
 # --- frames -----------------------------------------------------------------------------------
 
-def tcp_frame(payload_len: int, partial: bool, src=PEER_MAC, dst=MY_MAC) -> bytes:
+def tcp_frame(payload_len: int, partial: bool, src=PEER_MAC, dst=MY_MAC, seq: int = 1,
+              ip_id: int = 1) -> bytes:
     """Ethernet/IPv4/TCP with ``payload_len`` bytes of payload.  ``partial``: the TCP checksum
     field holds only the pseudo-header sum, as a kernel peer sends it over veth (and as a TAP
     with TUN_F_CSUM hands it over); else a complete checksum."""
     saddr, daddr = bytes([10, 20, 1, 2]), bytes([10, 20, 1, 1])
     tcp_len = 20 + payload_len
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 1, 0x4000, 64, 6, 0,
-                               saddr, daddr))
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, ip_id, 0x4000, 64, 6,
+                               0, saddr, daddr))
     ip[10:12] = struct.pack("!H", fold_complement(csum_add(bytes(ip))))
-    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 5201, 1, 1, 5 << 4, 0x10, 512, 0, 0))
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, 5 << 4, 0x10, 512, 0, 0))
     payload = bytes(random.Random(payload_len).getrandbits(8) for _ in range(payload_len))
     pseudo = csum_add(saddr + daddr, 6 + tcp_len)
     if partial:
@@ -155,17 +158,43 @@ def test_encapsulate(benchmark, size):
     assert len(out) == 1 and out[0].payload[8:] == frame
 
 
+DECAP_IMPLS = ["pure"] + (["fast"] if hasattr(fastpath(), "decap") else [])
+
+
+@pytest.mark.parametrize("impl", DECAP_IMPLS)
 @pytest.mark.parametrize("size", list(SIZES))
-def test_decapsulate(benchmark, size):
-    """Underlay -> TAP: header checks, learning refresh, virtio-net header."""
+def test_decapsulate(benchmark, size, impl):
+    """Underlay -> TAP: header checks, learning refresh (pure), virtio-net header.
+    ``fast`` is ``_fastpath.decap``: the RX thread's checks and header, without learning."""
+    frame = tcp_frame(SIZES[size], partial=True)
+    data = encode_header(VNI) + frame
+    if impl == "fast":
+        out = benchmark(fastpath().decap, data, VNI, MY_MAC, 1450)
+        assert out[0] is None and out[2] == frame
+        return
     v = make_vtep()
     d = Demux()
     d.add(v)
-    frame = tcp_frame(SIZES[size], partial=True)
-    data = encode_header(VNI) + frame
     d.handle_datagram(data, PEER, NOW)          # the first one learns; measure the refreshes
     out = benchmark(d.handle_datagram, data, PEER, NOW)
     assert len(out) == 1 and out[0].frame == frame
+
+
+if hasattr(fastpath(), "coalesce"):
+    @pytest.mark.parametrize("segments", [2, 16, 44])
+    def test_coalesce(benchmark, segments):
+        """The RX thread's TCP coalescing (C only): ``segments`` back-to-back full-MSS segments
+        of one flow (1410 bytes: MTU 1450) become one super-frame for the TAP (GRO's job, done
+        before the write, so the kernel pays per super-frame, not per segment)."""
+        mss = 1410
+        frames = [tcp_frame(mss, partial=True, seq=1 + i * mss, ip_id=1 + i)
+                  for i in range(segments)]
+        out = benchmark(fastpath().coalesce, frames, 1450)
+        assert len(out) == 1
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None and getattr(stats, "stats", None) is not None:
+            note("TCP coalescing (C), median cost per segment",
+                 f"{segments:3} segments: {stats.stats.median / segments * 1e9:7.1f} ns/segment")
 
 
 # --- the wire steps, pure and C ------------------------------------------------------------------
