@@ -84,13 +84,21 @@ def target(metric: str, pairing: str):
     return None
 
 
+def reference(results: dict, m: Metric) -> float | None:
+    """What ratios divide by: kernel<->kernel as measured first and, in a full run, again at
+    the end (the mean of both), since the load on a shared machine drifts during a run."""
+    runs = [results["pairings"].get(REFERENCE), results.get("reference_end")]
+    vals = [v for v in (m.get(p) for p in runs if p) if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def rows(results: dict) -> list[dict]:
     """One row per (metric, pairing), metric-major, so a column of ratios reads down."""
     pairings = results["pairings"]
-    ref = pairings.get(REFERENCE, {})
+    end = results.get("reference_end")
     out = []
     for m in METRICS:
-        refv = m.get(ref) if ref else None
+        refv = reference(results, m)
         for name, p in pairings.items():
             kinds = parse_pairing(name)
             if m.key in ("cpu_tx", "cpu_rx") and \
@@ -110,6 +118,9 @@ def rows(results: dict) -> list[dict]:
                     row["pass"] = bool(t[1](v, row["ratio"], refv))
             if m.key == "ping_p50" and v is not None and refv is not None and name != REFERENCE:
                 notes.append(f"{v - refv:+.1f} µs")
+            if name == REFERENCE and end and m.get(end) is not None and m.has_ratio:
+                notes.append(f"again at the end: {m.fmt.format(m.get(end))}; ratios divide by "
+                             f"the mean, {m.fmt.format(refv)}")
             if m.key.startswith("udp") and (p.get(m.key) or {}).get("sender_limited"):
                 notes.append("sender-limited (iperf3 could not offer more)")
             if m.key.startswith("udp") and (p.get(m.key) or {}).get("lower_bound"):
@@ -167,7 +178,7 @@ def markdown_table(table: list[dict]) -> str:
         last = r["metric"]
         value = m.fmt.format(r["value"]) if r["value"] is not None else "—"
         if r["pairing"] == REFERENCE and m.has_ratio:
-            ratio = "1.00 (reference)" if r["value"] is not None else "—"
+            ratio = f"{r['ratio']:.2f} (reference)" if r["ratio"] is not None else "—"
         else:
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "—"
         result = {True: "PASS", False: "FAIL", None: "—" if r["target"] else ""}[r["pass"]]
@@ -187,12 +198,16 @@ def markdown(results: dict, table: list[dict]) -> str:
                f"TCP median of {cfg['tcp_runs']} x {cfg['tcp_seconds']} s, UDP search "
                f"{cfg['udp_seconds']} s per trial (<= {cfg['udp_trials']} trials, <= 1% loss), "
                f"{cfg['ping_count']} pings every {cfg['ping_interval'] * 1000:g} ms")
-    for name, p in results["pairings"].items():
+    every = list(results["pairings"].items())
+    if results.get("reference_end"):
+        every.append(("kernel-kernel", dict(results["reference_end"], again=True)))
+    for name, p in every:
         feats = [f"{v['host']}: {v['kind']}"
                  + (f" ({v.get('dataplane')}: {', '.join(v.get('features') or [])})"
                     if v["kind"] != "kernel" else "")
                  for v in p.get("vteps", [])]
-        line = f"- {label(name)}: " + "; ".join(feats)
+        line = f"- {label(name)}{' (again, at the end)' if p.get('again') else ''}: " + \
+            "; ".join(feats)
         if p.get("loadavg"):
             line += f" (load average at start {p['loadavg']})"
         losses = drops(p)
@@ -216,13 +231,12 @@ def chart(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results["pairings"])
-    ref = results["pairings"].get(REFERENCE, {})
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
     colors = {"kernel": "#777777", "vxtun": "#1f77b4", "pure": "#ff7f0e"}
     for i, m in enumerate(METRICS):
         ax = axes.flat[i]
         vals = [m.get(results["pairings"][n]) for n in names]
-        refv = m.get(ref) if ref else None
+        refv = reference(results, m)
         xs = range(len(names))
         cols = []
         for n in names:

@@ -108,11 +108,11 @@ def missing_tools() -> list[str]:
     return [t for t in ("iperf3", "ping", "ss", "ip") if shutil.which(t) is None]
 
 
-def bench_pairing(name: str, cfg: dict, log: Progress, res: dict) -> None:
+def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "") -> None:
     """Every measurement of one pairing, into ``res`` (so what was measured survives a crash);
     a failed measurement is recorded and the others still run."""
     res["errors"] = {}
-    log.where = label(name)
+    log.where = where or label(name)
     log("building topology")
     with Pairing(name) as pr:
         res["netns_prefix"] = pr.topo.prefix
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
     meta = results["meta"]
     log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
-        f"pairings: {', '.join(label(n) for n in names)}; about {estimate(cfg, len(names))}")
+        f"pairings: {', '.join(label(n) for n in names)}; about "
+        f"{estimate(cfg, len(names) + (not a.quick and len(names) > 1))}")
     failed = False
     try:
         for n in names:
@@ -249,6 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                 bench_pairing(n, cfg, log, res)
                 failed |= bool(res.get("errors"))
             except Exception as e:     # one broken pairing must not cost the others' figures
+                log(f"FAILED: {e}")
+                res["error"] = str(e)
+                failed = True
+        # Other work on a shared machine comes and goes: measure the reference once more at
+        # the end, and let ratios divide by the mean of both (report.reference).
+        if not a.quick and REFERENCE in names and len(names) > 1:
+            res = results["reference_end"] = {"label": label(REFERENCE),
+                                              "kinds": list(parse_pairing(REFERENCE))}
+            try:
+                bench_pairing(REFERENCE, cfg, log, res, where="reference again")
+                failed |= bool(res.get("errors"))
+            except Exception as e:
                 log(f"FAILED: {e}")
                 res["error"] = str(e)
                 failed = True
