@@ -339,3 +339,22 @@ def test_resolver_refuses_a_bad_table():
     r = load_resolver()
     with pytest.raises(Exception, match="line 1"):
         r.Table.parse("10.20.1.3 192.0.2.2\n")
+
+
+# --- the README's section stays true ----------------------------------------------------------
+
+def test_readme_controller_example_names_real_api():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## ARP/ND proxy, misses and a controller in Python", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(code, "README.md", "exec")
+    import re
+
+    from vxtun.api import EventStream
+    for group in re.findall(r"`((?:neigh|fdb)_[a-z|]+)`", section):
+        prefix, names = group.split("_", 1)
+        for name in names.split("|"):
+            assert hasattr(Controller, f"{prefix}_{name}"), name
+    for attr in ("next", "fileno", "lost"):
+        assert attr in EventStream.__init__.__code__.co_names or hasattr(EventStream, attr)

@@ -26,7 +26,8 @@
 The keys are the long options of ``vxtun up`` (``vni`` or ``id``, ``name``, ``remote``,
 ``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl``, ``mtu``,
 ``address`` (a string or a list), ``mac``, ``master``, ``nolearning`` (or ``learning``),
-``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``); a dash may
+``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``,
+``gc_stale_time``); a dash may
 stand for the underscore.  ``dstport`` defaults to 4789 (IANA) and ``name`` to ``vxtun0``.
 Every mistake is reported with the file and the VTEP it is in, before anything is started.
 """
@@ -59,7 +60,7 @@ _KEYS = {
     "learning": (_BOOL, "learning"), "nolearning": (_BOOL, "learning"),
     "ageing": (_NUM, "ageing"), "maxaddress": (_INT, "maxaddress"), "proxy": (_BOOL, "proxy"),
     "l2miss": (_BOOL, "l2miss"), "l3miss": (_BOOL, "l3miss"),
-    "reachable_time": (_NUM, "reachable_time"),
+    "reachable_time": (_NUM, "reachable_time"), "gc_stale_time": (_NUM, "gc_stale_time"),
 }
 
 
