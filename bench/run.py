@@ -104,6 +104,17 @@ def estimate(cfg: dict, pairings: int) -> str:
     return f"{secs / 60:.0f} minutes" if secs >= 90 else f"{secs:.0f} s"
 
 
+def fastpath_problem() -> str | None:
+    """Why the fast path cannot run here, or None.  vxtun runs from this source tree (``python
+    -m vxtun`` in the repository root), so the module must be built in place."""
+    try:
+        import vxtun._fastpath  # noqa: F401
+    except ImportError as e:
+        return (f"the Cython fast path is not built ({e}): run `pip install -e '.[bench]'` "
+                "in the repository root")
+    return None
+
+
 def missing_tools() -> list[str]:
     return [t for t in ("iperf3", "ping", "ss", "ip") if shutil.which(t) is None]
 
@@ -244,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{estimate(cfg, len(names) + (not a.quick and len(names) > 1))}")
     failed = False
     try:
+        no_fast = fastpath_problem()
         for n in names:
             res = results["pairings"][n] = {"label": label(n), "kinds": list(parse_pairing(n))}
+            if no_fast and "vxtun" in res["kinds"]:
+                log.where = label(n)
+                log(f"FAILED: {no_fast}")
+                res["error"] = no_fast
+                failed = True
+                continue
             try:
                 bench_pairing(n, cfg, log, res)
                 failed |= bool(res.get("errors"))
