@@ -5,7 +5,7 @@
     sudo python -m bench.run --only kernel-kernel --only vxtun-kernel --out /tmp/b
 
 For each pairing (sender-receiver: kernel-kernel is the reference, kernel-vxtun, vxtun-kernel,
-vxtun-vxtun, pure-kernel) it builds a fresh two-host topology in namespaces (see
+vxtun-vxtun, pure-kernel, kernel-pure) it builds a fresh two-host topology in namespaces (see
 ``bench/topology.py``) and measures TCP with 1 and 4 streams, the highest UDP rate with at most
 1 % loss at 64 and 1400 bytes, ping round trips, and the vxtun process's CPU time per gigabyte.
 It writes ``bench-<time>.json``, ``.md`` and ``.png`` into ``bench/results/`` (or ``--out``)
