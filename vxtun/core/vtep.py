@@ -72,8 +72,7 @@ class Vtep:
                                                    config.learning)
         if neigh is None:
             from ..proxy import NeighTable
-            neigh = NeighTable(config.reachable_time,
-                               config.gc_stale_time)
+            neigh = NeighTable(config.reachable_time, config.gc_stale_time)
         self.neigh = neigh
         self.mac = config.mac
         self.mtu = config.mtu or 1450
@@ -123,7 +122,8 @@ class Vtep:
             d = {"dst": d["dst"], "state": ["FAILED"]}
         self._emit(NeighChange(action, self.config.name, d))
 
-    def _neigh_aged(self) -> None:
+    def neigh_aged(self) -> None:
+        """Report what ageing did to the neighbour table (turned stale, collected)."""
         for action, e in self.neigh.changes():
             self.neigh_changed(action, e)
 
@@ -203,7 +203,7 @@ class Vtep:
         for e in self.fdb.expire(now):
             self.fdb_changed("del", e)
         self.neigh.expire(now)
-        self._neigh_aged()
+        self.neigh_aged()
 
     # --- ARP / ND proxy (arp_reduce, neigh_reduce) --------------------------------------
 
@@ -222,7 +222,7 @@ class Vtep:
                 return []
             ip = req.target
         n = self.neigh.lookup(ip, now)
-        self._neigh_aged()
+        self.neigh_aged()
         if n is None:
             # The only case that raises an L3 miss: neigh_lookup() found nothing.
             if self.config.l3miss:

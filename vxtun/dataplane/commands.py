@@ -124,7 +124,7 @@ def _neigh(node, port, conn, req):
     now = time.monotonic()
     if op == "show":
         rows = [e.to_json() for e in vtep.neigh.entries(now)]
-        vtep._neigh_aged()
+        vtep.neigh_aged()
         if req.get("to"):
             rows = [r for r in rows if r["dst"] == req["to"]]
         nud = req.get("nud")
@@ -136,7 +136,7 @@ def _neigh(node, port, conn, req):
         return [r for r in rows if r["state"] != ["NOARP"]]
     if op == "flush":
         vtep.neigh.expire(now)
-        vtep._neigh_aged()
+        vtep.neigh_aged()
         for e in vtep.neigh.flush(all_states=req.get("nud") == "all", ip=req.get("to")):
             vtep.neigh_changed("del", e, admin=True)
         return None
@@ -144,7 +144,7 @@ def _neigh(node, port, conn, req):
     if op in ("add", "replace", "change"):
         mac = mac_from_str(req.get("lladdr", ""))
         e, changed = vtep.neigh.add(ip, mac, req.get("nud") or "permanent", now, op)
-        vtep._neigh_aged()
+        vtep.neigh_aged()
         if changed:
             vtep.neigh_changed("new", e)
         return None

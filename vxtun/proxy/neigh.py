@@ -42,7 +42,6 @@ from ..wire.ether import mac_to_str
 
 NUD_STATES = ("permanent", "noarp", "reachable", "stale")
 NUD_CONNECTED = ("permanent", "noarp", "reachable")
-USABLE = NUD_CONNECTED          # the older name, kept for importers
 
 REACHABLE_TIME = 30.0           # base_reachable_time_ms / 1000
 GC_STALE_TIME = 60.0            # gc_stale_time
