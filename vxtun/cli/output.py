@@ -135,4 +135,7 @@ def format_stats(d: dict) -> str:
     lines.append(f"    dropped {total}" + ("".join(f"\n        {k} {v}" for k, v in drops.items())))
     lines.append(f"    fdb learned {d['fdb']['learned']} moved {d['fdb']['moved']}  "
                  f"proxy replies {d['proxy_replies']}  l2miss {d['l2miss']}  l3miss {d['l3miss']}")
+    if d.get("events"):
+        # Events dropped for listeners that did not keep up (vxtun monitor, vxtun.api).
+        lines[-1] += f"  events lost {d['events']['lost']}"
     return "\n".join(lines)
