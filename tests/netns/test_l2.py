@@ -193,8 +193,18 @@ class Capture:
 class V:
     """One VTEP: a kernel vxlan device or a vxtun TAP, driven with the same words."""
 
-    def __init__(self, host: Host, kind: str, name: str, proc=None) -> None:
+    def __init__(self, host: Host, kind: str, name: str, proc=None, master_later=None) -> None:
         self.host, self.kind, self.name, self.proc = host, kind, name, proc
+        self.master_later = master_later
+
+    def ready(self) -> V:
+        """Wait for ``NAME: up`` (printed once the owner runs the VTEP)."""
+        if self.proc is not None:
+            wait_up(self.proc, [self.name])
+        if self.master_later:
+            self.host.sh(f"ip link set {self.name} master {self.master_later}")  # tutorial's
+            self.master_later = None
+        return self
 
     def fdb(self, *words: str, check: bool = True) -> subprocess.CompletedProcess:
         """``bridge fdb WORDS dev NAME`` or ``vxtun fdb WORDS dev NAME``."""
@@ -244,8 +254,9 @@ def start(host: Host, kind: str, env: dict, i: int, *, name: str | None = None,
           group: str | None = None, local: str | None = None, dev: str | None = "eth0",
           nolearning: bool = False, ageing: float | None = None, maxaddress: int | None = None,
           ttl: int | None = None, address: str | None = None, master: str | None = None,
-          master_later: bool = False) -> V:
-    """A VTEP as the tutorial creates it, kernel or vxtun, with the same settings."""
+          master_later: bool = False, wait: bool = True) -> V:
+    """A VTEP as the tutorial creates it, kernel or vxtun, with the same settings.  With
+    ``wait=False`` a vxtun VTEP is still starting: call ``ready()`` (to start several at once)."""
     mac = mac or vtep_mac(i)
     if kind == "kernel":
         name = name or "vxlan0"
@@ -272,10 +283,35 @@ def start(host: Host, kind: str, env: dict, i: int, *, name: str | None = None,
         args.append("--nolearning")
     if master and not master_later:
         args += ["--master", master]
-    p = host.vxtun(*args, env=env, wait_dev=name)
-    if master and master_later:
-        host.sh(f"ip link set {name} master {master}")    # the tutorial's way
-    return V(host, kind, name, p)
+    v = V(host, kind, name, vxtun_up(host, env, *args), master if master_later else None)
+    return v.ready() if wait else v
+
+
+def vxtun_up(host: Host, env: dict, *args: str) -> subprocess.Popen:
+    return host.popen([sys.executable, "-m", "vxtun", "up", *args], env=env,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_up(p: subprocess.Popen, names: list[str], timeout: float = 30) -> None:
+    """Read ``vxtun up``'s stdout until each of ``names`` said ``NAME: up``."""
+    import select
+    todo = set(names)
+    deadline = time.time() + timeout
+    fd = p.stdout.fileno()      # raw reads: a buffered readline could hide a second line
+    buf = b""
+    while todo:
+        left = deadline - time.time()
+        assert left > 0, f"vxtun up did not bring up {sorted(todo)} in {timeout}s"
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            p.wait(5)
+            raise AssertionError(f"vxtun up exited {p.returncode}: {p.stderr.read()}")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            todo.discard(line.decode().split(":")[0])
 
 
 def make_hosts(topo: Topology, n: int) -> list[Host]:
@@ -341,6 +377,8 @@ class Scenario:
     def run(self, kinds: tuple, env: dict) -> list[set]:
         for i, (h, kind) in enumerate(zip(self.hosts, kinds, strict=True)):
             self.vteps.append(self._vtep(i, h, kind, env))
+        for v in self.vteps:            # started all at once, waited for together
+            v.ready()
         for i, v in enumerate(self.vteps):
             self._configure(i, v)
         ping_all(self.endpoints())
@@ -350,12 +388,13 @@ class Scenario:
         addr = None if self.containers else f"10.20.1.{i + 1}/24"
         if self.name == "multicast":
             return start(h, kind, env, i, group=GROUP6 if self.family == 6 else GROUP4,
-                         address=addr)
+                         address=addr, wait=False)
         if self.name == "bridge":
             # vxtun: --master on one host, "ip link set ... master br0" on the other
             return start(h, kind, env, i, group=GROUP4, local=self.ul[i], master="br0",
-                         master_later=(i == 2))
-        return start(h, kind, env, i, address=addr, nolearning=(self.name == "manual"))
+                         master_later=(i == 2), wait=False)
+        return start(h, kind, env, i, address=addr, nolearning=(self.name == "manual"),
+                     wait=False)
 
     def _configure(self, i: int, v: V) -> None:
         if self.name not in ("headend", "manual"):
@@ -476,8 +515,10 @@ def test_head_end_replication_sends_each_flood_once_to_each_destination(topo, da
     v0 = start(hosts[0], "vxtun", dataplane, 0)
     for j in (1, 2, 3):
         v0.fdb("append", ZERO, "dst", ul4(j))
-    peers = [start(h, "kernel" if j == 1 else "vxtun", dataplane, j, remote=ul4(0))
+    peers = [start(h, "kernel" if j == 1 else "vxtun", dataplane, j, remote=ul4(0), wait=False)
              for j, h in enumerate(hosts) if j]
+    for p in peers:
+        p.ready()
     cap = Capture(topo, hosts)
     try:
         floods = ([frame(BCAST, SRC, f"bcast-{k}") for k in range(10)]
@@ -502,11 +543,13 @@ def test_multicast_flood_once_per_member_ttl_1_and_no_echo(topo, dataplane):
     # h0 floods to GROUP4; h1 (kernel) and h2 are members; h3 is in another group; h4 is a
     # member that says --ttl 3
     hosts = make_hosts(topo, 5)
-    v = [start(hosts[0], "vxtun", dataplane, 0, group=GROUP4),
+    v = [start(hosts[0], "vxtun", dataplane, 0, group=GROUP4, wait=False),
          start(hosts[1], "kernel", dataplane, 1, group=GROUP4),
-         start(hosts[2], "vxtun", dataplane, 2, group=GROUP4),
-         start(hosts[3], "vxtun", dataplane, 3, group="239.1.1.2"),
-         start(hosts[4], "vxtun", dataplane, 4, group=GROUP4, ttl=3)]
+         start(hosts[2], "vxtun", dataplane, 2, group=GROUP4, wait=False),
+         start(hosts[3], "vxtun", dataplane, 3, group="239.1.1.2", wait=False),
+         start(hosts[4], "vxtun", dataplane, 4, group=GROUP4, ttl=3, wait=False)]
+    for x in v:
+        x.ready()
     cap = Capture(topo, hosts)
     try:
         inject(hosts[0], v[0].name, *[frame(BCAST, SRC, f"bcast-{k}") for k in range(10)])
@@ -537,8 +580,10 @@ def test_nolearning_static_mac_reaches_only_its_vtep(topo, dataplane):
     for j in (1, 2, 3):
         v0.fdb("append", ZERO, "dst", ul4(j))
     v0.fdb("append", X, "dst", ul4(2))
-    peers = [start(h, "kernel" if j == 1 else "vxtun", dataplane, j, remote=ul4(0))
+    peers = [start(h, "kernel" if j == 1 else "vxtun", dataplane, j, remote=ul4(0), wait=False)
              for j, h in enumerate(hosts) if j]
+    for p in peers:
+        p.ready()
     before = v0.fdb_set()
     cap = Capture(topo, hosts)
     try:
@@ -650,8 +695,9 @@ def test_maxaddress_caps_learning_under_a_flood_of_random_macs(topo, dataplane):
     cap_n = 20
     k = start(hosts[0], "kernel", dataplane, 0, remote=ul4(2), maxaddress=cap_n)
     x = start(hosts[1], "vxtun", dataplane, 1, remote=ul4(2), maxaddress=cap_n,
-              address="10.20.1.2/24")
+              address="10.20.1.2/24", wait=False)
     start(hosts[2], "vxtun", dataplane, 2, remote=ul4(1), address="10.20.1.3/24")
+    x.ready()
     ping_all([(hosts[1].ns, "10.20.1.2"), (hosts[2].ns, "10.20.1.3")])
     known = (vtep_mac(2), ul4(2), "", None, None, None)
     assert known in x.fdb_set()
@@ -873,7 +919,8 @@ def test_config_file_vteps_with_their_own_groups_share_a_port(topo, dataplane, t
     a, b, c = make_hosts(topo, 3)
     path = tmp_path / "vteps.toml"
     path.write_text(CONFIG)
-    p = a.vxtun("--config", str(path), env=dataplane, wait_dev="vx43")
+    p = vxtun_up(a, dataplane, "--config", str(path))
+    wait_up(p, ["vx42", "vx43"])
     x42, x43 = V(a, "vxtun", "vx42", p), V(a, "vxtun", "vx43", p)
     # a third VTEP from its own up, on the same port
     x44 = start(a, "vxtun", dataplane, 0, name="vx44", vni=44, mac="02:00:00:00:01:aa",
