@@ -28,7 +28,8 @@ def _err(msg: str) -> int:
 def up_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"{PROG} up", description="Run a userspace VXLAN VTEP in "
                                 "the foreground until SIGINT or SIGTERM.")
-    p.add_argument("--vni", "--id", type=int, dest="vni", help="VXLAN network identifier, 0..16777215")
+    p.add_argument("--vni", "--id", type=int, dest="vni",
+                   help="VXLAN network identifier, 0..16777215")
     p.add_argument("--name", default="vxtun0", help="TAP device name (default vxtun0)")
     p.add_argument("--remote", help="unicast underlay address of the peer VTEP")
     p.add_argument("--group", help="multicast group to flood to (needs --dev)")
@@ -40,7 +41,8 @@ def up_parser() -> argparse.ArgumentParser:
                    help="UDP source port range (default: the kernel's 32768 61000)")
     p.add_argument("--ttl", type=int, help="outer TTL (default 64 unicast, 1 multicast)")
     p.add_argument("--mtu", type=int, help="TAP MTU (default: underlay MTU - 50, or - 70 for IPv6)")
-    p.add_argument("--address", action="append", default=[], help="overlay address, e.g. 10.20.1.3/24")
+    p.add_argument("--address", action="append", default=[],
+                   help="overlay address, e.g. 10.20.1.3/24")
     p.add_argument("--mac", help="the TAP's MAC address (default: random)")
     p.add_argument("--master", help="bridge to enslave the TAP to")
     p.add_argument("--nolearning", action="store_true", help="do not learn from received frames")

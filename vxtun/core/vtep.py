@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
-from ..fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
+from ..fdb import LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
 from ..wire.vxlan import VXLAN_HLEN, encode_header, reserved_bits_set, source_port

@@ -3,7 +3,8 @@
     with Topology("t1") as topo:
         h1 = topo.host("h1", "192.0.2.1/24", "2001:db8::1/64")
         h2 = topo.host("h2", "192.0.2.2/24", "2001:db8::2/64")
-        h1.sh("ip link add vxlan0 type vxlan id 42 dstport 4789 remote 192.0.2.2 local 192.0.2.1 dev eth0")
+        h1.sh("ip link add vxlan0 type vxlan id 42 dstport 4789 remote 192.0.2.2 "
+              "local 192.0.2.1 dev eth0")
 
 Every namespace name carries a unique prefix (``vxt-<tag>-<pid>-...``), so parallel runs never
 collide; ``close()`` deletes every namespace it made (which removes their veths, TAPs and
@@ -78,7 +79,8 @@ class Host:
         return run(f"ip netns exec {self.ns} sh -c {shlex.quote(cmd)}", check,
                    timeout).stdout
 
-    def run(self, cmd: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, cmd: str, check: bool = False,
+            timeout: float = 60) -> subprocess.CompletedProcess:
         return run(f"ip netns exec {self.ns} sh -c {shlex.quote(cmd)}", check, timeout)
 
     def popen(self, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
