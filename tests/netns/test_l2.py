@@ -446,6 +446,12 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
         for j in range(3):
             if j != i:
                 assert (vtep_mac(j), ul4(j), "", None, None, None) in fdb
+        # and the ARP cache holds each peer, at its VTEP's MAC
+        v = sc.vteps[i]
+        neigh = {n["dst"]: n.get("lladdr") for n in
+                 json.loads(v.host.sh(f"ip -j neigh show dev {v.name}"))}
+        assert {f"10.20.1.{j + 1}": vtep_mac(j) for j in range(3) if j != i}.items() \
+            <= neigh.items()
     # Floods went to the group with TTL 1 (no --ttl); ARP replies and pings came back unicast.
     flooded = [r for r in cap.records if r["dst"] == GROUP4]
     assert flooded and all(r["ttl"] == 1 for r in flooded)
