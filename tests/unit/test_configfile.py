@@ -155,3 +155,10 @@ def test_the_owner_refuses_settings_it_does_not_know():
     d["flux"] = 1
     with pytest.raises(LocalError, match="does not know the settings"):
         owner.config_from_json(d)
+
+
+def test_vxtun_up_config_takes_no_other_option(tmp_path, capsys):
+    path = write(tmp_path, readme_example())
+    assert main(["up", "--config", path, "--vni", "5", "--nolearning"]) == 1
+    err = capsys.readouterr().err
+    assert "put --nolearning, --vni in the file instead" in err

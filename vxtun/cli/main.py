@@ -93,6 +93,12 @@ def cmd_up(argv: list[str]) -> int:
     fdb: dict = {}
     if a.config:
         from .configfile import load_with_fdb
+        defaults = vars(up_parser().parse_args([]))
+        extra = sorted(f"--{k.replace('_', '-')}" for k, v in vars(a).items()
+                       if k != "config" and v != defaults[k])
+        if extra:
+            raise LocalError(f"--config FILE describes every VTEP: put {', '.join(extra)} in "
+                             "the file instead")
         configs, fdb = load_with_fdb(a.config)
     else:
         configs = config_from_args(a)
