@@ -3,6 +3,7 @@
 * TCP: ``iperf3 -c SERVER -t T -P N -J``; the figure is the receiver's goodput
   (``end.sum_received.bits_per_second``).
 * UDP: iperf3 without ``-b`` sends as fast as *it* can and so measures the sender, not the VTEP.
+  With ``-w 4M`` (see UDP_WINDOW) so the receiving iperf3's socket is not what drops.
   The figure is the highest rate the sender really offered (``end.sum_sent``; it can fall short
   of ``-b``) with at most 1 % loss at the receiver (``end.sum.lost_percent``, which the client
   gets back from the server), found by doubling from a low rate and then bisecting.  A rate the
@@ -100,9 +101,27 @@ def tcp_run(client: Host, server: IperfServer, streams: int, duration: float) ->
     }
 
 
+# The UDP sink is one single-threaded iperf3 on a shared machine: with the default 208 KB
+# receive buffer, a few milliseconds off the CPU overflow it (RcvbufErrors) and the loss
+# measured is iperf3's, not the VTEP's (20-40% at rates the VTEP carries without a drop, seen on
+# 2 loaded cores).  A 4 MB buffer, within net.core.rmem_max, keeps the sink out of the figure.
+UDP_WINDOW = 4 << 20
+
+
+def udp_window(sender: Host, receiver: Host) -> int:
+    """UDP_WINDOW, or less where the namespaces' rmem_max/wmem_max would clamp it."""
+    def sysctl(h: Host, name: str) -> int:
+        try:
+            return int(h.sh(f"cat /proc/sys/net/core/{name}", timeout=5).strip())
+        except (RuntimeError, ValueError):
+            return UDP_WINDOW
+    return min(UDP_WINDOW, sysctl(receiver, "rmem_max"), sysctl(sender, "wmem_max"))
+
+
 def udp_trial(client: Host, server: IperfServer, rate_bps: float, size: int,
-              duration: float) -> dict:
-    j = _iperf(client, server, f"-u -b {int(rate_bps)} -l {size}", duration)
+              duration: float, window: int = 0) -> dict:
+    w = f" -w {window}" if window else ""
+    j = _iperf(client, server, f"-u -b {int(rate_bps)} -l {size}{w}", duration)
     end = j["end"]
     sent, total = end["sum_sent"], end["sum"]
     packets = total.get("packets") or sent.get("packets") or 0
@@ -125,11 +144,12 @@ class UdpSearch:
     start_bps: float
     max_trials: int
     max_loss: float = 1.0
+    window: int = 0          # iperf3 -w: socket buffers (the server's SO_RCVBUF), 0 = default
     trials: list = field(default_factory=list)
 
     def run(self, client: Host, server: IperfServer, log) -> dict:
         def trial(rate: float) -> dict:
-            t = udp_trial(client, server, rate, self.size, self.duration)
+            t = udp_trial(client, server, rate, self.size, self.duration, self.window)
             t["pass"] = t["lost_percent"] <= self.max_loss
             # The sender did not manage to offer what -b asked: iperf3 is the bottleneck.
             t["sender_limited"] = t["sent_bps"] < 0.95 * rate
@@ -182,6 +202,7 @@ class UdpSearch:
             # figure is only a lower bound (typical of --quick).
             "lower_bound": bool(best and hi is None and not best["sender_limited"]),
             "first_failure_bps": hi,
+            "window": self.window,
             "trials": self.trials,
         }
 

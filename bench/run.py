@@ -177,8 +177,11 @@ def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "
                         f"{c['s_per_gb'] or 0:.2f} s/GB")
             return out
 
+        window = measure.udp_window(pr.h1, pr.h2)
+
         def udp(size: int) -> dict:
-            s = measure.UdpSearch(size, cfg["udp_seconds"], UDP_START[size], cfg["udp_trials"])
+            s = measure.UdpSearch(size, cfg["udp_seconds"], UDP_START[size], cfg["udp_trials"],
+                                  window=window)
             r = s.run(pr.h1, server, log)
             log(f"udp {size} B: {r['bps'] / 1e6:.1f} Mbit/s, {r['pps'] / 1e3:.1f} kpps "
                 f"with <= 1% loss{' (sender-limited)' if r['sender_limited'] else ''}")
