@@ -24,6 +24,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_destroy(pthread_mutex_t* m)
     int pthread_mutex_lock(pthread_mutex_t* m)
     int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_mutex_trylock(pthread_mutex_t* m)
     int pthread_create(pthread_t* t, const void* attr, void* (*start)(void*) noexcept nogil,
                        void* arg)
     int pthread_join(pthread_t t, void** ret)
@@ -247,7 +248,8 @@ cdef struct fp_underlay:
     int tx_fd
     int family            # 4 or 6
     int gro               # UDP_GRO is on: a read may hold several datagrams
-    fp_stats st           # drops before the VNI is known (Demux.stats)
+    fp_stats st[2]        # drops before the VNI is known (Demux.stats); [thread]
+    pthread_mutex_t rxlock    # held by the thread reading this socket (in-order delivery)
     void** vnis           # fp_vtep*, open addressing by VNI
     uint32_t vmask
 
@@ -280,8 +282,8 @@ cdef struct fp_vtep:
     uint8_t local[16]     # tx_fd's bound address (all zeros: any)
     fp_gsosock* gso       # GSO_SOCKS slots
     uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
-    fp_stats txs          # written by the TX thread only
-    fp_stats rxs          # written by the RX thread only
+    pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
+    fp_stats st[2]        # st[0] written by the TX thread only, st[1] by the RX thread only
 
 cdef struct fp_punt:
     uint32_t kind
@@ -303,6 +305,7 @@ cdef struct fp_dp:
     fp_underlay** uls
     int nuls
     int running
+    int poll_other        # after its own work, each thread tries the other direction once
     int stop_fd
     pthread_t tx_thread
     pthread_t rx_thread

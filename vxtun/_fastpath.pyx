@@ -1397,6 +1397,7 @@ def decap(const uint8_t[::1] data not None, uint32_t vni, mac, int mtu):
 # --- the TX thread: TAP -> underlay ---------------------------------------------------------
 
 cdef struct fp_txctx:
+    int tid               # which counter block this thread writes (0 TX, 1 RX thread)
     uint8_t* buf          # one read from a TAP: virtio-net header + frame
     uint8_t* segh         # segment headers (MAXSEG * SEGH_MAX)
     fp_seg* segs
@@ -1452,7 +1453,7 @@ cdef void _tx_flush(fp_txctx* c, fp_vtep* v, int m) noexcept nogil:
             continue
         if errno == EINTR:
             continue
-        v.txs.drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
+        v.st[c.tid].drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
         i += 1
 
 cdef inline uint16_t _htons(uint32_t v) noexcept nogil:
@@ -1636,7 +1637,7 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd) noexce
                 continue
             if i == 0:
                 return -1           # this kernel or route refuses GSO: the caller uses tx_fd
-            v.txs.drops[D_TX_ERROR] += k
+            v.st[c.tid].drops[D_TX_ERROR] += k
         i += k
     return 0
 
@@ -1664,7 +1665,7 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) no
     for ri in range(nr):
         r = &c.rem[ri]
         if r.family != fam:
-            v.txs.drops[D_TX_ERROR] += nseg
+            v.st[c.tid].drops[D_TX_ERROR] += nseg
             continue
         dport = r.port if r.port else v.dstport
         vni = <uint32_t>r.vni if r.vni >= 0 else v.vni
@@ -1726,7 +1727,7 @@ cdef void _tx_punt(fp_dp* dp, fp_vtep* v, fp_txctx* c, int nseg, int reason) noe
     for i in range(nseg):
         if q_push(&dp.q, PUNT_FRAME, v.id, c.segs[i].h, c.segs[i].hlen, c.segs[i].p,
                   c.segs[i].plen) < 0:
-            v.txs.drops[reason] += 1     # queue full: the drop the core would have counted
+            v.st[c.tid].drops[reason] += 1     # queue full: the drop the core would have counted
 
 cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) noexcept nogil:
     """Vtep.handle_frame for one read from the TAP (a frame, or a TSO super-frame)."""
@@ -1738,7 +1739,7 @@ cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) 
     cdef uint16_t sport
     cdef uint64_t nbytes = 0
     if len < VNET_HDR_LEN + ETH_HLEN:
-        v.txs.drops[D_BAD_FRAME] += 1
+        v.st[c.tid].drops[D_BAD_FRAME] += 1
         return
     n = len - VNET_HDR_LEN
     flags = c.buf[0]
@@ -1748,7 +1749,7 @@ cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) 
         # csum_start counts from the Ethernet header, as it does on a TAP
         if flags & F_NEEDS_CSUM:
             if fp_complete_checksum(f, n, le16(c.buf + 6), le16(c.buf + 8)) < 0:
-                v.txs.drops[D_BAD_FRAME] += 1
+                v.st[c.tid].drops[D_BAD_FRAME] += 1
                 return
         nseg = 1
         c.segs[0].h = f
@@ -1758,10 +1759,10 @@ cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) 
     elif gso == GSO_TCPV4 or gso == GSO_TCPV6:
         nseg = fp_tso_segment(f, n, le16(c.buf + 4), c.segh, c.segs)
         if nseg < 0:
-            v.txs.drops[D_BAD_FRAME] += 1
+            v.st[c.tid].drops[D_BAD_FRAME] += 1
             return
     else:
-        v.txs.drops[D_BAD_FRAME] += 1     # UFO/USO: never enabled with TUNSETOFFLOAD
+        v.st[c.tid].drops[D_BAD_FRAME] += 1     # UFO/USO: never enabled with TUNSETOFFLOAD
         return
     etype = be16(f + 12)
     if v.proxy and (etype == ETH_P_ARP or (etype == ETH_P_IPV6 and _is_ns(f, n))):
@@ -1777,24 +1778,66 @@ cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) 
     sport = fp_source_port(f, n, v.sport_lo, v.sport_hi)
     for i in range(<uint32_t>nseg):
         nbytes += c.segs[i].hlen + c.segs[i].plen
-    v.txs.tx_packets += nseg
-    v.txs.tx_bytes += nbytes
+    v.st[c.tid].tx_packets += nseg
+    v.st[c.tid].tx_bytes += nbytes
     _tx_send(c, v, nr, nseg, sport)
+
+cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil:
+    """Read and send up to BURST frames of one TAP, holding its txlock so the two threads never
+    interleave one TAP's frames (a flow stays in order).  ``wait`` False: give up at once if
+    the other thread holds it.  Returns how many frames were read."""
+    cdef int k, n = 0
+    cdef ssize_t r
+    if wait:
+        pthread_mutex_lock(&v.txlock)
+    elif pthread_mutex_trylock(&v.txlock) != 0:
+        return 0
+    for k in range(BURST):
+        r = read(v.tap_fd, c.buf, TAPBUF)
+        if r <= 0:
+            break
+        n += 1
+        _tx_frame(dp, v, c, <size_t>r, fp_now())
+    pthread_mutex_unlock(&v.txlock)
+    return n
+
+cdef int _rx_poll(fp_dp* dp, fp_underlay* us, fp_rxctx* c, bint wait) noexcept nogil:
+    """Drain one socket holding its rxlock (so delivery stays in order); as _tx_burst."""
+    if wait:
+        pthread_mutex_lock(&us.rxlock)
+    elif pthread_mutex_trylock(&us.rxlock) != 0:
+        return 0
+    c.ntouched = 0
+    _rx_drain(dp, us, c)
+    pthread_mutex_unlock(&us.rxlock)
+    return c.ntouched
+
+# Latency: a frame written to a TAP is usually answered within the write() itself (the stack
+# runs in our context), and a datagram sent over veth to a kernel peer is answered within the
+# sendmsg().  So after delivering, the RX thread tries the TAPs it wrote to once, and after
+# sending, the TX thread tries the socket once, instead of waking the other thread for it
+# (each wake-up costs several microseconds of round trip).  The locks keep each TAP and each
+# socket to one reader at a time; a try never waits.
 
 cdef void* tx_main(void* arg) noexcept nogil:
     cdef fp_dp* dp = <fp_dp*>arg
     cdef fp_txctx c
+    cdef fp_rxctx rc
     cdef sigset_t all
     cdef epoll_event ev
     cdef epoll_event evs[16]
-    cdef int ep, i, k, n
-    cdef ssize_t r
+    cdef int ep, i, n
     cdef fp_vtep* v
     cdef bint stop = False
     sigfillset(&all)
     pthread_sigmask(SIG_BLOCK, &all, NULL)      # signals are for the Python thread
     if _txctx_init(&c) < 0:
         return NULL
+    if _rxctx_init(&rc) < 0:
+        _txctx_free(&c)
+        return NULL
+    c.tid = 0
+    rc.tid = 0
     ep = epoll_create1(EPOLL_CLOEXEC)
     ev.events = EPOLLIN
     ev.data.ptr = NULL
@@ -1814,15 +1857,12 @@ cdef void* tx_main(void* arg) noexcept nogil:
             if v == NULL:
                 stop = True
                 break
-            for k in range(BURST):
-                r = read(v.tap_fd, c.buf, TAPBUF)
-                if r <= 0:
-                    break
-                _tx_frame(dp, v, &c, <size_t>r, fp_now())
+            if _tx_burst(dp, v, &c, True) and dp.poll_other:
+                _rx_poll(dp, v.us, &rc, False)
     close(ep)
+    _rxctx_free(&rc)
     _txctx_free(&c)
     return NULL
-
 
 
 # --- RX coalescing: consecutive TCP segments of one flow become one GSO write to the TAP ----
@@ -2021,6 +2061,9 @@ def coalesce(frames, int mtu) -> list:
 # --- the RX thread: underlay -> TAP ---------------------------------------------------------
 
 cdef struct fp_rxctx:
+    int tid
+    fp_vtep* touched[8]   # VTEPs whose TAP this drain wrote to (their replies may be waiting)
+    int ntouched
     fp_coal co
     uint8_t* bufs
     mmsghdr* msgs
@@ -2050,10 +2093,20 @@ cdef int _rxctx_init(fp_rxctx* c) noexcept nogil:
         return -1
     return 0
 
-cdef void _coal_write(fp_coal* co) noexcept nogil:
+cdef inline void _touch(fp_rxctx* c, fp_vtep* v) noexcept nogil:
+    cdef int i
+    for i in range(c.ntouched):
+        if c.touched[i] == v:
+            return
+    if c.ntouched < 8:
+        c.touched[c.ntouched] = v
+        c.ntouched += 1
+
+cdef void _coal_write(fp_rxctx* c) noexcept nogil:
+    cdef fp_coal* co = &c.co
     cdef size_t k = coal_finish(co)
     if k and write(co.v.tap_fd, co.buf, k) < 0:
-        co.v.rxs.drops[D_TAP_ERROR] += 1
+        co.v.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
                        const uint8_t* addr, double now) noexcept nogil:
@@ -2066,36 +2119,37 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
     cdef fp_vnet h
     if r >= 0:
         if v == NULL:
-            us.st.drops[r] += 1
+            us.st[c.tid].drops[r] += 1
         else:
-            v.rxs.drops[r] += 1
+            v.st[c.tid].drops[r] += 1
         return
     f = d + 8
     fn = n - 8
     res = fdb_learn(v.fdb, mac48(f + 6), fam, addr, now)
     if res == LEARN_PINNED:
-        v.rxs.drops[D_STATIC_MAC_MOVED] += 1
+        v.st[c.tid].drops[D_STATIC_MAC_MOVED] += 1
         return
     if res == LEARN_NEW or res == LEARN_MOVED:
         if res == LEARN_NEW:
-            v.rxs.learned += 1
+            v.st[c.tid].learned += 1
         else:
-            v.rxs.moved += 1
+            v.st[c.tid].moved += 1
         q_push(&dp.q, PUNT_LEARN, v.id, f + 6, 6, NULL, 0)
-    v.rxs.rx_packets += 1
-    v.rxs.rx_bytes += fn
+    v.st[c.tid].rx_packets += 1
+    v.st[c.tid].rx_bytes += fn
+    _touch(c, v)
     if v.tap_coalesce:
         k = coal_add(&c.co, v, f, fn)
         if k == 1:
             return
-        _coal_write(&c.co)          # what is pending goes first: order is kept
+        _coal_write(c)          # what is pending goes first: order is kept
         if k == 2:
             coal_start(&c.co, v, f, fn)
             return
     fp_rx_vnet_header(f, fn, v.mtu, &h)
     _pack_vnet(&h, f - VNET_HDR_LEN)        # over the VXLAN header and 2 bytes of room
     if write(v.tap_fd, f - VNET_HDR_LEN, fn + VNET_HDR_LEN) < 0:
-        v.rxs.drops[D_TAP_ERROR] += 1
+        v.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
     cdef int i, r, rounds, gso, fam
@@ -2150,21 +2204,28 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
                 _rx_datagram(c, dp, us, d, n, fam, addr, now)
         if r < RXBATCH:
             break
-    _coal_write(&c.co)      # the socket is empty: nothing more will join the pending frame
+    _coal_write(c)      # the socket is empty: nothing more will join the pending frame
 
 cdef void* rx_main(void* arg) noexcept nogil:
     cdef fp_dp* dp = <fp_dp*>arg
     cdef fp_rxctx c
+    cdef fp_txctx tc
     cdef sigset_t all
     cdef epoll_event ev
     cdef epoll_event evs[16]
-    cdef int ep, i, n
+    cdef int ep, i, n, k, m
     cdef fp_underlay* us
+    cdef fp_vtep* touched[8]
     cdef bint stop = False
     sigfillset(&all)
     pthread_sigmask(SIG_BLOCK, &all, NULL)
     if _rxctx_init(&c) < 0:
         return NULL
+    if _txctx_init(&tc) < 0:
+        _rxctx_free(&c)
+        return NULL
+    c.tid = 1
+    tc.tid = 1
     ep = epoll_create1(EPOLL_CLOEXEC)
     ev.events = EPOLLIN
     ev.data.ptr = NULL
@@ -2184,8 +2245,14 @@ cdef void* rx_main(void* arg) noexcept nogil:
             if us == NULL:
                 stop = True
                 break
-            _rx_drain(dp, us, &c)
+            m = _rx_poll(dp, us, &c, True)
+            if dp.poll_other:
+                for k in range(m):
+                    touched[k] = c.touched[k]
+                for k in range(m):
+                    _tx_burst(dp, touched[k], &tc, False)
     close(ep)
+    _txctx_free(&tc)
     _rxctx_free(&c)
     return NULL
 
@@ -2281,7 +2348,6 @@ cdef class Dataplane:
     cdef fp_dp dp
     cdef dict _fdbs
     cdef uint32_t _next_id
-    cdef fp_stats _gone
 
     def __cinit__(self):
         memset(&self.dp, 0, sizeof(fp_dp))
@@ -2292,6 +2358,7 @@ cdef class Dataplane:
             raise OSError(errno, "eventfd")
         self._fdbs = {}
         self._next_id = 1
+        self.dp.poll_other = 1
 
     def __dealloc__(self):
         cdef int i
@@ -2317,6 +2384,15 @@ cdef class Dataplane:
     def fileno(self) -> int:
         """Readable when punted records wait (an eventfd)."""
         return self.dp.q.efd
+
+    @property
+    def poll_other(self) -> bool:
+        """Each thread tries the other direction once after its own work (lower latency)."""
+        return bool(self.dp.poll_other)
+
+    @poll_other.setter
+    def poll_other(self, on) -> None:
+        self.dp.poll_other = 1 if on else 0
 
     @property
     def running(self) -> bool:
@@ -2394,6 +2470,7 @@ cdef class Dataplane:
         self.dp.uls = arr
         us.id = self._next_id
         self._next_id += 1
+        pthread_mutex_init(&us.rxlock, NULL)
         us.rx_fd = rx_fd
         us.tx_fd = tx_fd
         us.family = family
@@ -2418,6 +2495,7 @@ cdef class Dataplane:
                 k += 1
         self.dp.nuls = k
         free(us.vnis)
+        pthread_mutex_destroy(&us.rxlock)
         free(us)
         self._resume(was)
 
@@ -2447,6 +2525,7 @@ cdef class Dataplane:
         self.dp.vteps = arr
         v.id = self._next_id
         self._next_id += 1
+        pthread_mutex_init(&v.txlock, NULL)
         v.vni = vni
         v.tap_fd = tap_fd
         v.tx_fd = tx_fd
@@ -2487,8 +2566,9 @@ cdef class Dataplane:
             self._rebuild_vnis(v.us)
         finally:
             self._resume(was)
-        out = _stats_json(&v.txs, &v.rxs)
+        out = _stats_json(&v.st[0], &v.st[1])
         _gso_close_all(v)
+        pthread_mutex_destroy(&v.txlock)
         free(v)
         self._fdbs.pop(vid, None)
         return out
@@ -2507,11 +2587,11 @@ cdef class Dataplane:
 
     def vtep_stats(self, uint32_t vid) -> dict:
         cdef fp_vtep* v = self._vtep(vid)
-        return _stats_json(&v.txs, &v.rxs)
+        return _stats_json(&v.st[0], &v.st[1])
 
     def underlay_stats(self, uint32_t uid) -> dict:
         cdef fp_underlay* us = self._underlay(uid)
-        return _stats_json(&us.st, &self._gone)
+        return _stats_json(&us.st[0], &us.st[1])
 
     @property
     def punts_lost(self) -> int:
