@@ -10,9 +10,16 @@ Threads (see ``Dataplane``):
 * TX (TAP -> underlay): read a frame (or a 64 KB TSO super-frame) from each TAP, finish its
   checksum / cut it into MTU-sized TCP segments like a NIC would, look the destination MAC up in
   the VTEP's FDB (else the all-zeros default entry), and send one VXLAN datagram per segment to
-  each remote through the raw UDP socket (so the source port can follow the inner flow).
-* RX (underlay -> TAP): read datagrams (recvmmsg), check them in vxlan_rcv()'s order, demux by
-  VNI, learn the inner source MAC, and write the frame to the TAP behind a virtio-net header.
+  each remote (sendmmsg on the raw UDP socket, so the source port can follow the inner flow),
+  or, for one unicast remote, the segments as UDP GSO trains from a UDP socket bound to the
+  flow's source port (the kernel then handles one packet instead of ~45).
+* RX (underlay -> TAP): read datagrams (recvmmsg; UDP GRO trains are split), check them in
+  vxlan_rcv()'s order, demux by VNI, learn the inner source MAC, and write the frame to the TAP
+  behind a virtio-net header; in-order TCP segments of one flow are first merged into one GSO
+  super-frame (LRO in software), so the stack above handles one packet.
+* After its own work each thread tries the other direction once (the answer to what it just
+  delivered or sent is often already there), under per-TAP / per-socket locks that keep every
+  flow in order.
 
 Anything rare goes to Python through a bounded queue and an eventfd (``Dataplane.fileno``):
 ARP/NS frames when the proxy is on, frames with no FDB entry and no default entry (the core then
