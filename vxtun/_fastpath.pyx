@@ -370,7 +370,7 @@ cdef struct fp_seg:
 
 cdef enum:
     MAXSEG = 1024         # segments per super-frame (64 KB / 64-byte MSS)
-    SEGH_MAX = 144        # Ethernet 14 + IPv4 60 (or IPv6 40) + TCP 60, rounded up
+    SEGH_MAX = 144        # Ethernet 14 + 802.1Q 4 + IPv4 60 (or IPv6 40) + TCP 60, rounded up
 
 cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
                         fp_seg* segs) noexcept nogil:
@@ -379,30 +379,35 @@ cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
     Each segment gets a copy of the headers with, as the kernel's tcp_gso_segment() and
     inet_gso_segment() set them: IPv4 total length, ID + i and header checksum; IPv6 payload
     length; TCP sequence number + i*mss; FIN and PSH only on the last segment, CWR only on the
-    first; and a complete TCP checksum (a real receiver drops a partial one).
+    first; and a complete TCP checksum (a real receiver drops a partial one).  One 802.1Q tag
+    is allowed (a VLAN device on the TAP inherits its TSO).
     """
-    cdef uint32_t etype, ihl, l4, thl, hlen, plen, nseg, i, chunk, seq0, id0, tl, flags
+    cdef uint32_t etype, ihl, l3, l4, thl, hlen, plen, nseg, i, chunk, seq0, id0, tl, flags
     cdef uint32_t ps
     cdef int v6
     cdef uint8_t* h
-    if n < ETH_HLEN + 40 or mss == 0:
+    if n < ETH_HLEN + 4 + 40 or mss == 0:
         return -1
+    l3 = ETH_HLEN
     etype = be16(f + 12)
+    if etype == 0x8100:
+        l3 = ETH_HLEN + 4
+        etype = be16(f + 16)
     if etype == ETH_P_IP:
-        if f[14] >> 4 != 4 or f[23] != 6:
+        if f[l3] >> 4 != 4 or f[l3 + 9] != 6:
             return -1
-        ihl = (f[14] & 0x0F) * 4
+        ihl = (f[l3] & 0x0F) * 4
         if ihl < 20:
             return -1
         v6 = 0
     elif etype == ETH_P_IPV6:
-        if f[14] >> 4 != 6 or f[20] != 6:
+        if f[l3] >> 4 != 6 or f[l3 + 6] != 6:
             return -1
         ihl = 40
         v6 = 1
     else:
         return -1
-    l4 = ETH_HLEN + ihl
+    l4 = l3 + ihl
     if n < l4 + 20:
         return -1
     thl = (f[l4 + 12] >> 4) * 4
@@ -416,7 +421,7 @@ cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
     if nseg > MAXSEG:
         return -1
     seq0 = be32(f + l4 + 4)
-    id0 = be16(f + 18)
+    id0 = be16(f + l3 + 4)
     for i in range(nseg):
         chunk = plen - i * mss
         if chunk > mss:
@@ -424,15 +429,15 @@ cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
         h = hbuf + i * SEGH_MAX
         memcpy(h, f, hlen)
         if v6:
-            put16(h + 18, hlen - (ETH_HLEN + 40) + chunk)
-            ps = _csum_be(h + 22, 32)
+            put16(h + l3 + 4, hlen - (l3 + 40) + chunk)
+            ps = _csum_be(h + l3 + 8, 32)
         else:
-            put16(h + 16, hlen - ETH_HLEN + chunk)
-            put16(h + 18, id0 + i)
-            h[24] = 0
-            h[25] = 0
-            put16(h + 24, (~_csum_be(h + 14, ihl)) & 0xFFFF)
-            ps = _csum_be(h + 26, 8)
+            put16(h + l3 + 2, hlen - l3 + chunk)
+            put16(h + l3 + 4, id0 + i)
+            h[l3 + 10] = 0
+            h[l3 + 11] = 0
+            put16(h + l3 + 10, (~_csum_be(h + l3, ihl)) & 0xFFFF)
+            ps = _csum_be(h + l3 + 12, 8)
         put32(h + l4 + 4, seq0 + i * mss)
         flags = h[l4 + 13]
         if i + 1 < nseg:

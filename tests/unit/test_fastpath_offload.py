@@ -86,6 +86,17 @@ def test_tso_segments_are_valid_packets(v6, seq, payload, flags, mss):
     assert got == payload
 
 
+def test_tso_segments_a_vlan_tagged_superframe():
+    """A VLAN device on the TAP inherits its TSO: one 802.1Q tag is cut around, not refused."""
+    from scapy.layers.l2 import Dot1Q
+    big = bytes(Ether(src=MAC1, dst=MAC2) / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2")
+                / TCP(seq=9, flags="PA") / Raw(b"q" * 3000))
+    segs = fp.tso_segment(big, 1400)
+    assert [len(s) for s in segs] == [18 + 40 + 1400] * 2 + [18 + 40 + 200]
+    assert all(valid(s) for s in segs)
+    assert b"".join(bytes(Ether(s)[TCP].payload) for s in segs) == b"q" * 3000
+
+
 def test_tso_refuses_what_it_cannot_cut():
     import pytest
     udp = bytes(Ether() / IP() / Raw(b"x" * 3000))
