@@ -1084,7 +1084,7 @@ cdef class CFdb:
         try:
             if n < 0:
                 return None
-            return [self._remote_out(&buf[i]) for i in range(n)]
+            return [self._remote_out(&buf[i]) for i in range(<uint32_t>n)]
         finally:
             free(buf)
 
@@ -1990,7 +1990,7 @@ cdef int coal_add(fp_coal* c, fp_vtep* v, const uint8_t* f, size_t n) noexcept n
     return 1
 
 cdef void coal_start(fp_coal* c, fp_vtep* v, const uint8_t* f, size_t n) noexcept nogil:
-    cdef uint32_t l4, thl
+    cdef uint32_t l4 = 0, thl = 0
     _tcp_data_segment(f, n, v.mtu, &l4, &thl)
     memcpy(c.buf + VNET_HDR_LEN, f, n)
     c.v = v
