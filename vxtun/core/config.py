@@ -43,7 +43,8 @@ class VtepConfig:
         if not (0 < lo < hi <= 65536):
             raise LocalError(f"invalid srcport range {lo} {hi}: need 0 < MIN < MAX <= 65536")
         if self.remote and self.group:
-            raise LocalError("remote and group are mutually exclusive (as in ip link add type vxlan)")
+            raise LocalError("remote and group are mutually exclusive "
+                             "(as in ip link add type vxlan)")
         fams = {}
         for key in ("local", "remote", "group"):
             v = getattr(self, key)
@@ -76,7 +77,8 @@ class VtepConfig:
         if self.mtu is not None and not 68 <= self.mtu <= 65535:
             raise LocalError(f"invalid mtu {self.mtu}: must be 68..65535")
         if not self.name or len(self.name) > 15 or "/" in self.name or " " in self.name:
-            raise LocalError(f"invalid device name {self.name!r}: 1..15 characters, no '/' or space")
+            raise LocalError(f"invalid device name {self.name!r}: "
+                             "1..15 characters, no '/' or space")
 
     @property
     def family(self) -> int:

@@ -414,15 +414,9 @@ class Node:
     # --- control -----------------------------------------------------------------------
 
     def _accept(self, port: Port) -> None:
-        try:
-            conn, _ = port.listener.accept()
-        except OSError:
+        conn = control.accept_root(port.listener)
+        if conn is None:
             return
-        if not control.peer_is_root(conn):
-            conn.sendall(b'{"ok": false, "error": "permission denied: root only"}\n')
-            conn.close()
-            return
-        conn.setblocking(False)
         self._clients[conn] = (port, b"")
         self.sel.register(conn, selectors.EVENT_READ, lambda c=conn: self._on_client(c))
 

@@ -138,15 +138,9 @@ class Owner:
             self.node.close()
 
     def _accept(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
+        conn = control.accept_root(self.listener)
+        if conn is None:
             return
-        if not control.peer_is_root(conn):
-            conn.sendall(b'{"ok": false, "error": "permission denied: root only"}\n')
-            conn.close()
-            return
-        conn.setblocking(False)
         self.leases[conn] = _Lease(conn)
         self._idle_since = None
         self.node.watch(conn.fileno(), lambda c=conn: self._on_lease(c))

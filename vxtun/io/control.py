@@ -40,6 +40,22 @@ def peer_is_root(conn: socket.socket) -> bool:
     return uid == 0
 
 
+def accept_root(listener: socket.socket) -> socket.socket | None:
+    """Accept one connection on ``listener``, non-blocking, if its peer is root; else None.
+
+    A non-root peer gets one refusal line and is closed."""
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        return None
+    if not peer_is_root(conn):
+        conn.sendall(b'{"ok": false, "error": "permission denied: root only"}\n')
+        conn.close()
+        return None
+    conn.setblocking(False)
+    return conn
+
+
 def running() -> list[str]:
     """Names of the VTEPs running in this network namespace (from /proc/net/unix)."""
     names = []
