@@ -156,10 +156,12 @@ cdef extern from "<netinet/in.h>" nogil:
     int IPPROTO_IP
     int IPPROTO_IPV6
     int IP_TTL
+    int IP_TOS
     int IP_MTU_DISCOVER
     int IP_PMTUDISC_DONT
     int IPV6_V6ONLY
     int IPV6_UNICAST_HOPS
+    int IPV6_TCLASS
     int IPV6_MTU_DISCOVER
     int IPV6_PMTUDISC_DONT
 
@@ -181,6 +183,8 @@ cdef uint32_t fp_csum_add(const uint8_t* p, size_t n, uint32_t initial) noexcept
 cdef uint16_t fp_source_port(const uint8_t* f, size_t n, uint32_t lo, uint32_t hi) noexcept nogil
 cdef void fp_rx_vnet_header(const uint8_t* f, size_t n, int mtu, fp_vnet* h) noexcept nogil
 cdef int fp_complete_checksum(uint8_t* f, size_t n, size_t start, size_t off) noexcept nogil
+cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n) noexcept nogil
+cdef int fp_ecn_decap(uint8_t* f, size_t n, uint8_t outer) noexcept nogil
 
 
 # --- the FDB -------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ cdef int fdb_lookup_copy(fp_fdb* t, uint64_t mac, double now, fp_remote** buf,
 # --- the dataplane -------------------------------------------------------------------------
 
 cdef enum:
-    NDROPS = 13           # len(vxtun.core.stats.DROP_REASONS), checked at import
+    NDROPS = 14           # len(vxtun.core.stats.DROP_REASONS), checked at import
     QLEN = 1024           # punt queue length
 
 cdef struct fp_stats:

@@ -12,11 +12,13 @@ Threads (see ``Dataplane``):
   the VTEP's FDB (else the all-zeros default entry), and send one VXLAN datagram per segment to
   each remote (sendmmsg on the raw UDP socket, so the source port can follow the inner flow),
   or, for one unicast remote, the segments as UDP GSO trains from a UDP socket bound to the
-  flow's source port (the kernel then handles one packet instead of ~45).
-* RX (underlay -> TAP): read datagrams (recvmmsg; UDP GRO trains are split), check them in
-  vxlan_rcv()'s order, demux by VNI, learn the inner source MAC, and write the frame to the TAP
-  behind a virtio-net header; in-order TCP segments of one flow are first merged into one GSO
-  super-frame (LRO in software), so the stack above handles one packet.
+  flow's source port (the kernel then handles one packet instead of ~45).  The inner ECN bits
+  ride in the outer TOS / traffic class, given per send as a control message when not 0.
+* RX (underlay -> TAP): read datagrams (recvmmsg; UDP GRO trains are split) with their outer
+  TOS / traffic class (a control message), check them in vxlan_rcv()'s order, demux by VNI,
+  learn the inner source MAC, carry the outer ECN mark inward (RFC 6040), and write the frame
+  to the TAP behind a virtio-net header; in-order TCP segments of one flow are first merged into
+  one GSO super-frame (LRO in software), so the stack above handles one packet.
 * After its own work each thread tries the other direction once (the answer to what it just
   delivered or sent is often already there), under per-TAP / per-socket locks that keep every
   flow in order.
@@ -62,10 +64,11 @@ cdef enum:
     D_BAD_FRAME = 10
     D_TX_ERROR = 11
     D_TAP_ERROR = 12
+    D_ECN = 13
 
 _C_REASONS = ("truncated", "not_vxlan", "vni_not_found", "reserved_bits", "inner_truncated",
               "own_mac", "invalid_src_mac", "static_mac_moved", "no_remote", "proxy",
-              "bad_frame", "tx_error", "tap_error")
+              "bad_frame", "tx_error", "tap_error", "ecn")
 if tuple(DROP_REASONS) != _C_REASONS or len(_C_REASONS) != NDROPS:
     raise ImportError("vxtun._fastpath was built for other DROP_REASONS; rebuild it")
 
@@ -360,6 +363,84 @@ cdef inline void _pack_vnet(const fp_vnet* h, uint8_t* out) noexcept nogil:
     putle16(out + 8, h.csum_offset)
 
 
+# --- ECN and the outer TOS (vxtun/wire/ecn.py: RFC 6040 as include/net/inet_ecn.h has it) --
+
+cdef enum:
+    ECN_MASK = 3
+    ECN_NOT_ECT = 0
+    ECN_ECT_1 = 1
+    ECN_ECT_0 = 2
+    ECN_CE = 3
+    VLAN_TAGS_MAX = 3     # __vlan_get_protocol() gives up on the fourth tag
+    IPV4_HLEN = 20
+    IPV6_HLEN = 40
+
+cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n) noexcept nogil:
+    """ecn.encap_tos(frame): INET_ECN_encapsulate(0, ip_tunnel_get_dsfield()): the inner ECN
+    bits (CE leaves as ECT(0)) of the IPv4/IPv6 header behind Ethernet and up to 3 VLAN tags."""
+    cdef size_t off = 12
+    cdef uint32_t etype = 0
+    cdef uint8_t ds
+    cdef int i
+    cdef bint found = False
+    for i in range(VLAN_TAGS_MAX + 1):
+        if n < off + 2:
+            return 0
+        etype = be16(f + off)
+        if etype != 0x8100 and etype != 0x88A8:
+            found = True
+            break
+        off += 4
+    if not found or n < off + 4:
+        return 0
+    if etype == ETH_P_IP:
+        ds = f[off + 3]
+    elif etype == ETH_P_IPV6:
+        ds = <uint8_t>(((f[off + 2] & 0x0F) << 4) | (f[off + 3] >> 4))
+    else:
+        return 0
+    ds &= ECN_MASK
+    return ECN_ECT_0 if ds == ECN_CE else ds
+
+cdef inline void _ipv4_ecn_set(uint8_t* f, uint32_t add, uint8_t tos) noexcept nogil:
+    """IP_ECN_set_ce / IP_ECN_set_ect1: new TOS, checksum + ``add`` with the kernel's carry."""
+    cdef uint32_t check = be16(f + ETH_HLEN + 10) + add
+    check = (check + (check >= 0xFFFF)) & 0xFFFF
+    put16(f + ETH_HLEN + 10, check)
+    f[ETH_HLEN + 1] = tos
+
+cdef int fp_ecn_decap(uint8_t* f, size_t n, uint8_t outer) noexcept nogil:
+    """ecn.decapsulate in place on an inner frame of at least ETH_HLEN bytes: -1 to deliver
+    (the ECN mark carried over), else a drop reason (inner_truncated, ecn)."""
+    cdef uint32_t etype = be16(f + 12)
+    cdef uint8_t inner, e, o
+    if etype == ETH_P_IP:
+        if n < ETH_HLEN + IPV4_HLEN:
+            return D_INNER_TRUNCATED
+        inner = f[ETH_HLEN + 1]
+    elif etype == ETH_P_IPV6:
+        if n < ETH_HLEN + IPV6_HLEN:
+            return D_INNER_TRUNCATED
+        inner = <uint8_t>(((f[ETH_HLEN] & 0x0F) << 4) | (f[ETH_HLEN + 1] >> 4))
+    else:
+        return -1
+    o = outer & ECN_MASK
+    e = inner & ECN_MASK
+    if e == ECN_NOT_ECT:
+        return D_ECN if o == ECN_CE else -1
+    if o == ECN_CE and e != ECN_CE:
+        if etype == ETH_P_IP:
+            _ipv4_ecn_set(f, 0xFFFB + ((inner + 1) & ECN_MASK), inner | ECN_CE)
+        else:
+            f[ETH_HLEN + 1] |= ECN_CE << 4
+    elif o == ECN_ECT_1 and e == ECN_ECT_0:
+        if etype == ETH_P_IP:
+            _ipv4_ecn_set(f, 1, inner ^ ECN_MASK)
+        else:
+            f[ETH_HLEN + 1] ^= ECN_MASK << 4
+    return -1
+
+
 # --- TSO: cut a TCP super-frame from the TAP into MTU-sized segments (what a NIC does) ----
 
 cdef struct fp_seg:
@@ -509,6 +590,23 @@ def complete_checksum(uint8_t[::1] frame not None, size_t csum_start, size_t csu
     cdef size_t n = frame.shape[0]
     if fp_complete_checksum(&frame[0] if n else NULL, n, csum_start, csum_offset) < 0:
         raise IndexError("checksum position outside the frame")
+
+
+def encap_tos(const uint8_t[::1] frame not None) -> int:
+    """Same contract as vxtun.wire.ecn.encap_tos(frame) (the device's tos is 0)."""
+    cdef size_t n = frame.shape[0]
+    return fp_encap_tos(&frame[0] if n else NULL, n)
+
+
+def ecn_decapsulate(const uint8_t[::1] frame not None, int outer_tos):
+    """Same contract as vxtun.wire.ecn.decapsulate (the frame must hold an Ethernet header)."""
+    cdef size_t n = frame.shape[0]
+    cdef bytearray out = bytearray(frame)
+    cdef int r
+    if n < ETH_HLEN:
+        raise IndexError("an Ethernet header is 14 bytes")
+    r = fp_ecn_decap(<uint8_t*>(<char*>out), n, <uint8_t>outer_tos)
+    return (DROP_REASONS[r], bytes(frame)) if r >= 0 else (None, bytes(out))
 
 
 def tso_segment(const uint8_t[::1] frame not None, uint32_t gso_size) -> list:
@@ -1374,9 +1472,10 @@ cdef int fp_rx_check(fp_underlay* us, const uint8_t* d, size_t n, fp_vtep** out)
     return -1
 
 
-def decap(const uint8_t[::1] data not None, uint32_t vni, mac, int mtu):
+def decap(const uint8_t[::1] data not None, uint32_t vni, mac, int mtu, int outer_tos=0):
     """The fast path's receive checks on one datagram for a socket serving only ``vni`` with
-    own MAC ``mac`` (learning aside): ``(None, vnet, frame)`` or ``(reason, None, None)``."""
+    own MAC ``mac`` (learning aside), received under the outer TOS / traffic class
+    ``outer_tos``: ``(None, vnet, frame)`` or ``(reason, None, None)``."""
     cdef fp_underlay us
     cdef fp_vtep v
     cdef void* table[2]
@@ -1401,9 +1500,14 @@ def decap(const uint8_t[::1] data not None, uint32_t vni, mac, int mtu):
     r = fp_rx_check(&us, &data[0] if n else NULL, n, &out)
     if r >= 0:
         return DROP_REASONS[r], None, None
-    fp_rx_vnet_header(&data[8], n - 8, mtu, &h)
+    cdef bytearray f = bytearray(data[8:])
+    cdef uint8_t* fp = <uint8_t*>(<char*>f)
+    r = fp_ecn_decap(fp, n - 8, <uint8_t>outer_tos)
+    if r >= 0:
+        return DROP_REASONS[r], None, None
+    fp_rx_vnet_header(fp, n - 8, mtu, &h)
     _pack_vnet(&h, vh)
-    return None, vh[:VNET_HDR_LEN], bytes(data[8:])
+    return None, vh[:VNET_HDR_LEN], bytes(f)
 
 
 # --- the TX thread: TAP -> underlay ---------------------------------------------------------
@@ -1419,6 +1523,7 @@ cdef struct fp_txctx:
     iovec* iov
     uint8_t* uh           # UDP + VXLAN header of each datagram (16 bytes each)
     sockaddr_in6* addrs
+    uint64_t tosctl[4]    # the IP_TOS / IPV6_TCLASS control message of the current frame
 
 cdef void _txctx_free(fp_txctx* c) noexcept nogil:
     free(c.buf)
@@ -1568,10 +1673,25 @@ cdef void _gso_close_all(fp_vtep* v) noexcept nogil:
     v.gso_slot = NULL
     v.gso_on = 0
 
-cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd) noexcept nogil:
+cdef inline size_t _put_tos_cmsg(void* buf, int fam, uint8_t tos) noexcept nogil:
+    """Write the control message that gives one send the outer TOS / traffic class ``tos``
+    (IP_TOS / IPV6_TCLASS, an int) at ``buf`` (aligned); its CMSG_SPACE.  The sockets' own
+    value is 0, so a datagram with TOS 0 goes without one."""
+    cdef cmsghdr* cm = <cmsghdr*>buf
+    cdef int val = tos
+    memset(buf, 0, CMSG_SPACE(sizeof(int)))
+    cm.cmsg_level = IPPROTO_IP if fam == 4 else IPPROTO_IPV6
+    cm.cmsg_type = IP_TOS if fam == 4 else IPV6_TCLASS
+    cm.cmsg_len = CMSG_LEN(sizeof(int))
+    memcpy(CMSG_DATA(cm), &val, sizeof(int))
+    return CMSG_SPACE(sizeof(int))
+
+cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
+                 uint8_t tos) noexcept nogil:
     """Send the segments as UDP GSO trains (UDP_SEGMENT): the kernel, not us, cuts them into
     datagrams, and a peer with UDP_GRO can take the train whole.  Every segment but the last
-    has the same size (headers + MSS), as UDP GSO requires.  -1: send through tx_fd instead."""
+    has the same size (headers + MSS), as UDP GSO requires.  Every datagram of the train gets
+    the outer TOS ``tos``.  -1: send through tx_fd instead."""
     cdef uint32_t dport = r.port if r.port else v.dstport
     cdef uint32_t vni = <uint32_t>r.vni if r.vni >= 0 else v.vni
     cdef uint8_t* vx = c.uh
@@ -1582,7 +1702,8 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd) noexce
     cdef msghdr mh
     cdef sockaddr_in a4
     cdef sockaddr_in6 a6
-    cdef uint8_t ctrl[64]
+    cdef uint64_t ctrl[8]          # 64 bytes, aligned for cmsghdr
+    cdef size_t clen
     cdef cmsghdr* cm
     cdef uint16_t gs = <uint16_t>gso_size
     cdef pollfd pfd
@@ -1624,18 +1745,19 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd) noexce
             c.iov[3 * j + 2].iov_len = c.segs[i + j].plen
         mh.msg_iov = c.iov
         mh.msg_iovlen = 3 * k
+        clen = 0
         if k > 1:
             memset(ctrl, 0, sizeof(ctrl))
-            mh.msg_control = ctrl
-            mh.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-            cm = CMSG_FIRSTHDR(&mh)
+            cm = <cmsghdr*>ctrl
             cm.cmsg_level = SOL_UDP
             cm.cmsg_type = UDP_SEGMENT
             cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
             memcpy(CMSG_DATA(cm), &gs, sizeof(uint16_t))
-        else:
-            mh.msg_control = NULL
-            mh.msg_controllen = 0
+            clen = CMSG_SPACE(sizeof(uint16_t))
+        if tos:
+            clen += _put_tos_cmsg(<uint8_t*>ctrl + clen, v.us.family, tos)
+        mh.msg_control = ctrl if clen else NULL
+        mh.msg_controllen = clen
         sent = sendmsg(fd, &mh, 0)
         if sent < 0:
             if (errno == EAGAIN or errno == ENOBUFS) and waits < 50:
@@ -1658,8 +1780,10 @@ cdef inline bint _is_multicast(const fp_remote* r) noexcept nogil:
         return (r.addr[0] & 0xF0) == 0xE0
     return r.addr[0] == 0xFF
 
-cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) noexcept nogil:
-    """One VXLAN datagram per segment per remote (head-end replication for flood lists)."""
+cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport,
+                   uint8_t tos) noexcept nogil:
+    """One VXLAN datagram per segment per remote (head-end replication for flood lists), each
+    with the outer TOS / traffic class ``tos`` (a control message, when it is not 0)."""
     cdef int ri, si, m = 0
     cdef fp_remote* r
     cdef fp_seg* s
@@ -1669,11 +1793,15 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) no
     cdef sockaddr_in6* a6
     cdef msghdr* mh
     cdef int fam = v.us.family, gfd
+    cdef size_t tlen = 0
     if nseg > 1 and nr == 1 and v.gso_on and c.rem[0].family == fam \
             and not _is_multicast(&c.rem[0]):
         gfd = _gso_fd(v, sport, fp_now())
-        if gfd >= 0 and _tx_gso(c, v, &c.rem[0], nseg, gfd) == 0:
+        if gfd >= 0 and _tx_gso(c, v, &c.rem[0], nseg, gfd, tos) == 0:
             return
+    if tos:
+        # one control message for the whole batch: every datagram of a frame has the same TOS
+        tlen = _put_tos_cmsg(c.tosctl, fam, tos)
     for ri in range(nr):
         r = &c.rem[ri]
         if r.family != fam:
@@ -1720,8 +1848,8 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport) no
             c.iov[3 * m + 2].iov_len = s.plen
             mh.msg_iov = &c.iov[3 * m]
             mh.msg_iovlen = 3 if s.plen else 2
-            mh.msg_control = NULL
-            mh.msg_controllen = 0
+            mh.msg_control = c.tosctl if tlen else NULL
+            mh.msg_controllen = tlen
             mh.msg_flags = 0
             m += 1
             if m == TXBATCH:
@@ -1792,7 +1920,9 @@ cdef void _tx_frame(fp_dp* dp, fp_vtep* v, fp_txctx* c, size_t len, double now) 
         nbytes += c.segs[i].hlen + c.segs[i].plen
     v.st[c.tid].tx_packets += nseg
     v.st[c.tid].tx_bytes += nbytes
-    _tx_send(c, v, nr, nseg, sport)
+    # ip_tunnel_ecn_encap() with the device's tos 0: the outer ECN of every segment is that of
+    # the (super-)frame's IP header, which TSO copies into each segment
+    _tx_send(c, v, nr, nseg, sport, fp_encap_tos(f, n))
 
 cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil:
     """Read and send up to BURST frames of one TAP, holding its txlock so the two threads never
@@ -2121,8 +2251,9 @@ cdef void _coal_write(fp_rxctx* c) noexcept nogil:
         co.v.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
-                       const uint8_t* addr, double now) noexcept nogil:
-    """Demux + Vtep.handle_datagram for one datagram; ``d`` has RXHEAD bytes of room before it."""
+                       const uint8_t* addr, uint8_t tos, double now) noexcept nogil:
+    """Demux + Vtep.handle_datagram for one datagram received under the outer TOS / traffic
+    class ``tos``; ``d`` has RXHEAD bytes of room before it."""
     cdef fp_vtep* v
     cdef int r = fp_rx_check(us, d, n, &v)
     cdef int res, k
@@ -2147,6 +2278,12 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
         else:
             v.st[c.tid].moved += 1
         q_push(&dp.q, PUNT_LEARN, v.id, f + 6, 6, NULL, 0)
+    # after learning, as vxlan_rcv(): the inner IP header must be whole, and the outer ECN
+    # field is carried over (before coalescing: segments with other ECN bits never merge)
+    r = fp_ecn_decap(f, fn, tos)
+    if r >= 0:
+        v.st[c.tid].drops[r] += 1
+        return
     v.st[c.tid].rx_packets += 1
     v.st[c.tid].rx_bytes += fn
     _touch(c, v)
@@ -2164,7 +2301,8 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
         v.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
-    cdef int i, r, rounds, gso, fam
+    cdef int i, r, rounds, gso, fam, tclass
+    cdef uint8_t tos
     cdef size_t n, off, seg
     cdef uint8_t* d
     cdef const uint8_t* addr
@@ -2180,8 +2318,10 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
             mh.msg_namelen = sizeof(sockaddr_in6)
             mh.msg_iov = &c.iov[i]
             mh.msg_iovlen = 1
-            mh.msg_control = c.ctrl + i * CTRLLEN if us.gro else NULL
-            mh.msg_controllen = CTRLLEN if us.gro else 0
+            # always: the outer TOS / traffic class comes as a control message (IP_RECVTOS /
+            # IPV6_RECVTCLASS on the socket), with the GRO segment size when UDP_GRO is on
+            mh.msg_control = c.ctrl + i * CTRLLEN
+            mh.msg_controllen = CTRLLEN
             mh.msg_flags = 0
         r = recvmmsg(us.rx_fd, c.msgs, RXBATCH, MSG_DONTWAIT, NULL)
         if r <= 0:
@@ -2198,22 +2338,29 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
                 fam = 6
                 addr = c.addrs[i].sin6_addr.s6_addr
             gso = 0
-            if us.gro and mh.msg_controllen:
+            tos = 0
+            if mh.msg_controllen:
                 cm = CMSG_FIRSTHDR(mh)
                 while cm != NULL:
                     if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
                         memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+                    elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                        tos = CMSG_DATA(cm)[0]          # one byte (ip_cmsg_recv_tos)
+                    elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                        memcpy(&tclass, CMSG_DATA(cm), sizeof(int))
+                        tos = <uint8_t>tclass
                     cm = CMSG_NXTHDR(mh, cm)
             if gso > 0 and n > <size_t>gso:
                 # UDP GRO glued datagrams of one 4-tuple together: every one but the last is
-                # exactly gso bytes
+                # exactly gso bytes; GRO merges only datagrams with the same outer TOS / traffic
+                # class (inet_gro_receive, ipv6_gro_receive), so one ``tos`` holds for all
                 off = 0
                 while off < n:
                     seg = n - off if n - off < <size_t>gso else <size_t>gso
-                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, now)
+                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, tos, now)
                     off += seg
             else:
-                _rx_datagram(c, dp, us, d, n, fam, addr, now)
+                _rx_datagram(c, dp, us, d, n, fam, addr, tos, now)
         if r < RXBATCH:
             break
     _coal_write(c)      # the socket is empty: nothing more will join the pending frame

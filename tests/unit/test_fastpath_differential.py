@@ -16,7 +16,7 @@ from vxtun.core import Demux, Vtep, VtepConfig
 from vxtun.core.vtep import Deliver
 from vxtun.errors import FdbError
 from vxtun.fdb import Fdb, Remote
-from vxtun.wire import offload, vxlan
+from vxtun.wire import ecn, offload, vxlan
 
 SETTINGS = settings(max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -68,6 +68,25 @@ def l4_frames(draw) -> bytes:
     return frame + bytes(l4) + pad
 
 
+@st.composite
+def ds_frames(draw) -> bytes:
+    """l4_frames with an arbitrary DS field (so every ECN codepoint), behind 0 to 4 VLAN tags
+    (802.1Q or 802.1ad) and cut anywhere: the ECN rules' branches."""
+    f = bytearray(draw(l4_frames()))
+    ds = draw(st.integers(0, 255))
+    if f[12:14] == b"\x08\x00":
+        f[15] = ds
+    else:
+        f[14] = (f[14] & 0xF0) | (ds >> 4)
+        f[15] = ((ds & 0x0F) << 4) | (f[15] & 0x0F)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4]))):
+        tpid = draw(st.sampled_from([b"\x81\x00", b"\x88\xa8"]))
+        f[12:12] = tpid + draw(st.binary(min_size=2, max_size=2))
+    if draw(st.integers(0, 4)) == 0:
+        f = f[:draw(st.integers(0, len(f)))]
+    return bytes(f)
+
+
 any_frame = st.one_of(st.binary(max_size=200), l4_frames())
 mtus = st.sampled_from([68, 100, 576, 1450, 1500, 9000, 65000])
 
@@ -116,6 +135,14 @@ def test_complete_checksum_agrees(frame):
         assert a == b
 
 
+@SETTINGS
+@given(st.one_of(ds_frames(), st.binary(max_size=80)), st.integers(0, 255))
+def test_ecn_agrees(frame, outer_tos):
+    assert fp.encap_tos(frame) == ecn.encap_tos(frame)
+    if len(frame) >= 14:
+        assert fp.ecn_decapsulate(frame, outer_tos) == ecn.decapsulate(frame, outer_tos)
+
+
 # --- decapsulation: the C checks in vxlan_rcv() order vs Demux + Vtep ---------------------
 
 OWN = bytes.fromhex("02aabbccddee")
@@ -134,28 +161,42 @@ def datagrams(draw) -> bytes:
     dst = draw(st.binary(min_size=6, max_size=6))
     src = draw(st.sampled_from([OWN, bytes(6), b"\x01" + bytes(5), bytes.fromhex("0211223344")
                                 + bytes([draw(st.integers(0, 255))])]))
-    inner = dst + src + draw(st.one_of(st.binary(max_size=4), l4_frames().map(lambda f: f[12:])))
+    inner = dst + src + draw(st.one_of(st.binary(max_size=4), l4_frames().map(lambda f: f[12:]),
+                                       ds_frames().map(lambda f: f[12:])))
     return (hdr + inner)[:draw(st.integers(0, 8 + len(inner)))] if draw(st.booleans()) \
         else hdr + inner
 
 
-@SETTINGS
-@given(datagrams(), mtus)
-def test_decap_agrees(data, mtu):
+def _decap_agrees(data: bytes, mtu: int, outer_tos: int) -> None:
     cfg = VtepConfig(vni=42, mtu=mtu, mac=OWN, learning=False)
     vtep = Vtep(cfg)
     demux = Demux()
     demux.add(vtep)
-    actions = demux.handle_datagram(data, "192.0.2.1", 0.0)
+    actions = demux.handle_datagram(data, "192.0.2.1", 0.0, outer_tos)
     reasons = [r for r, n in list(vtep.stats.to_json()["drops"].items())
                + list(demux.stats.to_json()["drops"].items()) if n]
-    reason, vnet, frame = fp.decap(data, 42, OWN, mtu)
+    reason, vnet, frame = fp.decap(data, 42, OWN, mtu, outer_tos)
     if actions:
         (a,) = actions
         assert isinstance(a, Deliver)
         assert reason is None and (vnet, frame) == (a.vnet, a.frame)
     else:
         assert [reason] == reasons and vnet is None and frame is None
+
+
+@SETTINGS
+@given(datagrams(), mtus, st.sampled_from([0, 1, 2, 3, 0xB8, 0xBB, 0x41]))
+def test_decap_agrees(data, mtu, outer_tos):
+    _decap_agrees(data, mtu, outer_tos)
+
+
+@SETTINGS
+@given(ds_frames(), mtus, st.integers(0, 255))
+def test_decap_ecn_agrees(inner, mtu, outer_tos):
+    """A good header and source MAC, so every datagram reaches the ECN rules (and the vnet
+    header is computed on the frame they changed)."""
+    data = vxlan.encode_header(42) + bytes(6) + bytes.fromhex("021122334455") + inner[12:]
+    _decap_agrees(data, mtu, outer_tos)
 
 
 # --- the FDB: random operation sequences on Fdb and CFdb ----------------------------------

@@ -21,7 +21,9 @@ class Demux:
     def remove(self, vni: int) -> None:
         self.vteps.pop(vni, None)
 
-    def handle_datagram(self, data: bytes, src_ip: str, now: float) -> list:
+    def handle_datagram(self, data: bytes, src_ip: str, now: float, outer_tos: int = 0) -> list:
+        """A datagram from the UDP socket, from ``src_ip``, with the outer IPv4 TOS / IPv6
+        traffic class ``outer_tos`` (IP_RECVTOS / IPV6_RECVTCLASS)."""
         vni, reason = decode_header(data)
         if reason is not None:
             self.stats.drop(reason)
@@ -30,4 +32,4 @@ class Demux:
         if vtep is None:
             self.stats.drop("vni_not_found")
             return []
-        return vtep.handle_datagram(data, src_ip, now)
+        return vtep.handle_datagram(data, src_ip, now, outer_tos)

@@ -1,7 +1,8 @@
 """Counters of one VTEP: frames and bytes each way, and drops by reason.
 
 The reasons are named after the kernel's (SKB_DROP_REASON_VXLAN_*, and the checks in
-vxlan_rcv/vxlan_xmit).  Their order is fixed: the fast path keeps a C array indexed the same way.
+vxlan_rcv/vxlan_xmit).  Their order is fixed: the fast path keeps a C array indexed the same way,
+so a new reason goes at the end.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ DROP_REASONS = (
     "not_vxlan",         # I flag clear (vxlan_rcv: "invalid vxlan flags")
     "vni_not_found",     # no VTEP here serves this VNI (VXLAN_VNI_NOT_FOUND)
     "reserved_bits",     # a reserved bit set (VXLAN_INVALID_HDR)
-    "inner_truncated",   # inner frame shorter than an Ethernet header
+    "inner_truncated",   # inner frame shorter than an Ethernet header, or cut inside the IPv4/IPv6
+                         # header its Ethernet type announces (pskb_inet_may_pull)
     "own_mac",           # inner source MAC is our own: a loop or our multicast echo (LOCAL_MAC)
     "invalid_src_mac",   # inner source MAC multicast or zero (MAC_INVALID_SOURCE)
     "static_mac_moved",  # a static/permanent MAC claimed by another VTEP (vxlan_snoop)
@@ -19,6 +21,7 @@ DROP_REASONS = (
     "bad_frame",         # transmit: a frame from the TAP too short to be Ethernet
     "tx_error",          # the underlay refused a send (no route, buffer full)
     "tap_error",         # the TAP refused a write
+    "ecn",               # outer CE over a Not-ECT inner packet (RFC 6040; IP_TUNNEL_ECN)
 )
 DROP_INDEX = {name: i for i, name in enumerate(DROP_REASONS)}
 

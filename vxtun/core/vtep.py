@@ -4,8 +4,9 @@ Everything that affects forwarding lives here (h11-style: one file owns the rule
 does no I/O and reads no clock; the caller passes ``now`` (seconds, monotonic) and carries out
 the returned actions:
 
-* ``Transmit(ip, port, sport, payload)``: send ``payload`` (VXLAN header + inner frame) in a
-  UDP datagram from source port ``sport`` to ``ip``:``port``.
+* ``Transmit(ip, port, sport, payload, tos)``: send ``payload`` (VXLAN header + inner frame)
+  in a UDP datagram from source port ``sport`` to ``ip``:``port``, with ``tos`` as the outer
+  IPv4 TOS / IPv6 traffic class.
 * ``Deliver(vnet, frame)``: write ``vnet`` (the virtio-net header) + ``frame`` to the TAP.
 
 Malformed input is never an exception: it is dropped and counted in ``self.stats``.
@@ -19,14 +20,19 @@ Transmit path (vxlan_xmit):
   2. Look the destination MAC up in the FDB; a miss falls back to the all-zeros default entry.
   3. No entry and no default: drop (``no_remote``); for a unicast MAC with ``l2miss`` on, raise
      an L2 miss so a controller can add the entry.
-  4. Send one copy to every remote of the entry (head-end replication for the flood list).
+  4. Send one copy to every remote of the entry (head-end replication for the flood list),
+     under an outer TOS that carries the inner ECN bits and a DSCP of 0 (the default ``tos``
+     0 of a kernel vxlan device; vxtun.wire.ecn).
 
 Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
   1. Reserved bits set: drop.  Inner frame shorter than Ethernet: drop.
   2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.
   3. Inner source MAC multicast/zero: drop.  Else learn it against the outer source IP
      (vxlan_snoop); a static MAC claimed from elsewhere is dropped.
-  4. Deliver with a virtio-net header that keeps partial checksums and GSO honest.
+  4. The learning done, an inner IPv4/IPv6 header cut short is dropped, and the outer ECN
+     field meets the inner one (RFC 6040): outer CE over Not-ECT is dropped, outer CE marks an
+     ECT inner packet CE, outer ECT(1) turns an inner ECT(0) into ECT(1) (vxtun.wire.ecn).
+  5. Deliver with a virtio-net header that keeps partial checksums and GSO honest.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from collections import deque
 from typing import NamedTuple
 
 from ..fdb import LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
+from ..wire import ecn
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
 from ..wire.vxlan import VXLAN_HLEN, encode_header, reserved_bits_set, source_port
@@ -47,6 +54,7 @@ class Transmit(NamedTuple):
     port: int
     sport: int
     payload: bytes
+    tos: int = 0         # outer IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN)
 
 
 class Deliver(NamedTuple):
@@ -154,18 +162,20 @@ class Vtep:
     def _encap(self, frame: bytes, remotes) -> list:
         cfg = self.config
         sport = source_port(frame, cfg.srcport[0], cfg.srcport[1])
+        tos = ecn.encap_tos(frame)      # ip_tunnel_ecn_encap() with the device's tos 0
         out = []
         for r in remotes:
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
-            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame))
+            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos))
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(frame)
         return out
 
     # --- underlay -> TAP ---------------------------------------------------------------
 
-    def handle_datagram(self, data: bytes, src_ip: str, now: float) -> list:
-        """A VXLAN datagram for our VNI (header already checked by the Demux)."""
+    def handle_datagram(self, data: bytes, src_ip: str, now: float, outer_tos: int = 0) -> list:
+        """A VXLAN datagram for our VNI (header already checked by the Demux), received under
+        the outer IPv4 TOS / IPv6 traffic class ``outer_tos``."""
         if reserved_bits_set(data):
             self.stats.drop("reserved_bits")
             return []
@@ -192,6 +202,11 @@ class Vtep:
             e = self.fdb.get(src)
             if e is not None:
                 self.fdb_changed("new", e)
+        # after vxlan_set_mac(): a frame dropped here has taught us its source MAC all the same
+        reason, frame = ecn.decapsulate(frame, outer_tos)
+        if reason is not None:
+            self.stats.drop(reason)
+            return []
         self.stats.rx_packets += 1
         self.stats.rx_bytes += len(frame)
         return [Deliver(rx_vnet_header(frame, self.mtu), frame)]

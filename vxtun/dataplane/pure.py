@@ -11,7 +11,7 @@ import socket
 import time
 
 from ..core.vtep import Deliver, Transmit
-from ..io.underlay import udp_header
+from ..io.underlay import TOS_CMSG_SPACE, received_tos, tos_cmsg, udp_header
 from ..wire.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, complete_checksum
 
 BATCH = 64          # frames read per wake-up before looking at other fds again
@@ -87,13 +87,14 @@ class PureBackend:
         rx = us.rx
         for _ in range(BATCH):
             try:
-                n, addr = rx.recvfrom_into(buf)
+                # the outer TOS / traffic class comes as a control message (IP_RECVTOS)
+                n, anc, _flags, addr = rx.recvmsg_into([buf], TOS_CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             now = time.monotonic()
-            actions = us.demux.handle_datagram(bytes(buf[:n]), addr[0], now)
+            actions = us.demux.handle_datagram(bytes(buf[:n]), addr[0], now, received_tos(anc))
             if actions:
                 vni = (buf[4] << 16) | (buf[5] << 8) | buf[6]
                 port = us.by_vni.get(vni)
@@ -114,11 +115,12 @@ class PureBackend:
 
 def send_datagram(sock: socket.socket, family: int, a: Transmit) -> bool:
     pkt = udp_header(a.sport, a.port, len(a.payload)) + a.payload
+    addr = (a.ip, 0, 0, 0) if family == socket.AF_INET6 else (a.ip, 0)
     try:
-        if family == socket.AF_INET6:
-            sock.sendto(pkt, (a.ip, 0, 0, 0))
+        if a.tos:
+            sock.sendmsg([pkt], tos_cmsg(family, a.tos), 0, addr)
         else:
-            sock.sendto(pkt, (a.ip, 0))
+            sock.sendto(pkt, addr)
         return True
     except OSError:
         return False

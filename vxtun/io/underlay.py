@@ -2,12 +2,15 @@
 
 * Receive: one UDP socket bound to the VXLAN port (on ``local``, or on the any address when a
   multicast group must be received).  It is never connect()ed: peers send from many source
-  ports, one per inner flow.
+  ports, one per inner flow.  Each datagram comes with its outer TOS / traffic class as a
+  control message (IP_RECVTOS / IPV6_RECVTCLASS): the core needs the outer ECN field.
 * Send: a raw socket for the UDP protocol, so that each datagram can carry the source port
   chosen from its inner flow (RFC 7348 section 5), as the kernel's vxlan does.  vxtun writes
   the UDP header; for IPv4 it leaves the UDP checksum zero like the kernel's default
   (``noudpcsum``), for IPv6 the kernel fills it in (IPV6_CHECKSUM), as RFC 8200 requires.  A
-  one-instruction BPF filter makes the raw socket receive nothing.
+  one-instruction BPF filter makes the raw socket receive nothing.  The outer TOS / traffic
+  class, which carries the inner ECN bits, goes with each datagram as a control message
+  (``tos_cmsg``); the socket's own stays 0, so a datagram with TOS 0 needs none.
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ IPV6_PMTUDISC_DONT = 0
 IPV6_AUTOFLOWLABEL = 70
 IP_MULTICAST_ALL = 49
 IPV6_MULTICAST_ALL = 29
+IP_RECVTOS = 13
+IPV6_RECVTCLASS = 66
+IPV6_TCLASS = 67
+# room for the TOS / traffic class control message of one received datagram (an int at most)
+TOS_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
 class _SockFilter(ctypes.Structure):
@@ -64,8 +72,10 @@ def open_rx(family: int, local: str | None, port: int, group: str | None,
             # Only the groups joined on this socket, not every group some other socket of the
             # namespace joined (IP_MULTICAST_ALL defaults to 1, which would deliver them all).
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
         else:
             s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
         _bigger_buffers(s, 8 << 20)
         bind_addr = "" if (group or not local or bind_any) else local
         try:
@@ -130,6 +140,27 @@ def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
         s.close()
         raise LocalError(f"cannot open the underlay send socket: {e.strerror}") from None
     return s
+
+
+def tos_cmsg(family: int, tos: int) -> list:
+    """The control message that sends one datagram with outer TOS / traffic class ``tos``
+    (IP_TOS / IPV6_TCLASS, an int); none for 0, the socket's own value."""
+    if not tos:
+        return []
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, IPV6_TCLASS, struct.pack("i", tos))]
+    return [(socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", tos))]
+
+
+def received_tos(ancdata: list) -> int:
+    """The outer TOS / traffic class in the control messages of a received datagram (IP_TOS
+    is one byte, IPV6_TCLASS an int); 0 when there is none."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TOS and data:
+            return data[0]
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(data) >= 4:
+            return struct.unpack("i", data[:4])[0] & 0xFF
+    return 0
 
 
 def udp_header(sport: int, dport: int, payload_len: int) -> bytes:
