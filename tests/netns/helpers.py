@@ -7,7 +7,8 @@
 * ``Tcpdump``: tcpdump in the underlay namespace (on the bridge, so it sees every host's
   datagrams); ``.packets()`` gives scapy packets, ``.count()`` counts them.
 * ``inject`` / ``send_udp``: put a crafted frame on an overlay device, or crafted datagrams on
-  the underlay.
+  the underlay; ``send_udp_tos`` gives each datagram its own IPv4 TOS / IPv6 traffic class.
+* ``RxFrames``: the frames a device of a host receives (a packet socket), until a marker.
 * ``vxtun_json`` and ``links``: read ``vxtun ... -j`` and the namespace's link names.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -88,6 +90,79 @@ def inject(host: Host, dev: str, frame: bytes) -> None:
 def send_udp(host: Host, dst: str, port: int, datagrams: list[bytes]) -> None:
     """Send crafted UDP payloads from ``host`` to ``dst``:``port`` (one datagram each)."""
     traffic.run_in(host, "udp", dst, port, *(d.hex() for d in datagrams))
+
+
+_SEND_UDP_TOS = r"""
+import socket, sys
+dst, port = sys.argv[1], int(sys.argv[2])
+v6 = ":" in dst
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+for arg in sys.argv[3:]:
+    tos, data = arg.split(":")
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, int(tos))
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(tos))
+    s.sendto(bytes.fromhex(data), (dst, port))
+"""
+
+
+def send_udp_tos(host: Host, dst: str, port: int, datagrams: list[tuple[int, bytes]]) -> None:
+    """Send crafted UDP payloads from ``host``, each ``(tos, payload)`` under its own IPv4 TOS /
+    IPv6 traffic class (ECN bits included: a UDP socket keeps them)."""
+    p = host.popen([sys.executable, "-c", _SEND_UDP_TOS, dst, str(port),
+                    *(f"{tos}:{d.hex()}" for tos, d in datagrams)],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+
+
+_RX_FRAMES = r"""
+import json, select, socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.bind((sys.argv[1], 0))
+marker, deadline = bytes.fromhex(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+print("ready", flush=True)
+frames = []
+while time.monotonic() < deadline:
+    if not select.select([s], [], [], 0.1)[0]:
+        continue
+    f, addr = s.recvfrom(65535)
+    if addr[2] == 4:            # PACKET_OUTGOING: what the host itself sends
+        continue
+    if marker in f:
+        break
+    frames.append(f.hex())
+print(json.dumps(frames), flush=True)
+"""
+
+
+class RxFrames:
+    """The frames ``dev`` in ``host`` receives (a packet socket; VLAN tags come out stripped,
+    as the stack strips them) until one containing ``marker`` arrives, which is left out:
+
+        with RxFrames(h2, "vxlan0", marker) as rx:
+            send_udp(...)             # the marker last
+        frames = rx.frames
+    """
+
+    def __init__(self, host: Host, dev: str, marker: bytes, timeout: float = 15) -> None:
+        self.host, self.dev, self.marker, self.timeout = host, dev, marker, timeout
+        self.frames: list[bytes] = []
+
+    def __enter__(self) -> "RxFrames":
+        self.proc = self.host.popen([sys.executable, "-c", _RX_FRAMES, self.dev,
+                                     self.marker.hex(), str(self.timeout)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ready", self.proc.stderr.read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        out, err = self.proc.communicate(timeout=self.timeout + 10)
+        if exc[0] is None:
+            assert self.proc.returncode == 0, err
+            self.frames = [bytes.fromhex(h) for h in json.loads(out.strip().splitlines()[-1])]
 
 
 def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str,
