@@ -3,7 +3,8 @@
 * Encapsulation: inner packets marked Not-ECT, ECT(1), ECT(0) and CE (with a DSCP), IPv4 and
   IPv6, sent through the kernel's vxlan0 and then through vxtun on the same host, leave with
   the same outer TOS / traffic class on the underlay: the inner ECN bits, CE as ECT(0), DSCP 0.
-  An ECN-capable TCP stream (net.ipv4.tcp_ecn=1) checks the fast path's TSO / UDP GSO sends.
+  So do VLAN-tagged frames bridged onto the VTEP (the ECN is read behind the tag).  An
+  ECN-capable TCP stream (net.ipv4.tcp_ecn=1) checks the fast path's TSO / UDP GSO sends.
 * Decapsulation: the same crafted datagrams, every outer ECN over every inner ECN (IPv4, IPv6,
   VLAN-tagged), sent to a kernel VTEP and to vxtun, are delivered as the kernel delivers them
   (CE or ECT(1) carried into the inner header, a Not-ECT packet under CE dropped, counted and
@@ -20,6 +21,7 @@ from helpers import (
     RxFrames,
     Tcpdump,
     assert_tcp_transfer,
+    inject,
     kernel_vtep,
     send_udp_tos,
     vxtun_json,
@@ -53,7 +55,7 @@ def inner_of(pkt) -> Ether:
 
 
 def probes_and_rule(pkts) -> dict:
-    """{(inner family, inner TOS): outer TOS} of the probes, after checking on every datagram
+    """{(ipv4/ipv6/vlan, inner TOS): outer TOS} of the probes, after checking on every datagram
     that the outer TOS is the inner ECN as INET_ECN_encapsulate(0, inner) makes it."""
     seen = {}
     for p in pkts:
@@ -62,13 +64,26 @@ def probes_and_rule(pkts) -> dict:
         ds = 0 if ip is None else (ip.tos if IP in inner else ip.tc)
         assert outer_tos(p) == ENCAP[ds & 3], (hex(outer_tos(p)), inner.summary())
         if UDP in inner and bytes(inner[UDP].payload).startswith(PROBE):
-            seen[("ipv4" if IP in inner else "ipv6", ds)] = outer_tos(p)
+            kind = "vlan" if Dot1Q in inner else "ipv4" if IP in inner else "ipv6"
+            seen[(kind, ds)] = outer_tos(p)
     return seen
 
 
 def send_probes(h) -> None:
+    """UDP from the host's stack through the VTEP, IPv4 and IPv6."""
     for dst in ("10.20.1.2", "fd00::2"):
         send_udp_tos(h, dst, 9000, [(DSCP | e, PROBE + bytes([e])) for e in range(4)])
+
+
+def send_tagged_probes(h, dev: str) -> None:
+    """VLAN-tagged frames that a bridge floods to the VTEP ``dev`` (made a port of br1 now: a
+    bridge port's own addresses no longer receive) from the veth vA, injected on its peer."""
+    h.sh(f"ip link set {dev} master br1")
+    for e in range(4):
+        inject(h, "vB", bytes(Ether(src="02:00:00:00:00:0b", dst="02:00:00:00:00:0c") /
+                              Dot1Q(vlan=12) / IP(src="10.20.12.1", dst="10.20.12.2",
+                                                  tos=DSCP | e) /
+                              UDP(sport=7, dport=9000) / (PROBE + bytes([e]))))
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -79,7 +94,10 @@ def test_encap_outer_ecn_is_the_kernels(topo, dataplane, family):
     h2.sh("ip addr add fd00::2/64 dev vxlan0 nodad")
     h2.sh("sysctl -qw net.ipv4.tcp_ecn=1")
     h1.sh("sysctl -qw net.ipv4.tcp_ecn=1")     # the stream below is ECT(0) both ways
-    want = {(fam, DSCP | e): ENCAP[e] for fam in ("ipv4", "ipv6") for e in range(4)}
+    h1.sh("ip link add br1 type bridge && ip link add vA type veth peer name vB && "
+          "ip link set vA master br1 && ip link set br1 up && ip link set vA up && "
+          "ip link set vB up")
+    want = {(kind, DSCP | e): ENCAP[e] for kind in ("ipv4", "ipv6", "vlan") for e in range(4)}
 
     # the kernel's vxlan0 on h1 ...
     with Tcpdump(topo, f"udp and src host {u1}") as cap:
@@ -87,6 +105,7 @@ def test_encap_outer_ecn_is_the_kernels(topo, dataplane, family):
         h1.sh("ip addr add fd00::1/64 dev vxlan0 nodad")
         send_probes(h1)
         assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=300_000, port=5201)
+        send_tagged_probes(h1, "vxlan0")
         h1.sh("ip link del vxlan0")
     assert probes_and_rule(cap.packets()) == want
 
@@ -97,6 +116,7 @@ def test_encap_outer_ecn_is_the_kernels(topo, dataplane, family):
         h1.sh("ip addr add fd00::1/64 dev vxtun0 nodad")
         send_probes(h1)
         assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=2_000_000, port=5202)
+        send_tagged_probes(h1, "vxtun0")
     pkts = cap.packets()
     assert probes_and_rule(pkts) == want
     # the stream's data went out ECT(0), as segments vxtun cut from TSO super-frames (in the
