@@ -41,7 +41,6 @@ import time
 
 from .. import _fastpath
 from ..core.stats import Stats
-from ..core.vtep import Deliver, Transmit
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 
 SOL_UDP = 17
@@ -206,7 +205,7 @@ class FastBackend:
             touched[vid] = port
             vtep = port.vtep
             if kind == PUNT_FRAME:
-                self._execute(port, vtep.handle_frame(data, now))
+                self.node.execute(port, vtep.handle_frame(data, now))
             elif kind == PUNT_LEARN:
                 e = vtep.fdb.get(data)
                 if e is not None:
@@ -214,12 +213,3 @@ class FastBackend:
         for port in touched.values():
             self.node.after_core(port)
 
-    def _execute(self, port, actions) -> None:
-        for a in actions:
-            if type(a) is Transmit:
-                self.node.transmit(port, a)
-            elif type(a) is Deliver:
-                try:
-                    os.write(port.tap_fd, a.vnet + a.frame)
-                except OSError:
-                    port.vtep.stats.drop("tap_error")

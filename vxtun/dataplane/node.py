@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import Demux, Stats, Vtep, VtepConfig
-from ..core.vtep import Transmit
+from ..core.vtep import Deliver, Transmit
 from ..errors import LocalError, VxtunError
 from ..io import control, tap, underlay
 from ..io.netlink import Netlink
@@ -359,6 +359,17 @@ class Node:
     def transmit(self, port: Port, a: Transmit) -> None:
         if not send_datagram(port.tx or port.underlay.tx, port.underlay.family, a):
             port.vtep.stats.drop("tx_error")
+
+    def execute(self, port: Port, actions) -> None:
+        """Carry out the core's actions for ``port``: send datagrams, write frames to its TAP."""
+        for a in actions:
+            if type(a) is Transmit:
+                self.transmit(port, a)
+            elif type(a) is Deliver:
+                try:
+                    os.write(port.tap_fd, a.vnet + a.frame)
+                except OSError:
+                    port.vtep.stats.drop("tap_error")
 
     def after_core(self, port: Port) -> None:
         """Hand the core's pending events to the monitors (and drop them if nobody listens)."""

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 
-from ..core.vtep import Deliver, Transmit
+from ..core.vtep import Transmit
 from ..io.underlay import TOS_CMSG_SPACE, received_tos, tos_cmsg, udp_header
 from ..wire.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, complete_checksum
 
@@ -79,7 +79,7 @@ class PureBackend:
                 complete_checksum(frame, start, off)
                 frame = bytes(frame)
             now = time.monotonic()
-            self.execute(port, port.vtep.handle_frame(frame, now))
+            self.node.execute(port, port.vtep.handle_frame(frame, now))
             self.node.after_core(port)
 
     def _on_rx(self, us) -> None:
@@ -99,18 +99,8 @@ class PureBackend:
                 vni = (buf[4] << 16) | (buf[5] << 8) | buf[6]
                 port = us.by_vni.get(vni)
                 if port is not None:
-                    self.execute(port, actions)
+                    self.node.execute(port, actions)
                     self.node.after_core(port)
-
-    def execute(self, port, actions) -> None:
-        for a in actions:
-            if type(a) is Transmit:
-                self.node.transmit(port, a)
-            elif type(a) is Deliver:
-                try:
-                    os.write(port.tap_fd, a.vnet + a.frame)
-                except OSError:
-                    port.vtep.stats.drop("tap_error")
 
 
 def send_datagram(sock: socket.socket, family: int, a: Transmit) -> bool:
