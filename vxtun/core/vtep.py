@@ -40,6 +40,7 @@ from collections import deque
 from typing import NamedTuple
 
 from ..fdb import LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
+from ..fdb.table import fdb_entry_json
 from ..wire import ecn
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
@@ -118,7 +119,6 @@ class Vtep:
         return True
 
     def fdb_changed(self, action: str, entry) -> None:
-        from ..cli.output import fdb_entry_json
         self._emit(FdbChange(action, self.config.name, fdb_entry_json(entry, self.config)))
 
     def neigh_changed(self, action: str, entry, admin: bool = False) -> None:

@@ -11,6 +11,7 @@ import time
 
 from ..errors import LocalError
 from ..fdb import Remote
+from ..fdb.table import fdb_entry_json
 from ..wire.ether import mac_from_str, mac_to_str
 
 
@@ -69,7 +70,6 @@ def _fdb(node, port, conn, req):
     vtep = port.vtep
     now = time.monotonic()
     if op == "show":
-        from ..cli.output import fdb_entry_json
         return [fdb_entry_json(e, port.config) for e in vtep.fdb.entries()]
     if op == "flush":
         vtep.fdb.flush(dynamic_only=bool(req.get("dynamic")))
