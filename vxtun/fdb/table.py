@@ -28,7 +28,7 @@ Rules, each from the kernel function named:
   but a controller must always be able to pin a MAC).
 
 This module is pure Python; ``vxtun._fastpath.CFdb`` implements the same interface over C
-tables for the fast path, and ``tests/unit/test_fdb_differential.py`` holds the two equal.
+tables for the fast path, and ``tests/unit/test_fastpath_differential.py`` holds the two equal.
 """
 from __future__ import annotations
 
