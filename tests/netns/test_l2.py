@@ -879,6 +879,13 @@ def test_vteps_of_separate_up_processes_share_one_port(topo, dataplane):
     assert cap.where(host="h2") == []                  # nothing crossed into VNI 43's peer
     s42, s43 = x42.stats(), x43.stats()
     assert (s42["vni"], s43["vni"]) == (42, 43) and s42["rx"] != s43["rx"]
+    # VNI 44's datagram belongs to neither VTEP: it is the shared socket's drop, shown on both
+    wait_until(lambda: x42.stats()["socket"]["drops"]["vni_not_found"] == 1,
+               what="the socket to count VNI 44 as vni_not_found")
+    assert x43.stats()["socket"] == x42.stats()["socket"]
+    assert x42.stats()["socket"]["vteps"] == 2
+    assert x42.stats()["drops"]["vni_not_found"] == 0
+    assert "socket (UDP port 4789, shared by 2 VTEPs): dropped 1" in a.cmd("stats", "dev", "vx42")
 
     # each up ends only its own VTEP
     x42.remove()                                       # SIGTERM: exit 0, vx42 gone

@@ -269,3 +269,15 @@ def test_stats_prints_drops_by_reason():
     assert "RX (underlay -> vxtun0): 3 packets 300 bytes" in text
     assert "TX (vxtun0 -> underlay): 4 packets 400 bytes" in text
     assert "dropped 2" in text and "vni_not_found 2" in text
+
+
+def test_stats_prints_the_shared_sockets_drops():
+    from vxtun.core import Stats
+    s = Stats()
+    sock = Stats()
+    sock.drop("not_vxlan")
+    d = {"ifname": "vx42", "vni": 42, **s.to_json(),
+         "socket": {"dstport": 4789, "vteps": 2, "drops": sock.to_json()["drops"]}}
+    text = output.format_stats(d)
+    assert "socket (UDP port 4789, shared by 2 VTEPs): dropped 1" in text
+    assert "not_vxlan 1" in text

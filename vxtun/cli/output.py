@@ -123,4 +123,10 @@ def format_stats(d: dict) -> str:
     if d.get("events"):
         # Events dropped for listeners that did not keep up (vxtun monitor, vxtun.api).
         lines[-1] += f"  events lost {d['events']['lost']}"
+    if d.get("socket"):
+        sk = d["socket"]
+        sdrops = {k: v for k, v in sk["drops"].items() if v}
+        lines.append(f"    socket (UDP port {sk['dstport']}, shared by {sk['vteps']} VTEPs): "
+                     f"dropped {sum(sk['drops'].values())}"
+                     + "".join(f"\n        {k} {v}" for k, v in sdrops.items()))
     return "\n".join(lines)

@@ -37,8 +37,16 @@ def _show(node, port, conn, req):
 def _stats(node, port, conn, req):
     # events lost: dropped from the core's bounded queue, or for a monitor that fell behind.
     lost = port.vtep.events_lost + getattr(node, "events_lost", 0)
-    return {"ifname": port.config.name, "vni": port.config.vni, **node.stats(port),
-            "events": {"lost": lost}}
+    out = {"ifname": port.config.name, "vni": port.config.vni, **node.stats(port),
+           "events": {"lost": lost}}
+    us = port.underlay
+    if len(us.by_vni) > 1:
+        # Datagrams refused before their VNI was known (too short, I flag clear, no such VNI)
+        # belong to no VTEP when several share the port: report them as the socket's.
+        sock = node.backend.demux_stats(us)
+        out["socket"] = {"dstport": port.config.dstport, "vteps": len(us.by_vni),
+                         "drops": sock["drops"]}
+    return out
 
 
 def _down(node, port, conn, req):
