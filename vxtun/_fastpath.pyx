@@ -1386,6 +1386,7 @@ cdef enum:
     TXBATCH = 64          # datagrams per sendmmsg()
     RXBATCH = 32          # datagrams per recvmmsg()
     BURST = 64            # frames read from one TAP before looking at the others
+    SMALLBUF = 2048       # a frame up to this size can wait for the next ones' sendmmsg()
     TAPBUF = 65536 + VNET_HDR_LEN + 64
     RXHEAD = 16           # room before each datagram: the vnet header overwrites the VXLAN one
     RXBUF = 65536 + RXHEAD + 64
@@ -1524,6 +1525,14 @@ cdef struct fp_txctx:
     uint8_t* uh           # UDP + VXLAN header of each datagram (16 bytes each)
     sockaddr_in6* addrs
     uint64_t tosctl[4]    # the IP_TOS / IPV6_TCLASS control message of the current frame
+    # Small frames of one burst share one sendmmsg(): each is copied out of ``buf`` (the next
+    # read reuses it) into a slot of ``small``; ``pend`` datagrams wait in msgs[0:pend], their
+    # control messages in ``ctl`` (4 words a datagram).  Flushed at the end of the burst and
+    # before any send that cannot wait, so a flow stays in order.
+    uint8_t* small
+    uint64_t* ctl
+    int pend
+    int npend_frames
 
 cdef void _txctx_free(fp_txctx* c) noexcept nogil:
     free(c.buf)
@@ -1534,6 +1543,8 @@ cdef void _txctx_free(fp_txctx* c) noexcept nogil:
     free(c.iov)
     free(c.uh)
     free(c.addrs)
+    free(c.small)
+    free(c.ctl)
 
 cdef int _txctx_init(fp_txctx* c) noexcept nogil:
     memset(c, 0, sizeof(fp_txctx))
@@ -1546,7 +1557,9 @@ cdef int _txctx_init(fp_txctx* c) noexcept nogil:
     c.iov = <iovec*>calloc(TXBATCH * 3, sizeof(iovec))
     c.uh = <uint8_t*>malloc(TXBATCH * 16)
     c.addrs = <sockaddr_in6*>calloc(TXBATCH, sizeof(sockaddr_in6))
-    if (c.buf == NULL or c.segh == NULL or c.segs == NULL or c.rem == NULL or c.msgs == NULL
+    c.small = <uint8_t*>malloc(TXBATCH * SMALLBUF)
+    c.ctl = <uint64_t*>calloc(TXBATCH * 4, sizeof(uint64_t))
+    if (c.small == NULL or c.ctl == NULL or c.buf == NULL or c.segh == NULL or c.segs == NULL or c.rem == NULL or c.msgs == NULL
             or c.iov == NULL or c.uh == NULL or c.addrs == NULL):
         _txctx_free(c)
         return -1
@@ -1572,6 +1585,13 @@ cdef void _tx_flush(fp_txctx* c, fp_vtep* v, int m) noexcept nogil:
             continue
         v.st[c.tid].drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
         i += 1
+
+cdef inline void _tx_pend_flush(fp_txctx* c, fp_vtep* v) noexcept nogil:
+    """Send the small frames' datagrams still waiting (see fp_txctx.pend)."""
+    if c.pend:
+        _tx_flush(c, v, c.pend)
+    c.pend = 0
+    c.npend_frames = 0
 
 cdef inline uint16_t _htons(uint32_t v) noexcept nogil:
     cdef uint8_t b[2]
@@ -1794,14 +1814,29 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport,
     cdef msghdr* mh
     cdef int fam = v.us.family, gfd
     cdef size_t tlen = 0
+    cdef bint defer = nseg == 1 and nr <= TXBATCH and c.segs[0].hlen <= SMALLBUF
+    cdef void* ctl
+    cdef uint8_t* slot
     if nseg > 1 and nr == 1 and v.gso_on and c.rem[0].family == fam \
             and not _is_multicast(&c.rem[0]):
         gfd = _gso_fd(v, sport, fp_now())
-        if gfd >= 0 and _tx_gso(c, v, &c.rem[0], nseg, gfd, tos) == 0:
-            return
+        if gfd >= 0:
+            _tx_pend_flush(c, v)                # the frames read before go first
+            if _tx_gso(c, v, &c.rem[0], nseg, gfd, tos) == 0:
+                return
+    if not defer or c.pend + nr > TXBATCH:
+        _tx_pend_flush(c, v)
+    m = c.pend
+    if defer:
+        # the next read reuses c.buf: the frame waits in a slot of its own
+        slot = c.small + c.npend_frames * SMALLBUF
+        memcpy(slot, c.segs[0].h, c.segs[0].hlen)
+        c.segs[0].h = slot
+        c.npend_frames += 1
+    ctl = &c.ctl[4 * m] if defer else <void*>c.tosctl
     if tos:
-        # one control message for the whole batch: every datagram of a frame has the same TOS
-        tlen = _put_tos_cmsg(c.tosctl, fam, tos)
+        # one control message for all datagrams of the frame: they have the same TOS
+        tlen = _put_tos_cmsg(ctl, fam, tos)
     for ri in range(nr):
         r = &c.rem[ri]
         if r.family != fam:
@@ -1848,13 +1883,18 @@ cdef void _tx_send(fp_txctx* c, fp_vtep* v, int nr, int nseg, uint16_t sport,
             c.iov[3 * m + 2].iov_len = s.plen
             mh.msg_iov = &c.iov[3 * m]
             mh.msg_iovlen = 3 if s.plen else 2
-            mh.msg_control = c.tosctl if tlen else NULL
+            mh.msg_control = ctl if tlen else NULL
             mh.msg_controllen = tlen
             mh.msg_flags = 0
             m += 1
-            if m == TXBATCH:
+            if m == TXBATCH:            # never when defer: the frame's datagrams fit
                 _tx_flush(c, v, m)
                 m = 0
+    if defer:
+        c.pend = m
+        if c.pend == TXBATCH or c.npend_frames == TXBATCH:
+            _tx_pend_flush(c, v)
+        return
     if m:
         _tx_flush(c, v, m)
 
@@ -1940,6 +1980,7 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
             break
         n += 1
         _tx_frame(dp, v, c, <size_t>r, fp_now())
+    _tx_pend_flush(c, v)
     pthread_mutex_unlock(&v.txlock)
     return n
 
