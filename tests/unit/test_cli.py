@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vxtun.cli import output
-from vxtun.cli.main import config_from_args, main, up_parser
+from vxtun.cli.main import config_from_args, dstport_note, main, up_parser
 from vxtun.cli.requests import parse_dev_only, parse_fdb, parse_neigh
 from vxtun.core import Vtep, VtepConfig
 from vxtun.errors import LocalError
@@ -131,15 +131,17 @@ def test_up_defaults(capsys):
     assert cfg.dstport == 4789 and cfg.srcport == (32768, 61000)
     assert cfg.mtu is None          # chosen from the underlay device when the VTEP opens
     assert cfg.learning and not cfg.proxy and cfg.ageing == 300
-    err = capsys.readouterr().err
-    assert err.count("4789") == 1 and "IANA" in err and "8472" in err
-    assert len(err.strip().splitlines()) == 1
+    assert capsys.readouterr().err == ""       # the note waits until the VTEP is valid
+    note = dstport_note(up_parser().parse_args(UP_OK))
+    assert note.count("4789") == 1 and "IANA" in note and "8472" in note
+    assert len(note.splitlines()) == 1
 
 
 def test_up_explicit_dstport_says_nothing(capsys):
     cfg = config(UP_OK + ["--dstport", "8472"])
     assert cfg.dstport == 8472
     assert capsys.readouterr().err == ""
+    assert dstport_note(up_parser().parse_args(UP_OK + ["--dstport", "8472"])) is None
 
 
 def test_up_all_options(capsys):

@@ -71,9 +71,6 @@ def config_from_args(a) -> list:
         return load(a.config)
     if a.vni is None:
         raise LocalError("--vni is required (or --config FILE)")
-    if a.dstport is None:
-        print(f"{PROG}: no --dstport given: using {IANA_PORT}, the IANA port "
-              "(the Linux kernel's default is 8472: --dstport 8472)", file=sys.stderr)
     cfg = VtepConfig(
         vni=a.vni, name=a.name, local=a.local, remote=a.remote, group=a.group, dev=a.dev,
         dstport=a.dstport if a.dstport is not None else IANA_PORT,
@@ -83,6 +80,15 @@ def config_from_args(a) -> list:
         l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,
         gc_stale_time=a.gc_stale_time)
     return [cfg]
+
+
+def dstport_note(a) -> str | None:
+    """What ``vxtun up`` says when it chose the UDP port itself."""
+    if a.config or a.dstport is not None:
+        return None
+    from ..wire.vxlan import IANA_PORT
+    return (f"no --dstport given: using {IANA_PORT}, the IANA port "
+            "(the Linux kernel's default is 8472: --dstport 8472)")
 
 
 def cmd_up(argv: list[str]) -> int:
@@ -104,6 +110,9 @@ def cmd_up(argv: list[str]) -> int:
         configs = config_from_args(a)
     for c in configs:
         c.validate()
+    note = dstport_note(a)
+    if note:            # said once, and only for an invocation that is otherwise valid
+        print(f"{PROG}: {note}", file=sys.stderr)
     lease = Lease.acquire(configs, fdb)
     mtus = {v["name"]: v["mtu"] for v in lease.vteps}
     for c in configs:
