@@ -2002,12 +2002,23 @@ cdef int _rx_poll(fp_dp* dp, fp_underlay* us, fp_rxctx* c, bint wait) noexcept n
 # (each wake-up costs several microseconds of round trip).  The locks keep each TAP and each
 # socket to one reader at a time; a try never waits.
 
+cdef inline void _epoll_watch(int ep, int fd, void* ptr) noexcept nogil:
+    cdef epoll_event ev
+    ev.events = EPOLLIN
+    ev.data.ptr = ptr
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)
+
+cdef int _epoll_open(int stop_fd) noexcept nogil:
+    """An epoll set for one dataplane thread, watching ``stop_fd`` (reported with a NULL ptr)."""
+    cdef int ep = epoll_create1(EPOLL_CLOEXEC)
+    _epoll_watch(ep, stop_fd, NULL)
+    return ep
+
 cdef void* tx_main(void* arg) noexcept nogil:
     cdef fp_dp* dp = <fp_dp*>arg
     cdef fp_txctx c
     cdef fp_rxctx rc
     cdef sigset_t all
-    cdef epoll_event ev
     cdef epoll_event evs[16]
     cdef int ep, i, n
     cdef fp_vtep* v
@@ -2021,14 +2032,9 @@ cdef void* tx_main(void* arg) noexcept nogil:
         return NULL
     c.tid = 0
     rc.tid = 0
-    ep = epoll_create1(EPOLL_CLOEXEC)
-    ev.events = EPOLLIN
-    ev.data.ptr = NULL
-    epoll_ctl(ep, EPOLL_CTL_ADD, dp.stop_fd, &ev)
+    ep = _epoll_open(dp.stop_fd)
     for i in range(dp.nvteps):
-        ev.events = EPOLLIN
-        ev.data.ptr = dp.vteps[i]
-        epoll_ctl(ep, EPOLL_CTL_ADD, dp.vteps[i].tap_fd, &ev)
+        _epoll_watch(ep, dp.vteps[i].tap_fd, dp.vteps[i])
     while not stop:
         n = epoll_wait(ep, evs, 16, -1)
         if n < 0:
@@ -2411,7 +2417,6 @@ cdef void* rx_main(void* arg) noexcept nogil:
     cdef fp_rxctx c
     cdef fp_txctx tc
     cdef sigset_t all
-    cdef epoll_event ev
     cdef epoll_event evs[16]
     cdef int ep, i, n, k, m
     cdef fp_underlay* us
@@ -2426,14 +2431,9 @@ cdef void* rx_main(void* arg) noexcept nogil:
         return NULL
     c.tid = 1
     tc.tid = 1
-    ep = epoll_create1(EPOLL_CLOEXEC)
-    ev.events = EPOLLIN
-    ev.data.ptr = NULL
-    epoll_ctl(ep, EPOLL_CTL_ADD, dp.stop_fd, &ev)
+    ep = _epoll_open(dp.stop_fd)
     for i in range(dp.nuls):
-        ev.events = EPOLLIN
-        ev.data.ptr = dp.uls[i]
-        epoll_ctl(ep, EPOLL_CTL_ADD, dp.uls[i].rx_fd, &ev)
+        _epoll_watch(ep, dp.uls[i].rx_fd, dp.uls[i])
     while not stop:
         n = epoll_wait(ep, evs, 16, -1)
         if n < 0:

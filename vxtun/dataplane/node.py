@@ -121,7 +121,7 @@ class Node:
                 if key not in self.underlays:
                     # Bound to the any address, as vxlan_create_sock() binds the kernel's: every
                     # VTEP of the namespace on this port can share it, whatever its local/group.
-                    rx = underlay.open_rx(fam, cfg.local, cfg.dstport, None, bind_any=True)
+                    rx = underlay.open_rx(fam, cfg.local, cfg.dstport)
                     try:
                         tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
                     except BaseException:
@@ -267,28 +267,13 @@ class Node:
             return
         us.groups.pop(g, None)
         try:
-            if us.family == socket.AF_INET:
-                import struct
-                mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
-                us.rx.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, mreq)
-            else:
-                import struct
-                mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group), ifindex)
-                us.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
+            underlay.set_membership(us.rx, us.family, group, ifindex, join=False)
         except OSError:
             pass        # the device went away, and its memberships with it
 
     def _join(self, us: Underlay, cfg: VtepConfig, ifindex: int) -> None:
-        s = us.rx
         try:
-            if us.family == socket.AF_INET:
-                import struct
-                mreq = struct.pack("4s4si", socket.inet_aton(cfg.group), b"\0" * 4, ifindex)
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-            else:
-                import struct
-                mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, cfg.group), ifindex)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            underlay.set_membership(us.rx, us.family, cfg.group, ifindex, join=True)
         except OSError as e:
             raise LocalError(f"cannot join group {cfg.group} on {cfg.dev}: {e.strerror}") \
                 from None
@@ -452,12 +437,9 @@ class Node:
             if conn not in self._clients:
                 return
         port, buf = self._clients[conn]
-        try:
-            chunk = conn.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        chunk = control.recv_nowait(conn)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:
             self._close_client(conn)
             return

@@ -159,12 +159,9 @@ class Owner:
         lease = self.leases.get(conn)
         if lease is None:
             return
-        try:
-            chunk = conn.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        chunk = control.recv_nowait(conn)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:
             self._drop(conn)        # up exited or died: its VTEPs go
             self._maybe_exit()

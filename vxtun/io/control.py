@@ -56,6 +56,17 @@ def accept_root(listener: socket.socket) -> socket.socket | None:
     return conn
 
 
+def recv_nowait(conn: socket.socket) -> bytes | None:
+    """Read what a non-blocking connection has: None if nothing yet, b"" if it is closed
+    (or broken, which the servers treat the same way)."""
+    try:
+        return conn.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def running() -> list[str]:
     """Names of the VTEPs running in this network namespace (from /proc/net/unix)."""
     names = []

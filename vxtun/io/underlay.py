@@ -61,10 +61,10 @@ def _bigger_buffers(s: socket.socket, size: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
-def open_rx(family: int, local: str | None, port: int, group: str | None,
-            ifindex: int = 0, bind_any: bool = False) -> socket.socket:
-    """The receive socket; ``bind_any`` binds the any address even with a ``local`` (which
-    then only names the port in messages), as the kernel binds a vxlan_sock shared by VTEPs."""
+def open_rx(family: int, local: str | None, port: int) -> socket.socket:
+    """The receive socket, bound to the any address as the kernel binds a vxlan_sock shared by
+    all VTEPs of the port (``local`` only names the port in messages).  Groups are joined per
+    VTEP with ``set_membership``."""
     s = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
@@ -77,31 +77,33 @@ def open_rx(family: int, local: str | None, port: int, group: str | None,
             s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
         _bigger_buffers(s, 8 << 20)
-        bind_addr = "" if (group or not local or bind_any) else local
         try:
-            s.bind((bind_addr, port))
+            s.bind(("", port))
         except OSError as e:
-            where = f"{(local if bind_any else bind_addr) or 'any address'} port {port}"
+            where = f"{local or 'any address'} port {port}"
             if e.errno == errno.EADDRINUSE:
                 raise LocalError(f"UDP {where} is already in use by another program (a kernel "
                                  "vxlan device binds its port on every address of its "
                                  "namespace: run vxtun in a namespace of its own)") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise LocalError(f"cannot bind UDP {where}: {local} is not an address of this "
-                                 "host") from None
             raise LocalError(f"cannot bind UDP {where}: {e.strerror}") from None
-        if group:
-            if family == socket.AF_INET:
-                mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-            else:
-                mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group), ifindex)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
         s.setblocking(False)
     except BaseException:
         s.close()
         raise
     return s
+
+
+def set_membership(sock: socket.socket, family: int, group: str, ifindex: int,
+                   join: bool) -> None:
+    """Join (or leave) multicast ``group`` on interface ``ifindex`` for ``sock``."""
+    if family == socket.AF_INET:
+        mreq = struct.pack("4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
+        opt = socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP
+        sock.setsockopt(socket.IPPROTO_IP, opt, mreq)
+    else:
+        mreq = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, group), ifindex)
+        opt = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+        sock.setsockopt(socket.IPPROTO_IPV6, opt, mreq)
 
 
 def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
@@ -112,7 +114,13 @@ def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
         s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
         _bigger_buffers(s, 8 << 20)
         if local:
-            s.bind((local, 0))
+            try:
+                s.bind((local, 0))
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise LocalError(f"cannot use local {local}: it is not an address of this "
+                                     "host") from None
+                raise
         if family == socket.AF_INET:
             s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
             if ttl:
@@ -139,6 +147,9 @@ def open_tx(family: int, local: str | None, ttl: int | None, group: str | None,
     except OSError as e:
         s.close()
         raise LocalError(f"cannot open the underlay send socket: {e.strerror}") from None
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
