@@ -169,7 +169,7 @@ def test_append_to_a_multicast_mac(store):
 
 def test_append_creates_a_unicast_entry_but_refuses_a_second_destination(store):
     f = new(store)
-    f.add(M1, Remote(A), op="append")             # the tutorial's scenario 5
+    f.add(M1, Remote(A), op="append")             # a unicast entry, as the kernel makes
     with pytest.raises(FdbError, match="only the all-zeros or a multicast MAC"):
         f.add(M1, Remote(B), op="append")
     assert ips(f.get(M1).remotes) == [A]
