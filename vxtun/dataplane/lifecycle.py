@@ -145,10 +145,7 @@ class Vteps:
             port.underlay.demux.add(port.vtep)
             port.underlay.by_vni[port.config.vni] = port
         if self.attached:
-            for key in new_us:
-                self.backend.attach_underlay(self.underlays[key])
-            for port in ports:
-                self.backend.attach(port)
+            self._hand_over([self.underlays[key] for key in new_us], ports)
         return ports
 
     def _check(self, configs: list[VtepConfig]) -> None:
@@ -257,13 +254,17 @@ class Vteps:
 
     def attach(self) -> None:
         """Hand every open socket and VTEP to the backend (the loop starts)."""
-        for us in self.underlays.values():
-            self.backend.attach_underlay(us)
-        for port in self.by_name.values():
-            self.backend.attach(port)
+        self._hand_over(self.underlays.values(), self.by_name.values())
         self.attached = True
 
+    def _hand_over(self, underlays, ports) -> None:
+        for us in underlays:
+            self.backend.attach_underlay(us)
+        for port in ports:
+            self.backend.attach(port)
+
     def detach(self) -> None:
+        """Take every VTEP, then every socket, back from the backend (the loop ends)."""
         for port in self.by_name.values():
             self.backend.detach(port)
         for us in self.underlays.values():

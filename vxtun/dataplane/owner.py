@@ -143,12 +143,16 @@ class Owner:
 
     def _accept(self) -> None:
         conn = control.accept_root(self.listener)
-        if conn is None:
-            return
+        if conn is not None:
+            self.serve_connection(conn)
+
+    def serve_connection(self, conn: socket.socket) -> Channel:
+        """Serve one accepted (non-blocking) connection: a new lease."""
         chan = Channel(conn)
         self.leases[chan] = _Lease(chan)
         self._idle_since = None
         self.node.loop.serve(chan, self._request, self._closed)
+        return chan
 
     def _closed(self, chan: Channel) -> None:
         """The lease's connection closed: up exited or died, or did not read its answers."""

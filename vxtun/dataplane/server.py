@@ -23,6 +23,7 @@ class ControlServer:
         self.fanout = fanout
         self.clients: dict[Channel, object] = {}       # channel -> the Port it talks to
         self._serving: set = set()                     # Ports whose listener is watched
+        self._last: set[Channel] = set()               # to close once answered (vxtun down)
 
     def listen(self, port) -> None:
         self._serving.add(port)
@@ -31,13 +32,15 @@ class ControlServer:
     def forget(self, port, keep: Channel | None = None) -> None:
         """``port`` goes away: stop accepting and close its connections, except ``keep``, the
         one being answered, which closes once its answer is out."""
-        if port not in self._serving:
-            return
-        self._serving.discard(port)
-        self.loop.unwatch(port.listener.fileno())
+        if port in self._serving:
+            self._serving.discard(port)
+            self.loop.unwatch(port.listener.fileno())
         for chan, p in list(self.clients.items()):
-            if p is port and chan is not keep:
-                chan.close()
+            if p is port:
+                if chan is keep:
+                    self._last.add(chan)
+                else:
+                    chan.close()
 
     def close(self) -> None:
         for chan in list(self.clients):
@@ -46,14 +49,19 @@ class ControlServer:
 
     def _accept(self, port) -> None:
         conn = control.accept_root(port.listener)
-        if conn is None:
-            return
+        if conn is not None:
+            self.serve_connection(port, conn)
+
+    def serve_connection(self, port, conn) -> Channel:
+        """Serve one accepted (non-blocking) connection to ``port``'s control socket."""
         chan = Channel(conn)
         self.clients[chan] = port
         self.loop.serve(chan, self._answer, self._closed)
+        return chan
 
     def _closed(self, chan: Channel) -> None:
         self.clients.pop(chan, None)
+        self._last.discard(chan)
         self.fanout.unsubscribe(chan)
 
     def _answer(self, chan: Channel, req) -> None:
@@ -68,5 +76,5 @@ class ControlServer:
             except (ValueError, KeyError, TypeError) as e:
                 ans = {"ok": False, "error": f"bad request: {e}"}
         chan.send(ans)
-        if port not in self._serving:
+        if chan in self._last:
             chan.close_when_flushed()   # its VTEP is gone (vxtun down): this was the last
