@@ -262,6 +262,8 @@ def test_stats_show_punts_lost_and_the_taps_drops():
     d = {"ifname": "vxtun0", "vni": 42, **s.to_json(), "events": {"lost": 0},
          "punts_lost": 3, "tap": {"tx_dropped": 5}}
     text = output.format_stats(d)
-    assert "    punts lost 3  tap tx_dropped 5" in text.splitlines()
+    assert "    punts lost 3  tap queue drops 5" in text.splitlines()
+    # "dropped N" stays vxtun's own total
+    assert "dropped 5" not in text and "    dropped 0" in text
     plain = output.format_stats({"ifname": "vxtun0", "vni": 42, **s.to_json()})
-    assert "punts" not in plain and "tx_dropped" not in plain
+    assert "punts" not in plain and "tap" not in plain

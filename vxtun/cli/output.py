@@ -130,7 +130,8 @@ def format_stats(d: dict) -> str:
         if "punts_lost" in d:
             parts.append(f"punts lost {d['punts_lost']}")
         if "tap" in d:
-            parts.append(f"tap tx_dropped {d['tap']['tx_dropped']}")
+            # the TAP's tx_dropped, worded so as not to read as vxtun's own "dropped N"
+            parts.append(f"tap queue drops {d['tap']['tx_dropped']}")
         lines.append("    " + "  ".join(parts))
     if d.get("socket"):
         sk = d["socket"]
