@@ -31,7 +31,6 @@ one key are reported at most once a second, so a controller is never flooded by 
 from __future__ import annotations
 
 import ipaddress
-import select
 from collections.abc import Iterator
 
 from .core.events import FdbChange, L2Miss, L3Miss, NeighChange, event_from_json
@@ -76,17 +75,16 @@ class EventStream:
             raise
 
     def fileno(self) -> int:
-        return self._client.sock.fileno()
+        return self._client.fileno()
 
     def next(self, timeout: float | None = None):
         """The next event; None when ``timeout`` seconds pass without one.  Raises
         ControlError when the VTEP goes away."""
         while True:
-            if timeout is not None and b"\n" not in self._client._buf:
-                r, _, _ = select.select([self._client.sock], [], [], timeout)
-                if not r:
-                    return None
-            msg = self._client.readline()
+            try:
+                msg = self._client.read(timeout)
+            except TimeoutError:
+                return None
             if msg is None:
                 raise ControlError(f"VTEP {self.dev} went away")
             if msg.get("lost"):

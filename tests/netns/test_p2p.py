@@ -115,6 +115,9 @@ def check_stats(h, name: str) -> dict:
     assert rx and tx, text
     assert int(rx[1]) >= s["rx"]["packets"] and int(tx[1]) >= s["tx"]["packets"], text
     assert "dropped 0" in text, text
+    # losses before vxtun's own counters: the fast path's punt queue, the TAP's queue
+    assert s["punts_lost"] >= 0 and s["tap"]["tx_dropped"] >= 0, s
+    assert re.search(r"punts lost \d+  tap queue drops \d+", text), text
     return s
 
 

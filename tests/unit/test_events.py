@@ -249,28 +249,25 @@ def test_event_stream_timeout_and_iteration_end(fake):
 def test_a_listener_that_does_not_read_loses_events_not_the_loop():
     """Fill a monitor connection that nobody reads: every event call returns at once, the
     overflow is counted, and the reader later finds whole JSON lines and a 'lost' notice."""
-    from vxtun.dataplane import node as node_mod
-    from vxtun.dataplane.node import Node, Port
+    from vxtun.dataplane.fanout import Fanout
+    from vxtun.dataplane.lifecycle import Port
+    from vxtun.io import jsonlines
 
-    n = Node.__new__(Node)                 # no sockets, no netlink: only the delivery path
-    import selectors
-    n.sel = selectors.DefaultSelector()
-    n._clients, n._out, n._lost, n.events_lost = {}, {}, {}, 0
+    fanout = Fanout()                      # no sockets, no netlink: only the delivery path
     cfg = VtepConfig(vni=42, name="vxtun0", proxy=True, l3miss=True)
     v = Vtep(cfg)
     port = Port(cfg, v, -1, None, None)
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
-    n._clients[ours] = (port, b"")
-    n.sel.register(ours, selectors.EVENT_READ, lambda: None)
-    port.monitors.append(ours)
+    chan = jsonlines.Channel(ours)
+    fanout.subscribe(port, chan)
     total = 20000
     for i in range(total):
         v._emit(L3Miss("vxtun0", f"10.20.{i >> 8}.{i & 255}", 42))
-        n.after_core(port)
-    assert n.events_lost > 0
-    assert len(n._out[ours]) <= node_mod.OUT_MAX
-    # The reader catches up; the node flushes as the socket drains.
+        fanout.publish(port)
+    assert fanout.events_lost > 0
+    assert chan.backlog <= jsonlines.OUT_MAX
+    # The reader catches up; the channel flushes as the socket drains.
     theirs.setblocking(False)
     data = b""
     for _ in range(2000):
@@ -279,17 +276,17 @@ def test_a_listener_that_does_not_read_loses_events_not_the_loop():
         except BlockingIOError:
             chunk = b""
         data += chunk
-        n._flush(ours)
-        if not chunk and not n._out[ours]:
+        chan.flush()
+        if not chunk and not chan.backlog:
             break
     v._emit(L3Miss("vxtun0", "10.20.255.255", 42))
-    n.after_core(port)
-    n._flush(ours)
+    fanout.publish(port)
+    chan.flush()
     data += theirs.recv(1 << 16)
     lines = [json.loads(x) for x in data.split(b"\n") if x]
     got = [ln for ln in lines if "event" in ln]
     lost = sum(ln.get("lost", 0) for ln in lines)
-    assert lost == n.events_lost
+    assert lost == fanout.events_lost
     assert len(got) + lost == total + 1
     assert got[-1]["event"]["dst"] == "10.20.255.255"
     ours.close()

@@ -195,7 +195,7 @@ def cmd_monitor(req: Request) -> int:
     try:
         c.call({"cmd": "monitor"})
         while True:
-            msg = c.readline()
+            msg = c.read()
             if msg is None:
                 return 0
             if msg.get("lost"):

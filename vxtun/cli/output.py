@@ -123,6 +123,16 @@ def format_stats(d: dict) -> str:
     if d.get("events"):
         # Events dropped for listeners that did not keep up (vxtun monitor, vxtun.api).
         lines[-1] += f"  events lost {d['events']['lost']}"
+    if "punts_lost" in d or "tap" in d:
+        # Frames lost before vxtun's counters could see them: the fast path's queue to Python
+        # was full (punts), or the kernel could not queue them to the TAP (tun_net_xmit()).
+        parts = []
+        if "punts_lost" in d:
+            parts.append(f"punts lost {d['punts_lost']}")
+        if "tap" in d:
+            # the TAP's tx_dropped, worded so as not to read as vxtun's own "dropped N"
+            parts.append(f"tap queue drops {d['tap']['tx_dropped']}")
+        lines.append("    " + "  ".join(parts))
     if d.get("socket"):
         sk = d["socket"]
         sdrops = {k: v for k, v in sk["drops"].items() if v}

@@ -13,6 +13,7 @@ from ..errors import LocalError
 from ..fdb import Remote
 from ..fdb.table import fdb_entry_json
 from ..wire.ether import mac_from_str, mac_to_str
+from . import counters
 
 
 def handle(node, port, conn, req: dict):
@@ -35,18 +36,7 @@ def _show(node, port, conn, req):
 
 
 def _stats(node, port, conn, req):
-    # events lost: dropped from the core's bounded queue, or for a monitor that fell behind.
-    lost = port.vtep.events_lost + getattr(node, "events_lost", 0)
-    out = {"ifname": port.config.name, "vni": port.config.vni, **node.stats(port),
-           "events": {"lost": lost}}
-    us = port.underlay
-    if len(us.by_vni) > 1:
-        # Datagrams refused before their VNI was known (too short, I flag clear, no such VNI)
-        # belong to no VTEP when several share the port: report them as the socket's.
-        sock = node.backend.demux_stats(us)
-        out["socket"] = {"dstport": port.config.dstport, "vteps": len(us.by_vni),
-                         "drops": sock["drops"]}
-    return out
+    return counters.report(node, port)
 
 
 def _down(node, port, conn, req):
@@ -167,8 +157,7 @@ def _monitor(node, port, conn, req):
     # Hand out what happened before this subscription first, so the answer to "monitor" is
     # the first line this connection reads and every event after it is new.
     node.after_core(port)
-    if conn not in port.monitors:
-        port.monitors.append(conn)
+    node.subscribe(port, conn)
     return {"ifname": port.config.name}
 
 

@@ -187,6 +187,11 @@ class FastBackend:
         py = us.demux.stats.to_json()
         return Stats.merge(self.dp.underlay_stats(uid), py) if uid is not None else py
 
+    @property
+    def punts_lost(self) -> int:
+        """Frames and learn notifications the C threads dropped: the punt queue was full."""
+        return self.dp.punts_lost
+
     def features(self) -> list[str]:
         base = ["vnet_hdr", "raw_tx", "recvmmsg", "sendmmsg", "nogil_threads"]
         if self.dp.poll_other:

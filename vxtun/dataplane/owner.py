@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import signal
 import socket
@@ -50,7 +49,8 @@ import time
 from ..core import VtepConfig
 from ..errors import ControlError, LocalError, VxtunError
 from ..fdb import Remote
-from ..io import control
+from ..io import control, jsonlines
+from ..io.jsonlines import BadLine, Channel
 from ..wire.ether import mac_from_str, mac_to_str
 
 ADDRESS = "\0vxtun-owner"
@@ -100,22 +100,24 @@ def fdb_from_json(d: dict) -> tuple:
 
 
 class _Lease:
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.buf = b""
+    def __init__(self, chan: Channel) -> None:
+        self.chan = chan
         self.ports: list = []
         self.attached = False
         self.pid = 0
 
 
 class Owner:
-    """Serves ``@vxtun-owner`` from inside a Node's loop."""
+    """Serves ``@vxtun-owner`` from inside a Node's loop.  Like the control sockets, it never
+    blocks: answers and the "down" notice go through each lease's bounded channel, and a lease
+    whose ``up`` does not read them is dropped (its VTEPs go), not waited for."""
 
     def __init__(self, listener: socket.socket, node) -> None:
         self.listener = listener
         self.node = node
         node.on_down = self._down
-        self.leases: dict[socket.socket, _Lease] = {}
+        self.leases: dict[Channel, _Lease] = {}
+        self._ending: set[Channel] = set()     # released leases whose last line is going out
         self._idle_since: float | None = time.monotonic()
         node.watch(listener.fileno(), self._accept)
 
@@ -133,54 +135,46 @@ class Owner:
             # new owner, which must find the UDP ports free (Node.close frees them).
             self.node.unwatch(self.listener.fileno())
             self.listener.close()
-            for conn in list(self.leases):
-                self._drop(conn)
+            for chan in list(self.leases):
+                self._drop(chan)
+            for chan in list(self._ending):
+                chan.close()
             self.node.close()
 
     def _accept(self) -> None:
         conn = control.accept_root(self.listener)
-        if conn is None:
-            return
-        self.leases[conn] = _Lease(conn)
+        if conn is not None:
+            self.serve_connection(conn)
+
+    def serve_connection(self, conn: socket.socket) -> Channel:
+        """Serve one accepted (non-blocking) connection: a new lease."""
+        chan = Channel(conn)
+        self.leases[chan] = _Lease(chan)
         self._idle_since = None
-        self.node.watch(conn.fileno(), lambda c=conn: self._on_lease(c))
+        self.node.loop.serve(chan, self._request, self._closed)
+        return chan
 
-    def _send(self, lease: _Lease, msg: dict) -> bool:
-        try:
-            lease.conn.setblocking(True)
-            lease.conn.settimeout(5.0)
-            lease.conn.sendall(json.dumps(msg).encode() + b"\n")
-            lease.conn.setblocking(False)
-            return True
-        except OSError:
-            return False
+    def _closed(self, chan: Channel) -> None:
+        """The lease's connection closed: up exited or died, or did not read its answers."""
+        self._ending.discard(chan)
+        if chan in self.leases:
+            self._drop(chan)
+            self._maybe_exit()
 
-    def _on_lease(self, conn: socket.socket) -> None:
-        lease = self.leases.get(conn)
+    def _request(self, chan: Channel, req) -> None:
+        lease = self.leases.get(chan)
         if lease is None:
             return
-        chunk = control.recv_nowait(conn)
-        if chunk is None:
-            return
-        if not chunk:
-            self._drop(conn)        # up exited or died: its VTEPs go
-            self._maybe_exit()
-            return
-        lease.buf += chunk
-        while b"\n" in lease.buf and conn in self.leases:
-            line, _, lease.buf = lease.buf.partition(b"\n")
-            self._request(lease, line)
-        self._maybe_exit()
-
-    def _request(self, lease: _Lease, line: bytes) -> None:
         try:
-            req = json.loads(line)
+            if isinstance(req, BadLine):
+                raise LocalError(f"bad request: {req.reason}")
             cmd = req.get("cmd")
             if cmd == "attach":
                 ans = {"ok": True, "result": self._attach(lease, req)}
             elif cmd == "release":
-                self._send(lease, {"ok": True, "result": self._release(lease)})
-                self._drop(lease.conn)
+                self._release(lease)
+                self._end(lease, {"ok": True, "result": None})
+                self._maybe_exit()
                 return
             else:
                 raise LocalError(f"unknown owner command {cmd!r}")
@@ -192,8 +186,7 @@ class Owner:
             import traceback
             traceback.print_exc()
             ans = {"ok": False, "error": f"internal error: {e!r}"}
-        if not self._send(lease, ans):
-            self._drop(lease.conn)
+        chan.send(ans)                  # a full buffer closes it, and _closed drops the lease
 
     def _attach(self, lease: _Lease, req: dict) -> dict:
         if lease.attached:
@@ -218,13 +211,20 @@ class Owner:
             self.node.remove(port)
         lease.ports = []
 
-    def _drop(self, conn: socket.socket) -> None:
-        lease = self.leases.pop(conn, None)
+    def _end(self, lease: _Lease, last: dict) -> None:
+        """The lease is over (its VTEPs already gone): send ``last`` and close after it."""
+        chan = lease.chan
+        self.leases.pop(chan, None)
+        self._ending.add(chan)
+        chan.send(last)
+        chan.close_when_flushed()
+
+    def _drop(self, chan: Channel) -> None:
+        lease = self.leases.pop(chan, None)
         if lease is None:
             return
         self._release(lease)
-        self.node.unwatch(conn.fileno())
-        conn.close()
+        chan.close()
 
     def _down(self, port, conn=None) -> None:
         """``vxtun down dev NAME``: that VTEP goes; an up left with none exits 0."""
@@ -233,10 +233,10 @@ class Owner:
         if isinstance(lease, _Lease) and port in lease.ports:
             lease.ports.remove(port)
             if not lease.ports:
-                self._send(lease, {"event": "down"})
-                self._drop(lease.conn)
-        # Not _maybe_exit() here: the answer to this down is still to be sent.
-        self.node._deferred.append(self._maybe_exit)
+                self._end(lease, {"event": "down"})
+        # The answer to this down is queued when this returns, before the loop looks at
+        # running again: stopping now does not lose it.
+        self._maybe_exit()
 
     def _maybe_exit(self) -> None:
         if not self.leases:
@@ -260,7 +260,7 @@ def _daemon() -> None:
         pass
     from .node import Node
     try:
-        node = Node([])
+        node = Node()
     except Exception as e:      # no dataplane: say why to whoever asks, then go
         _refuse(lst, f"cannot start the dataplane: {e}")
         return
@@ -273,7 +273,7 @@ def _refuse(lst: socket.socket, message: str) -> None:
     try:
         while True:
             conn, _ = lst.accept()
-            conn.sendall(json.dumps({"ok": False, "error": message}).encode() + b"\n")
+            conn.sendall(jsonlines.encode({"ok": False, "error": message}))
             conn.close()
     except OSError:
         pass
@@ -326,10 +326,9 @@ class _Stop(Exception):
 class Lease:
     """What ``vxtun up`` holds while its VTEPs run in the owner."""
 
-    def __init__(self, sock: socket.socket, result: dict) -> None:
-        self.sock = sock
+    def __init__(self, chan: Channel, result: dict) -> None:
+        self.chan = chan
         self.result = result
-        self._buf = b""
 
     @property
     def vteps(self) -> list[dict]:
@@ -341,12 +340,11 @@ class Lease:
                "vteps": [{"config": config_to_json(c),
                           "fdb": [fdb_to_json(e) for e in (fdb or {}).get(c.name, ())]}
                          for c in configs]}
-        line = json.dumps(req).encode() + b"\n"
         deadline = time.monotonic() + START_TIMEOUT
         spawned = False
         while True:
-            sock = _connect()
-            if sock is None:
+            chan = _connect()
+            if chan is None:
                 if time.monotonic() > deadline:
                     raise ControlError("could not start the vxtun port owner of this namespace")
                 if not spawned:
@@ -354,25 +352,22 @@ class Lease:
                     spawned = True
                 time.sleep(0.02)
                 continue
-            sock.settimeout(START_TIMEOUT + 20)
             try:
-                sock.sendall(line)
-                ans = _readline(sock)
+                ans = chan.request(req)
             except OSError:
                 ans = None
             if ans is None:
                 # The owner was exiting as we came (its last lease had just gone): start anew.
-                sock.close()
+                chan.close()
                 spawned = False
                 if time.monotonic() > deadline:
                     raise ControlError("the vxtun port owner of this namespace does not answer")
                 time.sleep(0.02)
                 continue
             if not ans.get("ok"):
-                sock.close()
+                chan.close()
                 raise LocalError(ans.get("error", "the port owner refused"))
-            sock.settimeout(None)
-            return cls(sock, ans["result"])
+            return cls(chan, ans["result"])
 
     def wait(self) -> int:
         """Until SIGINT/SIGTERM/SIGHUP (release, exit 0), ``vxtun down`` (exit 0) or the
@@ -382,16 +377,12 @@ class Lease:
         old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             while True:
-                while b"\n" not in self._buf:
-                    chunk = self.sock.recv(4096)
-                    if not chunk:
-                        names = ", ".join(v["name"] for v in self.vteps)
-                        print(f"vxtun: the port owner (pid {self.result.get('pid')}) exited; "
-                              f"{names} is gone", file=sys.stderr)
-                        return 1
-                    self._buf += chunk
-                line, _, self._buf = self._buf.partition(b"\n")
-                msg = json.loads(line)
+                msg = self.chan.read(None)
+                if msg is None:
+                    names = ", ".join(v["name"] for v in self.vteps)
+                    print(f"vxtun: the port owner (pid {self.result.get('pid')}) exited; "
+                          f"{names} is gone", file=sys.stderr)
+                    return 1
                 if msg.get("event") == "down":
                     return 0
         except _Stop:
@@ -402,48 +393,30 @@ class Lease:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            self.sock.close()
+            self.chan.close()
 
     def release(self) -> None:
         """Ask the owner to remove our VTEPs and wait until it has (the TAPs are gone)."""
+        self.chan.timeout = RELEASE_TIMEOUT
         try:
-            self.sock.settimeout(RELEASE_TIMEOUT)
-            self.sock.sendall(b'{"cmd": "release"}\n')
+            self.chan.write({"cmd": "release"})
             while True:             # skip a "down" event that crossed our request
-                while b"\n" not in self._buf:
-                    chunk = self.sock.recv(4096)
-                    if not chunk:
-                        return
-                    self._buf += chunk
-                line, _, self._buf = self._buf.partition(b"\n")
-                if "event" not in json.loads(line):
+                msg = self.chan.read()
+                if msg is None or "event" not in msg:
                     return
-        except (OSError, ValueError):
+        except (OSError, ControlError):
             pass
 
 
-def _connect() -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+def _connect() -> Channel | None:
+    """A client channel to this namespace's owner; None if none listens (yet)."""
     try:
-        sock.connect(ADDRESS)
+        # The owner opens TAPs and joins groups before it answers an attach.
+        return jsonlines.connect(ADDRESS, timeout=START_TIMEOUT + 20)
     except OSError as e:
-        sock.close()
         if e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
             return None
         raise ControlError(f"cannot reach the vxtun port owner: {e.strerror}") from None
-    return sock
-
-
-def _readline(sock: socket.socket) -> dict | None:
-    """The owner's answer to an attach: the first line, read byte-wise so nothing after it
-    (a later event) is consumed here."""
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            return None
-        buf += chunk
-    return json.loads(buf)
 
 
 __all__ = ["Owner", "Lease", "spawn", "ADDRESS"]

@@ -8,11 +8,11 @@ request ``{"cmd": "show", ...}``, answer ``{"ok": true, "result": ...}`` or
 """
 from __future__ import annotations
 
-import json
 import socket
 import struct
 
 from ..errors import ControlError
+from . import jsonlines
 
 PREFIX = "vxtun/"
 
@@ -49,22 +49,11 @@ def accept_root(listener: socket.socket) -> socket.socket | None:
     except OSError:
         return None
     if not peer_is_root(conn):
-        conn.sendall(b'{"ok": false, "error": "permission denied: root only"}\n')
+        conn.sendall(jsonlines.encode({"ok": False, "error": "permission denied: root only"}))
         conn.close()
         return None
     conn.setblocking(False)
     return conn
-
-
-def recv_nowait(conn: socket.socket) -> bytes | None:
-    """Read what a non-blocking connection has: None if nothing yet, b"" if it is closed
-    (or broken, which the servers treat the same way)."""
-    try:
-        return conn.recv(65536)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return b""
 
 
 def running() -> list[str]:
@@ -83,36 +72,34 @@ def running() -> list[str]:
 
 
 class Client:
-    def __init__(self, dev: str, timeout: float = 5.0) -> None:
+    """A blocking connection to one VTEP's control socket (vxtun/io/jsonlines.py frames it)."""
+
+    def __init__(self, dev: str, timeout: float | None = 5.0) -> None:
         self.dev = dev
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(timeout)
         try:
-            self.sock.connect(address(dev))
+            self.chan = jsonlines.connect(address(dev), timeout)
         except OSError:
-            self.sock.close()
             raise ControlError(f"no vxtun VTEP named {dev} is running in this network "
                                "namespace") from None
-        self._buf = b""
+
+    def fileno(self) -> int:
+        return self.chan.fileno()
 
     def close(self) -> None:
-        self.sock.close()
+        self.chan.close()
 
-    def send(self, req: dict) -> None:
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
-
-    def readline(self) -> dict | None:
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+    def read(self, timeout=jsonlines.DEFAULT) -> dict | None:
+        """The next line the VTEP sends (None when it closes the connection); TimeoutError
+        after ``timeout`` seconds (the client's own by default)."""
+        return self.chan.read(timeout)
 
     def call(self, req: dict):
-        self.send(req)
-        ans = self.readline()
+        try:
+            ans = self.chan.request(req)
+        except TimeoutError:
+            raise ControlError(f"VTEP {self.dev} did not answer in time") from None
+        except OSError as e:
+            raise ControlError(f"VTEP {self.dev}: {e.strerror or e}") from None
         if ans is None:
             raise ControlError(f"VTEP {self.dev} closed the control connection")
         if not ans.get("ok"):

@@ -74,3 +74,11 @@ class Netlink:
             return None
         link = self.ipr.get_links(oif)[0]
         return _attr(link, "IFLA_IFNAME")
+
+    def tx_dropped(self, ifname: str) -> int | None:
+        """The device's tx_dropped (IFLA_STATS64); None if it cannot be read."""
+        try:
+            link = self.ipr.link("get", ifname=ifname)[0]
+            return int(_attr(link, "IFLA_STATS64")["tx_dropped"])
+        except Exception:           # NetlinkError, or no stats attribute
+            return None

@@ -180,3 +180,20 @@ def udp_header(sport: int, dport: int, payload_len: int) -> bytes:
 
 def family_of(addr: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+
+
+def send_datagram(sock: socket.socket, family: int, ip: str, sport: int, dport: int,
+                  payload: bytes, tos: int = 0) -> bool:
+    """Send one VXLAN datagram from the raw send socket: vxtun writes the UDP header (the
+    source port comes from the inner flow), the outer TOS / traffic class goes as a control
+    message.  False if the kernel refused it (counted as ``tx_error`` by the caller)."""
+    pkt = udp_header(sport, dport, len(payload)) + payload
+    addr = (ip, 0, 0, 0) if family == socket.AF_INET6 else (ip, 0)
+    try:
+        if tos:
+            sock.sendmsg([pkt], tos_cmsg(family, tos), 0, addr)
+        else:
+            sock.sendto(pkt, addr)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,280 @@
+"""The VTEPs of one process and the underlay sockets they share: opening, adding, removing,
+closing, and the multicast groups they joined.
+
+Start-up opens everything that can fail *before* the TAP exists (the underlay device, the
+sockets), so a bad invocation leaves nothing behind; the TAP itself is non-persistent and goes
+away with the process (or with its fd, when one VTEP is removed).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from ..core import Demux, Vtep, VtepConfig
+from ..core.vtep import Deliver, Transmit
+from ..errors import LocalError
+from ..io import control, tap, underlay
+from ..io.netlink import Netlink
+from ..wire.ether import mac_to_str
+from ..wire.vxlan import OVERHEAD_V4, OVERHEAD_V6
+
+
+@dataclass
+class Underlay:
+    """One UDP port on one family: a receive socket, a send socket, the VNIs it serves.
+
+    Like the kernel's vxlan_sock, the receive socket is bound to the any address and shared by
+    every VTEP on the port; ``groups`` counts the VTEPs that joined each (group, ifindex) on it.
+    ``tx`` is the first VTEP's send socket, kept for backends that send per underlay; each
+    Port has its own (TTL, multicast interface and source address are per VTEP).
+    """
+    family: int
+    rx: socket.socket
+    tx: socket.socket
+    demux: Demux = field(default_factory=Demux)
+    by_vni: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.rx.close()
+        self.tx.close()
+
+
+@dataclass(eq=False)
+class Port:
+    """One VTEP: its configuration, its core, its TAP and its control socket.  Compared by
+    identity: a name can come back as another VTEP once this one is removed."""
+    config: VtepConfig
+    vtep: Vtep
+    tap_fd: int
+    underlay: Underlay
+    listener: socket.socket
+    tx: socket.socket | None = None     # this VTEP's send socket (its ttl, group, local)
+    ifindex: int = 0                    # of --dev, where the group was joined
+    lease: object = None                # who asked for it (vxtun.dataplane.owner)
+
+    def execute(self, actions) -> None:
+        """Carry out the core's actions: send datagrams, write frames to the TAP."""
+        for a in actions:
+            if type(a) is Transmit:
+                if not underlay.send_datagram(self.tx or self.underlay.tx, self.underlay.family,
+                                              a.ip, a.sport, a.port, a.payload, a.tos):
+                    self.vtep.stats.drop("tx_error")
+            elif type(a) is Deliver:
+                try:
+                    os.write(self.tap_fd, a.vnet + a.frame)
+                except OSError:
+                    self.vtep.stats.drop("tap_error")
+
+    def close(self) -> None:
+        for sock in (self.listener, self.tx):
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        try:
+            os.close(self.tap_fd)
+        except OSError:
+            pass
+
+
+def _family(cfg: VtepConfig) -> int:
+    return socket.AF_INET6 if cfg.family == 6 else socket.AF_INET
+
+
+class Vteps:
+    """The open VTEPs (``by_name``) and underlays (``underlays``, by (family, port)).
+
+    While the loop runs (``attached``), each VTEP and socket is handed to the backend as it
+    comes and taken back before it goes."""
+
+    def __init__(self, backend, nl: Netlink) -> None:
+        self.backend = backend
+        self.nl = nl
+        self.by_name: dict[str, Port] = {}
+        self.underlays: dict = {}
+        self.attached = False
+
+    def add(self, configs: list[VtepConfig], fdb: dict | None = None) -> list[Port]:
+        """Open ``configs`` (all or none) beside the VTEPs already open.  ``fdb`` maps a device
+        name to ``(mac, Remote, state, op)`` entries to add before the first packet.  Raises
+        LocalError and leaves nothing behind."""
+        new_us: list = []
+        joined: list = []
+        ports: list[Port] = []
+        try:
+            self._check(configs)
+            # Everything that can fail on the underlay, before any TAP exists.
+            ifindexes = {}
+            for cfg in configs:
+                ifindex = ifindexes[cfg.name] = self.nl.index(cfg.dev) if cfg.dev else 0
+                if cfg.mtu is None:
+                    lower = cfg.dev or (self.nl.route_dev(cfg.remote) if cfg.remote else None)
+                    base = self.nl.mtu(lower) if lower else 1500
+                    cfg.mtu = base - (OVERHEAD_V6 if cfg.family == 6 else OVERHEAD_V4)
+                if cfg.mtu < 68:
+                    raise LocalError(f"MTU {cfg.mtu} is too small for a VTEP")
+                key = (_family(cfg), cfg.dstport)
+                if key not in self.underlays:
+                    self.underlays[key] = self._open_underlay(cfg, ifindex)
+                    new_us.append(key)
+                us = self.underlays[key]
+                if cfg.group:
+                    g = (cfg.group, ifindex)
+                    if not us.groups.get(g):
+                        self._join(us, cfg, ifindex)
+                    us.groups[g] = us.groups.get(g, 0) + 1
+                    joined.append((us, cfg, ifindex))
+            for cfg in configs:
+                us = self.underlays[(_family(cfg), cfg.dstport)]
+                ports.append(self._open_port(cfg, us, ifindexes[cfg.name],
+                                             (fdb or {}).get(cfg.name, ())))
+        except BaseException:
+            for port in ports:
+                port.close()
+            for us, cfg, ifindex in joined:
+                self._leave(us, cfg.group, ifindex)
+            for key in new_us:
+                self.underlays.pop(key).close()
+            raise
+        for port in ports:
+            self.by_name[port.config.name] = port
+            port.underlay.demux.add(port.vtep)
+            port.underlay.by_vni[port.config.vni] = port
+        if self.attached:
+            self._hand_over([self.underlays[key] for key in new_us], ports)
+        return ports
+
+    def _check(self, configs: list[VtepConfig]) -> None:
+        """Refuse what ``ip link add type vxlan`` would refuse beside the devices already here."""
+        names = set(self.by_name)
+        for cfg in configs:
+            cfg.validate()
+            if cfg.name in names:
+                raise LocalError(f"device {cfg.name} already exists")
+            names.add(cfg.name)
+            if self.nl.exists(cfg.name):
+                raise LocalError(f"device {cfg.name} already exists")
+        # vxlan_vni_in_use(): one VNI per (family, port) in a namespace.
+        vnis = {(p.config.family, p.config.dstport, p.config.vni): p.config.name
+                for p in self.by_name.values()}
+        for cfg in configs:
+            key = (cfg.family, cfg.dstport, cfg.vni)
+            if key in vnis:
+                raise LocalError(f"VNI {cfg.vni} on port {cfg.dstport} is served twice "
+                                 f"({vnis[key]} and {cfg.name}): a VNI is one overlay")
+            vnis[key] = cfg.name
+
+    def _open_underlay(self, cfg: VtepConfig, ifindex: int) -> Underlay:
+        fam = _family(cfg)
+        # Bound to the any address, as vxlan_create_sock() binds the kernel's: every VTEP of
+        # the namespace on this port can share it, whatever its local/group.
+        rx = underlay.open_rx(fam, cfg.local, cfg.dstport)
+        try:
+            tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
+        except BaseException:
+            rx.close()
+            raise
+        return Underlay(fam, rx, tx)
+
+    def _open_port(self, cfg: VtepConfig, us: Underlay, ifindex: int, fdb) -> Port:
+        tx = underlay.open_tx(_family(cfg), cfg.local, cfg.ttl, cfg.group, ifindex)
+        try:
+            lst = control.listen(cfg.name)
+        except BaseException:
+            tx.close()
+            raise
+        try:
+            fd = tap.open_tap(cfg.name, self.backend.tap_offload)
+        except BaseException:
+            lst.close()
+            tx.close()
+            raise
+        port = Port(cfg, None, fd, us, lst, tx=tx, ifindex=ifindex)
+        try:
+            if not cfg.mac:
+                cfg.mac = self.nl.mac(cfg.name)
+            else:
+                self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
+            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg))
+            for mac, remote, state, op in fdb:
+                vtep.fdb.add(mac, remote, state, time.monotonic(), op)
+            # Up (and into the bridge) last: the first frame must find the FDB complete.
+            self.nl.configure(cfg.name, cfg.mtu, cfg.address, cfg.master)
+        except BaseException:
+            port.close()
+            raise
+        return port
+
+    def remove(self, port: Port) -> None:
+        """Take one VTEP away while the others keep running: its TAP goes with its fd, its
+        group is left, and its underlay closes with its last VTEP."""
+        if self.by_name.get(port.config.name) is not port:
+            return
+        if self.attached:
+            self.backend.detach(port)
+        del self.by_name[port.config.name]
+        us = port.underlay
+        us.demux.remove(port.config.vni)
+        us.by_vni.pop(port.config.vni, None)
+        port.close()
+        if port.config.group:
+            self._leave(us, port.config.group, port.ifindex)
+        if not us.by_vni:
+            if self.attached:
+                self.backend.detach_underlay(us)
+            for key, u in list(self.underlays.items()):
+                if u is us:
+                    del self.underlays[key]
+            us.close()
+
+    def _join(self, us: Underlay, cfg: VtepConfig, ifindex: int) -> None:
+        try:
+            underlay.set_membership(us.rx, us.family, cfg.group, ifindex, join=True)
+        except OSError as e:
+            raise LocalError(f"cannot join group {cfg.group} on {cfg.dev}: {e.strerror}") \
+                from None
+
+    def _leave(self, us: Underlay, group: str, ifindex: int) -> None:
+        g = (group, ifindex)
+        n = us.groups.get(g, 0) - 1
+        if n > 0:
+            us.groups[g] = n
+            return
+        us.groups.pop(g, None)
+        try:
+            underlay.set_membership(us.rx, us.family, group, ifindex, join=False)
+        except OSError:
+            pass        # the device went away, and its memberships with it
+
+    # --- the backend's share ---------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Hand every open socket and VTEP to the backend (the loop starts)."""
+        self._hand_over(self.underlays.values(), self.by_name.values())
+        self.attached = True
+
+    def _hand_over(self, underlays, ports) -> None:
+        for us in underlays:
+            self.backend.attach_underlay(us)
+        for port in ports:
+            self.backend.attach(port)
+
+    def detach(self) -> None:
+        """Take every VTEP, then every socket, back from the backend (the loop ends)."""
+        for port in self.by_name.values():
+            self.backend.detach(port)
+        for us in self.underlays.values():
+            self.backend.detach_underlay(us)
+        self.attached = False
+
+    def close(self) -> None:
+        for port in self.by_name.values():
+            port.close()
+        self.by_name.clear()
+        for us in self.underlays.values():
+            us.close()
+        self.underlays.clear()

@@ -1,0 +1,249 @@
+"""One JSON object per line over a Unix stream socket: the one framing every side of vxtun's
+control sockets speaks (the node's control server, the port owner and its leases in
+vxtun/dataplane/owner.py, the CLI's vxtun/io/control.py and vxtun/api.py).
+
+A ``Channel`` is used in one of two ways:
+
+* **In a loop that must never block** (the node, the port owner).  ``receive()``, called when
+  the socket is readable, returns the complete lines read so far; ``send()`` writes what the
+  socket takes now and keeps the rest in a bounded buffer that ``flush()`` sends when the
+  socket becomes writable (``on_backlog`` tells the loop when to watch for that).  When the
+  buffer is full, a *droppable* message (an event for a monitor) is dropped and counted, and
+  a ``{"ok": true, "lost": N}`` notice goes out once there is room again: a listener that
+  falls behind loses events, the loop loses nothing.  An answer that does not fit closes the
+  connection: a peer that does not read its answers is not waited for.
+* **Blocking, as a client** (the CLI, the API, ``vxtun up``'s lease): ``write()`` a request,
+  ``read()`` one line with a timeout, or ``request()`` for both.
+
+Input is bounded too: a line longer than ``max_line`` bytes, or one that is not a JSON object,
+is a ``BadLine`` in the loop (answered as a bad request; the connection lives on) and a
+ControlError for a client.  Neither raises into the loop.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ControlError
+
+# Bytes queued for one connection beyond what its socket buffer holds (events for a monitor,
+# answers for a client).  One answer larger than this is still queued when nothing else waits.
+OUT_MAX = 256 * 1024
+# The longest request a server reads: a `vxtun up --config` attach with its FDB fits easily.
+MAX_LINE = 1 << 20
+# The longest answer a client reads: `fdb show` of a table without maxaddress can be large.
+ANSWER_MAX = 64 << 20
+RECV_SIZE = 65536
+
+DEFAULT = object()           # read(): the channel's own timeout
+
+
+def encode(msg) -> bytes:
+    """``msg`` as one line."""
+    return json.dumps(msg).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line the peer sent that is not a JSON object, or is too long to read."""
+    reason: str
+
+
+class Channel:
+    def __init__(self, sock: socket.socket, *, out_max: int = OUT_MAX,
+                 max_line: int = MAX_LINE, timeout: float | None = None) -> None:
+        self.sock = sock
+        self.out_max = out_max
+        self.max_line = max_line
+        self.timeout = timeout           # for the blocking client calls
+        self.closed = False
+        self.lost = 0                    # droppable messages dropped since the last notice
+        self.on_backlog: Callable[[bool], None] | None = None
+        self.on_close: Callable[[], None] | None = None
+        self._in = b""
+        self._skipping = False           # inside a line that was too long: drop to its end
+        self._out = bytearray()
+        self._waiting = False            # on_backlog(True) was said last
+        self._closing = False            # close once the backlog is out
+        self._ready: list = []           # lines read but not yet returned by read()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued that the socket has not taken yet."""
+        return len(self._out)
+
+    # --- framing --------------------------------------------------------------------------
+
+    def _lines(self, data: bytes) -> list:
+        """Split what arrived into messages (dicts) and BadLines; keep a partial line."""
+        out = []
+        buf = self._in + data
+        while True:
+            line, nl, rest = buf.partition(b"\n")
+            if not nl:
+                break
+            buf = rest
+            if self._skipping:
+                self._skipping = False
+                continue
+            out.append(_decode(line))
+        if len(buf) > self.max_line:
+            if not self._skipping:
+                out.append(BadLine(f"line longer than {self.max_line} bytes"))
+            self._skipping = True
+            buf = b""
+        self._in = buf
+        return out
+
+    # --- in a loop: never blocks ----------------------------------------------------------
+
+    def receive(self) -> list | None:
+        """The complete lines the (non-blocking) socket has now: dicts and BadLines, maybe
+        none.  None when the peer has closed the connection (or broken it)."""
+        if self.closed:
+            return None
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        if self._closing:
+            return []                    # its last answer is on the way: no more requests
+        return self._lines(data)
+
+    def send(self, msg, droppable: bool = False) -> bool:
+        return self.send_line(encode(msg), droppable)
+
+    def send_line(self, data: bytes, droppable: bool = False) -> bool:
+        """Queue one encoded line and send what the socket takes now.  False if it was not
+        queued: dropped (``droppable``, the buffer is full; counted in ``lost``) or the
+        channel is closed (an answer found the buffer full: its peer does not read)."""
+        if self.closed:
+            return False
+        self._announce_lost()
+        room = self.out_max - len(self._out)
+        if len(data) > room:
+            if droppable:
+                self.lost += 1
+                return False
+            if self._out:
+                self.close()
+                return False
+        self._out += data
+        self.flush()
+        return not self.closed
+
+    def _announce_lost(self) -> bool:
+        """Queue the notice of dropped messages once half the buffer is free again."""
+        if not self.lost or len(self._out) >= self.out_max // 2:
+            return False
+        self._out += encode({"ok": True, "lost": self.lost})
+        self.lost = 0
+        return True
+
+    def flush(self) -> None:
+        """Send what the socket takes now (it is writable, or may be)."""
+        while not self.closed and (self._out or self._announce_lost()):
+            try:
+                n = self.sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.close()
+                return
+            del self._out[:n]
+        if self.closed:
+            return
+        if self._closing and not self._out:
+            self.close()
+            return
+        waiting = bool(self._out)
+        if waiting != self._waiting:
+            self._waiting = waiting
+            if self.on_backlog is not None:
+                self.on_backlog(waiting)
+
+    def close_when_flushed(self) -> None:
+        """Close once what is queued has gone out; read no more requests meanwhile."""
+        self._closing = True
+        self.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._out.clear()
+        if self.on_close is not None:
+            self.on_close()              # before the fd number can be reused
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # --- as a client: blocking ------------------------------------------------------------
+
+    def write(self, msg) -> None:
+        """Send one line, blocking up to ``timeout`` (OSError if it cannot)."""
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(encode(msg))
+
+    def read(self, timeout=DEFAULT) -> dict | None:
+        """The next line; None at the end of the stream.  Waits up to ``timeout`` seconds
+        (the channel's own by default, None: for ever) and raises TimeoutError after; a line
+        that is not a JSON object raises ControlError."""
+        if timeout is DEFAULT:
+            timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            if deadline is None:
+                self.sock.settimeout(None)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no answer in time")
+                self.sock.settimeout(left)
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                return None
+            self._ready += self._lines(data)
+        msg = self._ready.pop(0)
+        if isinstance(msg, BadLine):
+            raise ControlError(f"the VTEP answered with a bad line: {msg.reason}")
+        return msg
+
+    def request(self, msg) -> dict | None:
+        """Send ``msg`` and read its answer (None if the peer closed instead)."""
+        self.write(msg)
+        return self.read()
+
+
+def _decode(line: bytes):
+    try:
+        msg = json.loads(line)
+    except ValueError as e:
+        return BadLine(f"not JSON: {e}")
+    if not isinstance(msg, dict):
+        return BadLine("not a JSON object")
+    return msg
+
+
+def connect(address: str, timeout: float | None = 5.0, max_line: int = ANSWER_MAX) -> Channel:
+    """A blocking client channel to the abstract or path Unix socket ``address`` (OSError if
+    nobody listens)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return Channel(sock, max_line=max_line, timeout=timeout)
