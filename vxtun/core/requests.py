@@ -21,7 +21,7 @@ name them:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from ..errors import LocalError
 from ..fdb import Remote
@@ -301,8 +301,8 @@ class NeighFlush(_Request):
         return d
 
 
-Request = Union[Show, Stats, Down, Monitor, FdbUpdate, FdbDelete, FdbShow, FdbFlush,
-                NeighUpdate, NeighDelete, NeighShow, NeighFlush]
+Request = (Show | Stats | Down | Monitor | FdbUpdate | FdbDelete | FdbShow | FdbFlush
+           | NeighUpdate | NeighDelete | NeighShow | NeighFlush)
 
 
 # --- JSON -> request ------------------------------------------------------------------------
@@ -384,3 +384,13 @@ def request_from_json(obj) -> Request:
             raise LocalError(f"unknown field {_kind(key)} in {where}")
     return build(op, obj)
 
+
+
+def fdb_update_from_json(obj) -> FdbUpdate:
+    """An FDB entry a VTEP starts with (``vxtun up --config``, sent to the port owner with
+    ``FdbUpdate.to_json()``): only ``fdb add|append|replace`` describes one."""
+    req = request_from_json(obj)
+    if not isinstance(req, FdbUpdate):
+        raise LocalError(f"an FDB entry must be fdb add, append or replace, not {req.cmd} "
+                         f"{getattr(req, 'op', '')}".rstrip())
+    return req
