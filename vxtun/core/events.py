@@ -27,6 +27,8 @@ from ..wire.ether import mac_from_str, mac_to_str
 
 @dataclass(frozen=True)
 class L2Miss:
+    """A frame for ``mac`` found no FDB entry and no default destination (vxlan_fdb_miss);
+    a controller answers it with ``bridge fdb add``."""
     dev: str
     mac: bytes
     vni: int
@@ -48,6 +50,8 @@ class L2Miss:
 
 @dataclass(frozen=True)
 class L3Miss:
+    """An ARP request or Neighbour Solicitation for ``ip`` found no neighbour entry
+    (vxlan_ip_miss, from arp_reduce/neigh_reduce); answered with ``ip neigh replace``."""
     dev: str
     ip: str
     vni: int

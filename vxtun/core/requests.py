@@ -139,30 +139,43 @@ class _Request:
         return {}
 
 
+class _Fdb(_Request):
+    """``bridge fdb ... dev DEV self``: the VTEP's own FDB."""
+    cmd: ClassVar[str] = "fdb"
+
+
+class _Neigh(_Request):
+    """``ip neigh ... dev DEV``: the table the ARP/ND proxy answers from."""
+    cmd: ClassVar[str] = "neigh"
+
+
 # --- the device --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Show(_Request):
-    """``vxtun show``: the configuration, MTU, MAC, dataplane (as ``ip -d link show``)."""
+    """``vxtun show``, answered with the configuration as ``ip -d link show`` names it, and
+    the MTU, MAC, addresses, bridge, dataplane and its offload features."""
     cmd: ClassVar[str] = "show"
 
 
 @dataclass(frozen=True)
 class Stats(_Request):
-    """``vxtun stats``: packets, bytes and drops by reason."""
+    """``vxtun stats``: packets and bytes each way, drops by reason, events lost."""
     cmd: ClassVar[str] = "stats"
 
 
 @dataclass(frozen=True)
 class Down(_Request):
-    """``vxtun down``: remove the VTEP."""
+    """``vxtun down``: the VTEP goes.  The answer is sent once its TAP is gone; the
+    ``vxtun up`` that started it exits 0 when it held no other VTEP."""
     cmd: ClassVar[str] = "down"
 
 
 @dataclass(frozen=True)
 class Monitor(_Request):
-    """``vxtun monitor``: make this connection a listener for the VTEP's events."""
+    """``vxtun monitor``: after the answer, every event of the VTEP comes on this
+    connection (``vxtun/core/events.py``), as ``ip monitor`` shows the kernel's."""
     cmd: ClassVar[str] = "monitor"
 
 
@@ -170,17 +183,18 @@ class Monitor(_Request):
 
 
 @dataclass(frozen=True)
-class FdbUpdate(_Request):
-    """``bridge fdb add|append|replace MAC dst IP ...``: one destination for ``mac``."""
-    cmd: ClassVar[str] = "fdb"
+class FdbUpdate(_Fdb):
+    """``bridge fdb add|append|replace MAC dst IP [port P] [vni V] [via DEV] [STATE]``: one
+    destination for ``mac`` (``port`` 0 and ``vni`` None: the VTEP's own).  Also the form of
+    the FDB entries a VTEP starts with (``vxtun up --config``)."""
     op: str
     mac: bytes
     remote: Remote
     state: str = "permanent"
 
     def __post_init__(self) -> None:
-        self._canon(op=_op(self.op, "fdb", FDB_UPDATE_OPS), mac=_mac(self.mac),
-                    remote=_remote(self.remote),
+        remote = _remote(self.remote)       # rebuilt: the address canonical, no "" for via
+        self._canon(op=_op(self.op, "fdb", FDB_UPDATE_OPS), mac=_mac(self.mac), remote=remote,
                     state=_choice(self.state, "fdb state", FDB_STATES))
 
     def _fields_json(self) -> dict:
@@ -188,9 +202,8 @@ class FdbUpdate(_Request):
 
 
 @dataclass(frozen=True)
-class FdbDelete(_Request):
+class FdbDelete(_Fdb):
     """``bridge fdb del MAC [dst IP [port P] [vni V]]``: one destination, or the entry."""
-    cmd: ClassVar[str] = "fdb"
     op: ClassVar[str] = "del"
     mac: bytes
     dst: str | None = None
@@ -213,15 +226,14 @@ class FdbDelete(_Request):
 
 
 @dataclass(frozen=True)
-class FdbShow(_Request):
-    cmd: ClassVar[str] = "fdb"
+class FdbShow(_Fdb):
+    """``bridge fdb show``: every entry, the default (all-zeros) one first."""
     op: ClassVar[str] = "show"
 
 
 @dataclass(frozen=True)
-class FdbFlush(_Request):
+class FdbFlush(_Fdb):
     """``bridge fdb flush [dynamic]``."""
-    cmd: ClassVar[str] = "fdb"
     op: ClassVar[str] = "flush"
     dynamic: bool = False
 
@@ -236,9 +248,8 @@ class FdbFlush(_Request):
 
 
 @dataclass(frozen=True)
-class NeighUpdate(_Request):
+class NeighUpdate(_Neigh):
     """``ip neigh add|replace|change IP lladdr MAC [nud STATE]``."""
-    cmd: ClassVar[str] = "neigh"
     op: str
     ip: str
     lladdr: bytes
@@ -253,9 +264,8 @@ class NeighUpdate(_Request):
 
 
 @dataclass(frozen=True)
-class NeighDelete(_Request):
+class NeighDelete(_Neigh):
     """``ip neigh del IP``."""
-    cmd: ClassVar[str] = "neigh"
     op: ClassVar[str] = "del"
     ip: str
 
@@ -267,9 +277,8 @@ class NeighDelete(_Request):
 
 
 @dataclass(frozen=True)
-class NeighShow(_Request):
+class NeighShow(_Neigh):
     """``ip neigh show [to IP] [nud STATE|all]``."""
-    cmd: ClassVar[str] = "neigh"
     op: ClassVar[str] = "show"
     to: str | None = None
     nud: str | None = None
@@ -283,9 +292,8 @@ class NeighShow(_Request):
 
 
 @dataclass(frozen=True)
-class NeighFlush(_Request):
+class NeighFlush(_Neigh):
     """``ip neigh flush [to IP] [nud all]``: all but permanent and noarp entries, or all."""
-    cmd: ClassVar[str] = "neigh"
     op: ClassVar[str] = "flush"
     to: str | None = None
     all_states: bool = False
