@@ -362,8 +362,7 @@ class Node:
         ev = vtep.next_event()
         while ev is not None:
             if port.monitors:
-                line = json.dumps({"ok": True, "event": ev.to_json(),
-                                   "text": str(ev)}).encode() + b"\n"
+                line = json.dumps({"ok": True, "event": ev.to_json()}).encode() + b"\n"
                 for conn in list(port.monitors):
                     self._queue(conn, line, droppable=True)
             ev = vtep.next_event()
