@@ -11,6 +11,11 @@ the returned actions:
 
 Malformed input is never an exception: it is dropped and counted in ``self.stats``.
 
+Administrative changes (``bridge fdb``, ``ip neigh``: ``fdb_update``, ``fdb_delete``,
+``neigh_update``, ``neigh_delete``, ``neigh_flush``) are carried out here too, because what
+each reports as an event is a rule of its own: the destination touched, not the whole entry;
+a neighbour only when something changed; a deleted neighbour as FAILED.
+
 Transmit path (vxlan_xmit):
   1. With ``proxy``, every ARP frame and every IPv6 Neighbour Solicitation is consumed: a
      request for an IP whose neighbour entry is usable (NUD_CONNECTED) is answered, any other
@@ -177,9 +182,9 @@ class Vtep:
                 for e in self.fdb.entries()]
 
     def neigh_update(self, op: str, ip: str, lladdr: bytes, nud: str, now: float) -> None:
-        """``ip neigh add|replace|change``: reported only when the state or the lladdr changed
-        (__neigh_update notifies NEIGH_UPDATE_F_ADMIN changes only then); a refresh with the
-        same values only restarts the reachable time."""
+        """``ip neigh add|replace|change``: reported only when the state or the lladdr changed,
+        as __neigh_update() notifies; a refresh with the same values only restarts the
+        reachable time."""
         e, changed = self.neigh.add(ip, lladdr, nud, now, op)
         self.neigh_aged()
         if changed:
