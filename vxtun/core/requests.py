@@ -26,16 +26,14 @@ from typing import ClassVar
 from ..errors import LocalError
 from ..fdb import Remote
 from ..fdb.table import STATES as FDB_STATES
-from ..proxy.neigh import NUD_STATES
 from ..wire.addr import canonical_ip
 from ..wire.ether import mac_from_str, mac_to_str
 from ..wire.vxlan import VNI_MAX
 
 FDB_UPDATE_OPS = ("add", "append", "replace")
 NEIGH_UPDATE_OPS = ("add", "replace", "change")
-# In the order the CLI has always listed them.
+# vxtun/proxy/neigh.py's NUD_STATES, in the order the CLI has always listed them.
 NUD_WORDS = ("permanent", "reachable", "stale", "noarp")
-assert set(NUD_WORDS) == set(NUD_STATES)
 
 
 # --- checks: each returns the canonical value or raises LocalError ---------------------------
@@ -47,6 +45,8 @@ def _kind(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and not -10**18 < value < 10**18:
+        return "a number out of range"      # str() of a huge int is slow, or refused
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, str):
@@ -65,7 +65,7 @@ def _number(value, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise LocalError(f"{what} must be a number, not {_kind(value)}")
     if not lo <= value <= hi:
-        raise LocalError(f"invalid {what} {value}: must be {lo}..{hi}")
+        raise LocalError(f"invalid {what} {_kind(value)}: must be {lo}..{hi}")
     return value
 
 
