@@ -393,3 +393,35 @@ def test_handle_tells_the_node_after_every_request():
     commands.handle(node, SimpleNamespace(config=cfg, vtep=Vtep(cfg)), None,
                     {"cmd": "fdb", "op": "show"})
     assert node.after == 1
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+
+def outer_imports(source: str) -> list[str]:
+    """The vxtun subpackages outside the core that a module of vxtun/<layer>/ imports."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level >= 2:      # from ..X import ...
+            tops = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            tops = [node.module.split(".")[1]] if node.module.startswith("vxtun.") else []
+        elif isinstance(node, ast.Import):
+            tops = [a.name.split(".")[1] for a in node.names if a.name.startswith("vxtun.")]
+        else:
+            continue
+        found += [t for t in tops if t in ("cli", "dataplane", "io", "_fastpath", "api", "lab")]
+    return found
+
+
+def test_the_core_imports_no_outer_layer():
+    """core, fdb, proxy and wire state the rules; the CLI, the dataplane and I/O use them, never
+    the other way round (so the core's events cannot carry CLI text)."""
+    from pathlib import Path
+    assert outer_imports("from ..cli.output import x\nfrom .. import io\nimport vxtun.lab") == \
+        ["cli", "io", "lab"]
+    pkg = Path(__file__).resolve().parents[2] / "vxtun"
+    for layer in ("core", "fdb", "proxy", "wire"):
+        for path in sorted((pkg / layer).glob("*.py")):
+            assert outer_imports(path.read_text()) == [], path
