@@ -19,7 +19,7 @@ UP_OK = ["--vni", "42", "--remote", "192.0.2.1", "--local", "192.0.2.2", "--dev"
 # --- vxtun fdb ... (bridge fdb grammar) -----------------------------------------------------
 
 
-def test_fdb_add_default_entry_like_the_tutorial():
+def test_fdb_add_default_entry_as_bridge_fdb_takes_it():
     req = parse_fdb(["add", ZERO, "dst", "192.0.2.1", "dev", "vxtun0", "self", "permanent"])
     assert req.dev == "vxtun0" and not req.json
     assert req.body == {"cmd": "fdb", "op": "add", "mac": ZERO, "dst": "192.0.2.1",
@@ -71,7 +71,7 @@ def test_fdb_errors_say_what_is_wrong(words, message):
 # --- vxtun neigh ... (ip neigh grammar) -----------------------------------------------------
 
 
-def test_neigh_add_like_the_tutorial():
+def test_neigh_add_as_ip_neigh_takes_it():
     req = parse_neigh(["add", "10.20.1.3", "lladdr", "D2:04:EB:E6:70:E4", "dev", "vxtun0",
                        "nud", "reachable"])
     assert req.dev == "vxtun0"
