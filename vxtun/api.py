@@ -42,18 +42,14 @@ from .core.requests import (FdbDelete, FdbShow, FdbUpdate, NeighDelete, NeighFlu
 from .errors import ControlError
 from .fdb import Remote
 from .io import control
-from .wire.ether import mac_from_str
 
 __all__ = ["Controller", "EventStream", "L2Miss", "L3Miss", "NeighChange", "FdbChange",
            "running"]
 
+
 def running() -> list[str]:
     """The names of the vxtun VTEPs running in this network namespace."""
     return control.running()
-
-
-def _mac(mac: str | bytes) -> bytes:
-    return bytes(mac) if isinstance(mac, (bytes, bytearray)) else mac_from_str(mac)
 
 
 class EventStream:
@@ -139,7 +135,7 @@ class Controller:
     # --- neighbour table (ip neigh ... dev DEV) ------------------------------------------
 
     def _neigh(self, op: str, ip: str, lladdr: str | bytes, nud: str) -> None:
-        self._call(NeighUpdate(op, ip, _mac(lladdr), nud))
+        self._call(NeighUpdate(op, ip, lladdr, nud))
 
     def neigh_add(self, ip: str, lladdr: str | bytes, nud: str = "permanent") -> None:
         """``ip neigh add IP lladdr MAC nud NUD``; refuses an existing entry."""
@@ -167,7 +163,7 @@ class Controller:
 
     def _fdb(self, op: str, mac: str | bytes, dst: str, port: int | None, vni: int | None,
              via: str | None, state: str) -> None:
-        self._call(FdbUpdate(op, _mac(mac), Remote(dst, port or 0, vni, via), state))
+        self._call(FdbUpdate(op, mac, Remote(dst, port or 0, vni, via), state))
 
     def fdb_add(self, mac: str | bytes, dst: str, port: int | None = None,
                 vni: int | None = None, via: str | None = None,
@@ -189,7 +185,7 @@ class Controller:
 
     def fdb_del(self, mac: str | bytes, dst: str | None = None) -> None:
         """``bridge fdb del``: one destination when ``dst`` is given, else the whole entry."""
-        self._call(FdbDelete(_mac(mac), dst))
+        self._call(FdbDelete(mac, dst))
 
     def fdb_show(self) -> list[dict]:
         return self._call(FdbShow())
