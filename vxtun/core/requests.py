@@ -4,9 +4,8 @@ Any local program may speak the control protocol (JSON lines on ``@vxtun/<dev>``
 request is validated whole where it enters, before anything changes: a typed request cannot be
 built with a wrong type, an out-of-range number, a bad address or an unknown state in it.  The
 constructors canonicalise what they are given (a MAC, as text or bytes, becomes 6 bytes; an IP
-its canonical text),
-``to_json()`` gives the form that travels, and ``request_from_json()`` turns any decoded JSON
-back into a request or raises LocalError with a message fit to print.
+its canonical text), ``to_json()`` gives the form that travels, and ``request_from_json()``
+turns any decoded JSON back into a request or raises LocalError with a message fit to print.
 
 The CLI (``vxtun/cli/requests.py``) builds these from iproute2's words, ``vxtun.api`` from a
 program's arguments, and ``vxtun/dataplane/commands.py`` carries them out with the core's
