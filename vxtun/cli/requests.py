@@ -102,8 +102,8 @@ def parse_fdb(words: list[str]) -> Command:
     [via DEV] [self] [permanent|static|dynamic] [-j]``"""
     w = _Words(words, "fdb", FDB_OPS)
     op = w.op
-    mac = mac_from_str(w.first("a MAC address")) if op in ("add", "append", "replace",
-                                                           "del") else None
+    listing = op in ("show", "flush")
+    mac = None if listing else mac_from_str(w.first("a MAC address"))
     dst = via = None
     port, vni, state, dynamic = 0, None, "permanent", False
     for word in w:
