@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A small controller: answer a VTEP's L3 and L2 misses from a table (the tutorial's scenario 7,
-done by a program instead of a person typing ``ip neigh replace`` and ``bridge fdb add``).
+"""A small controller: answer a VTEP's L3 and L2 misses from a table, as a program instead of a
+person typing ``ip neigh replace`` and ``bridge fdb add`` (README.md's section on the ARP/ND
+proxy, misses and a controller in Python).
 
     python3 tools/resolver.py [dev vxtun0] --table hosts.txt [--nud reachable]
 
@@ -17,7 +18,7 @@ printed as one JSON line on stdout (``{"answered": "l3miss", ...}``); the first 
 ``{"ready": DEV}``, says the subscription is active.
 
 It uses only the documented Python API (``vxtun.api``).  With ``--nud reachable`` (the
-tutorial's choice) the VTEP forgets the answer after its reachable time and, once the stale
+default) the VTEP forgets the answer after its reachable time and, once the stale
 entry is collected, raises the miss again, which this program answers again.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ if __package__ in (None, ""):       # run as a script from a checkout: find the 
 
 from vxtun.api import Controller, L2Miss, L3Miss  # noqa: E402
 from vxtun.errors import VxtunError  # noqa: E402
-from vxtun.wire.ether import mac_from_str, mac_to_str, normalize_ip  # noqa: E402
+from vxtun.wire.addr import canonical_ip  # noqa: E402
+from vxtun.wire.ether import mac_from_str, mac_to_str  # noqa: E402
 
 
 class Table:
@@ -52,8 +54,8 @@ class Table:
                 continue
             if len(words) != 3:
                 raise VxtunError(f"table line {n}: expected 'IP MAC VTEP-IP', got {line!r}")
-            ip, mac, vtep = normalize_ip(words[0]), mac_to_str(mac_from_str(words[1])), \
-                normalize_ip(words[2])
+            ip, mac, vtep = canonical_ip(words[0]), mac_to_str(mac_from_str(words[1])), \
+                canonical_ip(words[2])
             t.by_ip[ip] = mac
             t.by_mac[mac] = vtep
         return t

@@ -1,8 +1,8 @@
 """The Python API of a running VTEP, for controllers: events in, table changes out.
 
-The tutorial ends with "everything manual here is done by a program in practice": a program
-listens for the misses of ``ip monitor`` and answers them with ``ip neigh replace`` and
-``bridge fdb add``.  This module is that program's side of a vxtun VTEP::
+What a person does by hand with ``ip monitor``, ``ip neigh replace`` and ``bridge fdb add``, a
+controller does as a program: it listens for the misses and answers them.  This module is that
+program's side of a vxtun VTEP::
 
     from vxtun.api import Controller, L2Miss, L3Miss
 
@@ -23,41 +23,32 @@ running raises ``vxtun.errors.ControlError`` with the message the CLI would prin
 from ``VxtunError``.
 
 Events are the dataclasses of ``vxtun.core.events``: ``L3Miss`` (``.ip``), ``L2Miss``
-(``.mac``, ``.lladdr``), ``NeighChange`` and ``FdbChange`` (``.action`` ``new``/``del`` and
-``.entry``, as ``ip -j neigh`` / ``bridge -j fdb`` show one).  A listener that falls behind
-loses events, never the VTEP's packets: ``EventStream.lost`` counts what it missed.  Misses of
-one key are reported at most once a second, so a controller is never flooded by a burst.
+(``.mac``, ``.lladdr``), ``NeighChange`` (``.action`` ``new``/``del``, ``.ip``, ``.lladdr``,
+``.state``) and ``FdbChange`` (``.action``, ``.mac``, ``.remotes``, ``.state``); both changes
+also give ``.entry``, as ``ip -j neigh`` / ``bridge -j fdb`` show one.  Every request is one
+of the typed requests of ``vxtun.core.requests``, checked before it is sent.  A listener that
+falls behind loses events, never the VTEP's packets: ``EventStream.lost`` counts what it
+missed.  Misses of one key are reported at most once a second, so a controller is never
+flooded by a burst.
 """
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from .core.events import FdbChange, L2Miss, L3Miss, NeighChange, event_from_json
-from .errors import ControlError, LocalError
+from .core.requests import (FdbDelete, FdbShow, FdbUpdate, NeighDelete, NeighFlush, NeighShow,
+                            NeighUpdate, Request, Show, Stats)
+from .errors import ControlError
+from .fdb import Remote
 from .io import control
-from .wire.ether import mac_from_str, mac_to_str
 
 __all__ = ["Controller", "EventStream", "L2Miss", "L3Miss", "NeighChange", "FdbChange",
            "running"]
-
-NUD = ("permanent", "noarp", "reachable", "stale")
 
 
 def running() -> list[str]:
     """The names of the vxtun VTEPs running in this network namespace."""
     return control.running()
-
-
-def _mac(mac: str | bytes) -> str:
-    return mac_to_str(mac) if isinstance(mac, (bytes, bytearray)) else mac_to_str(mac_from_str(mac))
-
-
-def _ip(ip: str, what: str) -> str:
-    try:
-        return str(ipaddress.ip_address(ip))
-    except ValueError:
-        raise LocalError(f"invalid {what} address {ip!r}") from None
 
 
 class EventStream:
@@ -116,8 +107,8 @@ class Controller:
         self.dev = dev
         self.timeout = timeout
 
-    def _call(self, req: dict):
-        return control.call(self.dev, req, self.timeout)
+    def _call(self, req: Request):
+        return control.call(self.dev, req.to_json(), self.timeout)
 
     # --- events ------------------------------------------------------------------------
 
@@ -134,18 +125,15 @@ class Controller:
 
     def show(self) -> dict:
         """What ``vxtun show -j`` shows: the configuration, MTU, MAC, dataplane."""
-        return self._call({"cmd": "show"})
+        return self._call(Show())
 
     def stats(self) -> dict:
-        return self._call({"cmd": "stats"})
+        return self._call(Stats())
 
     # --- neighbour table (ip neigh ... dev DEV) ------------------------------------------
 
     def _neigh(self, op: str, ip: str, lladdr: str | bytes, nud: str) -> None:
-        if nud not in NUD:
-            raise LocalError(f"invalid nud state {nud!r} (expected {', '.join(NUD)})")
-        self._call({"cmd": "neigh", "op": op, "dst": _ip(ip, "neighbour"),
-                    "lladdr": _mac(lladdr), "nud": nud})
+        self._call(NeighUpdate(op, ip, lladdr, nud))
 
     def neigh_add(self, ip: str, lladdr: str | bytes, nud: str = "permanent") -> None:
         """``ip neigh add IP lladdr MAC nud NUD``; refuses an existing entry."""
@@ -159,35 +147,21 @@ class Controller:
         self._neigh("change", ip, lladdr, nud)
 
     def neigh_del(self, ip: str) -> None:
-        self._call({"cmd": "neigh", "op": "del", "dst": _ip(ip, "neighbour")})
+        self._call(NeighDelete(ip))
 
     def neigh_flush(self, all_states: bool = False) -> None:
         """``ip neigh flush dev DEV``: all but permanent and noarp entries (or every one)."""
-        req = {"cmd": "neigh", "op": "flush"}
-        if all_states:
-            req["nud"] = "all"
-        self._call(req)
+        self._call(NeighFlush(all_states=all_states))
 
     def neigh_show(self, nud: str | None = None) -> list[dict]:
         """As ``ip -j neigh show dev DEV`` (noarp entries only with ``nud="all"``)."""
-        req = {"cmd": "neigh", "op": "show"}
-        if nud:
-            req["nud"] = nud
-        return self._call(req)
+        return self._call(NeighShow(nud=nud or None))
 
     # --- FDB (bridge fdb ... dev DEV self) -----------------------------------------------
 
     def _fdb(self, op: str, mac: str | bytes, dst: str, port: int | None, vni: int | None,
              via: str | None, state: str) -> None:
-        req = {"cmd": "fdb", "op": op, "mac": _mac(mac), "dst": _ip(dst, "dst"),
-               "state": state}
-        if port:
-            req["port"] = int(port)
-        if vni is not None:
-            req["vni"] = int(vni)
-        if via:
-            req["via"] = via
-        self._call(req)
+        self._call(FdbUpdate(op, mac, Remote(dst, port or 0, vni, via), state))
 
     def fdb_add(self, mac: str | bytes, dst: str, port: int | None = None,
                 vni: int | None = None, via: str | None = None,
@@ -209,10 +183,7 @@ class Controller:
 
     def fdb_del(self, mac: str | bytes, dst: str | None = None) -> None:
         """``bridge fdb del``: one destination when ``dst`` is given, else the whole entry."""
-        req = {"cmd": "fdb", "op": "del", "mac": _mac(mac)}
-        if dst is not None:
-            req["dst"] = _ip(dst, "dst")
-        self._call(req)
+        self._call(FdbDelete(mac, dst))
 
     def fdb_show(self) -> list[dict]:
-        return self._call({"cmd": "fdb", "op": "show"})
+        return self._call(FdbShow())

@@ -19,7 +19,7 @@ UP_OK = ["--vni", "42", "--remote", "192.0.2.1", "--local", "192.0.2.2", "--dev"
 # --- vxtun fdb ... (bridge fdb grammar) -----------------------------------------------------
 
 
-def test_fdb_add_default_entry_like_the_tutorial():
+def test_fdb_add_default_entry_as_bridge_fdb_takes_it():
     req = parse_fdb(["add", ZERO, "dst", "192.0.2.1", "dev", "vxtun0", "self", "permanent"])
     assert req.dev == "vxtun0" and not req.json
     assert req.body == {"cmd": "fdb", "op": "add", "mac": ZERO, "dst": "192.0.2.1",
@@ -71,7 +71,7 @@ def test_fdb_errors_say_what_is_wrong(words, message):
 # --- vxtun neigh ... (ip neigh grammar) -----------------------------------------------------
 
 
-def test_neigh_add_like_the_tutorial():
+def test_neigh_add_as_ip_neigh_takes_it():
     req = parse_neigh(["add", "10.20.1.3", "lladdr", "D2:04:EB:E6:70:E4", "dev", "vxtun0",
                        "nud", "reachable"])
     assert req.dev == "vxtun0"
@@ -232,8 +232,7 @@ def test_up_rejects_a_non_numeric_vni():
 def test_default_fdb_entry_prints_like_bridge_fdb_show():
     cfg = config(UP_OK + ["--dstport", "4789"])
     vtep = Vtep(cfg)
-    (entry,) = vtep.fdb.entries()
-    js = output.fdb_entry_json(entry, cfg)
+    (js,) = vtep.fdb_show()
     assert output.format_fdb_line(js, with_dev=False) == \
         "00:00:00:00:00:00 dst 192.0.2.1 via eth0 self permanent"
     assert output.format_fdb_line(js) == \
@@ -244,8 +243,7 @@ def test_learned_entry_prints_without_state():
     cfg = config(UP_OK + ["--dstport", "4789"])
     vtep = Vtep(cfg)
     vtep.fdb.learn(mac_from_str("02:00:00:00:00:01"), "192.0.2.1", 1.0)
-    lines = [output.format_fdb_line(output.fdb_entry_json(e, cfg), with_dev=False)
-             for e in vtep.fdb.entries()]
+    lines = [output.format_fdb_line(js, with_dev=False) for js in vtep.fdb_show()]
     assert lines[1] == "02:00:00:00:00:01 dst 192.0.2.1 self"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from vxtun.cli import configfile
 from vxtun.cli.main import main
+from vxtun.core.requests import FdbUpdate
 from vxtun.dataplane import owner
 from vxtun.errors import LocalError
 from vxtun.fdb import Remote
@@ -47,9 +48,9 @@ def test_the_readme_example(tmp_path):
     assert (vx43.vni, vx43.learning, vx43.address) == (43, False, ["10.20.43.1/24"])
     assert fdb["vx42"] == []
     assert fdb["vx43"] == [
-        (ZERO_MAC, Remote("192.0.2.2"), "permanent", "append"),
-        (ZERO_MAC, Remote("192.0.2.3"), "permanent", "append"),
-        (mac_from_str("52:5e:55:58:9a:ab"), Remote("192.0.2.2"), "static", "append")]
+        FdbUpdate("append", ZERO_MAC, Remote("192.0.2.2"), "permanent"),
+        FdbUpdate("append", ZERO_MAC, Remote("192.0.2.3"), "permanent"),
+        FdbUpdate("append", mac_from_str("52:5e:55:58:9a:ab"), Remote("192.0.2.2"), "static")]
 
 
 def test_the_docstring_example(tmp_path):
@@ -94,8 +95,8 @@ vni = 7
 local = "2001:db8::1"
 fdb = ["add 02:00:00:00:00:08 dst 2001:db8::3 port 4790 vni 8 via eth0 dynamic"]
 """))
-    assert fdb["vxtun0"] == [(mac_from_str("02:00:00:00:00:08"),
-                              Remote("2001:db8::3", 4790, 8, "eth0"), "dynamic", "add")]
+    assert fdb["vxtun0"] == [FdbUpdate("add", mac_from_str("02:00:00:00:00:08"),
+                                       Remote("2001:db8::3", 4790, 8, "eth0"), "dynamic")]
 
 
 @pytest.mark.parametrize("text, message", [

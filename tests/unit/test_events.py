@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from vxtun.api import Controller
+from vxtun.cli.output import format_event
 from vxtun.cli.requests import parse_neigh
 from vxtun.core import VtepConfig, Vtep
 from vxtun.core.events import FdbChange, L2Miss, L3Miss, NeighChange, event_from_json
 from vxtun.errors import ControlError, LocalError
+from vxtun.fdb import Remote
 from vxtun.io import control
 from vxtun.wire.ether import mac_from_str
 
@@ -34,16 +36,14 @@ EVENTS = [
     (L3Miss("vxlan0", "10.20.1.3", 42), "miss 10.20.1.3 STALE", "miss 10.20.1.3 dev vxlan0 STALE"),
     (L2Miss("vxlan0", mac_from_str(MAC), 42), f"miss lladdr {MAC} STALE",
      f"miss dev vxlan0 lladdr {MAC} STALE"),
-    (NeighChange("new", "vxlan0", {"dst": "10.20.1.3", "lladdr": MAC, "state": ["REACHABLE"]}),
+    (NeighChange("new", "vxlan0", "10.20.1.3", mac_from_str(MAC), "reachable"),
      f"10.20.1.3 lladdr {MAC} REACHABLE", f"10.20.1.3 dev vxlan0 lladdr {MAC} REACHABLE"),
-    (NeighChange("del", "vxlan0", {"dst": "10.20.1.3", "state": ["FAILED"]}),
+    (NeighChange("del", "vxlan0", "10.20.1.3", None, "failed"),
      "Deleted 10.20.1.3 FAILED", "Deleted 10.20.1.3 dev vxlan0 FAILED"),
-    (FdbChange("new", "vxlan0", {"mac": MAC, "ifname": "vxlan0", "flags": ["self"],
-                                 "state": "permanent", "remotes": [{"dst": "192.0.2.2"}]}),
+    (FdbChange("new", "vxlan0", mac_from_str(MAC), (Remote("192.0.2.2"),), "permanent"),
      f"{MAC} dev vxlan0 dst 192.0.2.2 self permanent",
      f"{MAC} dev vxlan0 dst 192.0.2.2 self permanent"),
-    (FdbChange("del", "vxlan0", {"mac": MAC, "ifname": "vxlan0", "flags": ["self"],
-                                 "state": "permanent", "remotes": [{"dst": "192.0.2.2"}]}),
+    (FdbChange("del", "vxlan0", mac_from_str(MAC), (Remote("192.0.2.2"),), "permanent"),
      f"Deleted {MAC} dev vxlan0 dst 192.0.2.2 self permanent",
      f"Deleted {MAC} dev vxlan0 dst 192.0.2.2 self permanent"),
 ]
@@ -52,8 +52,8 @@ EVENTS = [
 @pytest.mark.parametrize("ev, filtered, unfiltered", EVENTS,
                          ids=["l3miss", "l2miss", "neigh", "neigh-del", "fdb", "fdb-del"])
 def test_text_as_ip_monitor(ev, filtered, unfiltered):
-    assert ev.format(with_dev=False) == filtered
-    assert ev.format(with_dev=True) == unfiltered == str(ev)
+    assert format_event(ev, with_dev=False) == filtered
+    assert format_event(ev, with_dev=True) == unfiltered == format_event(ev)
 
 
 @pytest.mark.parametrize("ev", [e for e, _, _ in EVENTS],
@@ -62,7 +62,8 @@ def test_json_round_trip(ev):
     d = json.loads(json.dumps(ev.to_json()))
     back = event_from_json(d)
     assert type(back) is type(ev)
-    assert back.format() == ev.format()
+    assert format_event(back) == format_event(ev)
+    assert back == ev
 
 
 def test_json_uses_iproute2_keys():
@@ -72,14 +73,14 @@ def test_json_uses_iproute2_keys():
     assert L2Miss("vxlan0", mac_from_str(MAC), 42).to_json() == {
         "event": "l2miss", "miss": None, "dev": "vxlan0", "lladdr": MAC, "state": ["STALE"],
         "vni": 42}
-    d = NeighChange("del", "vxlan0", {"dst": "10.20.1.3", "state": ["FAILED"]}).to_json()
+    d = NeighChange("del", "vxlan0", "10.20.1.3", None, "failed").to_json()
     assert d["deleted"] is True and "lladdr" not in d
 
 
 def test_a_miss_for_the_zero_mac_carries_no_lladdr():
     ev = L2Miss("vxlan0", bytes(6), 42)
-    assert ev.format(with_dev=False) == "miss STALE"
-    assert ev.format() == "miss dev vxlan0 STALE"
+    assert format_event(ev, with_dev=False) == "miss STALE"
+    assert format_event(ev) == "miss dev vxlan0 STALE"
     assert "lladdr" not in ev.to_json()
     assert event_from_json(ev.to_json()) == ev
 
@@ -88,8 +89,8 @@ def test_an_admin_delete_is_reported_failed_without_lladdr():
     """neigh_del marks the entry FAILED (dropping its lladdr) before removing it."""
     v = Vtep(VtepConfig(vni=42, name="vxtun0", proxy=True))
     e, _ = v.neigh.add("10.20.1.3", mac_from_str(MAC), "permanent")
-    v.neigh_changed("del", v.neigh.delete("10.20.1.3"), admin=True)
-    assert v.next_event().format(with_dev=False) == "Deleted 10.20.1.3 FAILED"
+    v.neigh_delete("10.20.1.3")
+    assert format_event(v.next_event(), with_dev=False) == "Deleted 10.20.1.3 FAILED"
 
 
 def test_unknown_events_are_refused():
@@ -100,14 +101,14 @@ def test_unknown_events_are_refused():
 # --- ip neigh grammar: nud all -------------------------------------------------------------
 
 def test_show_and_flush_take_an_address():
-    assert parse_neigh(["show", "10.20.1.3", "dev", "vxtun0"]).body["to"] == "10.20.1.3"
-    assert parse_neigh(["flush", "to", "2001:db8:1020:0::3"]).body["to"] == "2001:db8:1020::3"
+    assert parse_neigh(["show", "10.20.1.3", "dev", "vxtun0"]).request.to == "10.20.1.3"
+    assert parse_neigh(["flush", "to", "2001:db8:1020:0::3"]).request.to == "2001:db8:1020::3"
     with pytest.raises(LocalError, match="unexpected word"):
         parse_neigh(["show", "10.20.1.3", "10.20.1.4"])
 
 
 def test_nud_all_is_for_show_and_flush_only():
-    assert parse_neigh(["show", "nud", "all"]).body["nud"] == "all"
+    assert parse_neigh(["show", "nud", "all"]).request.nud == "all"
     assert parse_neigh(["flush", "dev", "vxtun0", "nud", "all"]).body["nud"] == "all"
     with pytest.raises(LocalError, match="invalid nud state 'all'"):
         parse_neigh(["add", "10.20.1.3", "lladdr", MAC, "nud", "all"])
@@ -327,7 +328,8 @@ def test_resolver_answers_from_its_table():
         "answered": "l2miss", "lladdr": MAC, "dst": "192.0.2.2"}
     assert r.answer(ctl, table, L3Miss("vxtun0", "10.20.1.4", 42), "reachable") == {
         "unknown": "l3miss", "dst": "10.20.1.4"}
-    assert r.answer(ctl, table, NeighChange("new", "vxtun0", {}), "reachable") is None
+    assert r.answer(ctl, table, NeighChange("new", "vxtun0", "10.20.1.3", None, "stale"),
+                    "reachable") is None
     assert ctl.calls == [("neigh_replace", "10.20.1.3", MAC, "reachable"),
                          ("fdb_replace", MAC, "192.0.2.2")]
 

@@ -73,6 +73,16 @@ def test_lines_arrive_whole_and_bad_lines_are_reported_not_raised(pair):
     assert chan.receive() is None                # end of stream
 
 
+def test_json_nested_deeper_than_the_parser_can_go_is_a_bad_line(pair):
+    ours, theirs = pair
+    chan = Channel(ours)
+    theirs.sendall(b"[" * 100000 + b"\n" + b'{"cmd": "show"}\n')
+    got: list = []
+    while len(got) < 2:
+        got += chan.receive()
+    assert got == [BadLine("not JSON: nested too deeply"), {"cmd": "show"}]
+
+
 def test_a_line_too_long_is_one_error_and_the_next_line_is_read(pair):
     ours, theirs = pair
     chan = Channel(ours, max_line=100)

@@ -13,6 +13,7 @@ from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
                                 ICMPv6NDOptSrcLLAddr, IPv6)
 from scapy.layers.l2 import ARP, Ether
 
+from vxtun.cli.output import format_event
 from vxtun.core import VtepConfig
 from vxtun.core.events import L2Miss, L3Miss, NeighChange
 from vxtun.core.vtep import EVENTS_MAX, MISS_INTERVAL, Deliver, Transmit, Vtep
@@ -311,7 +312,7 @@ def test_expire_reports_ageing_as_ip_monitor_does():
     v.neigh.add("10.20.1.3", M_PEER, "reachable", now=0.0)
     v.expire(1.0)
     v.expire(2.0)
-    assert [e.format(with_dev=False) for e in events(v)] == [
+    assert [format_event(e, with_dev=False) for e in events(v)] == [
         f"10.20.1.3 lladdr {PEER} STALE", f"Deleted 10.20.1.3 lladdr {PEER} STALE"]
 
 

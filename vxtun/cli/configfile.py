@@ -37,8 +37,9 @@ import shlex
 import tomllib
 
 from ..core import VtepConfig
+from ..core.requests import FdbUpdate
 from ..errors import LocalError
-from ..fdb import Remote
+from ..wire.addr import ip_version
 from ..wire.ether import mac_from_str
 from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT
 from .requests import parse_fdb
@@ -70,8 +71,8 @@ def load(path: str) -> list[VtepConfig]:
 
 
 def load_with_fdb(path: str) -> tuple[list[VtepConfig], dict]:
-    """The VTEPs in ``path`` and, by device name, their FDB entries as
-    ``(mac, Remote, state, op)`` tuples for ``Node.add``."""
+    """The VTEPs in ``path`` and, by device name, their FDB entries as ``FdbUpdate``
+    requests (``fdb append`` unless the line says add or replace) for ``Node.add``."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -152,20 +153,19 @@ def _vtep(table: dict) -> tuple[VtepConfig, list]:
     return cfg, entries
 
 
-def _fdb_line(line: str, cfg: VtepConfig) -> tuple:
+def _fdb_line(line: str, cfg: VtepConfig) -> FdbUpdate:
     words = shlex.split(line)
     if not words or words[0] not in ("add", "append", "replace"):
         words = ["append"] + words
     try:
-        req = parse_fdb(words)
+        cmd = parse_fdb(words)
     except LocalError as e:
         raise LocalError(f"fdb {line!r}: {e}") from None
-    if req.dev not in (None, cfg.name):
-        raise LocalError(f"fdb {line!r}: dev {req.dev} is not this VTEP ({cfg.name})")
-    b = req.body
-    fam = 6 if ":" in b["dst"] else 4
-    if fam != cfg.family:
-        raise LocalError(f"fdb {line!r}: dst {b['dst']} is IPv{fam} but the underlay is "
+    if cmd.dev not in (None, cfg.name):
+        raise LocalError(f"fdb {line!r}: dev {cmd.dev} is not this VTEP ({cfg.name})")
+    update = cmd.request
+    dst = update.remote.ip
+    if ip_version(dst) != cfg.family:
+        raise LocalError(f"fdb {line!r}: dst {dst} is IPv{ip_version(dst)} but the underlay is "
                          f"IPv{cfg.family}")
-    remote = Remote(b["dst"], b.get("port", 0), b.get("vni"), b.get("via"))
-    return (mac_from_str(b["mac"]), remote, b.get("state") or "permanent", b["op"])
+    return update

@@ -15,7 +15,7 @@ import sys
 
 from ..errors import ControlError, LocalError, VxtunError
 from . import output
-from .requests import Request, parse_dev_only, parse_fdb, parse_neigh
+from .requests import Command, parse_dev_only, parse_fdb, parse_neigh
 
 PROG = "vxtun"
 
@@ -123,7 +123,7 @@ def cmd_up(argv: list[str]) -> int:
     return lease.wait()
 
 
-def _targets(req: Request, all_ok: bool) -> list[str]:
+def _targets(req: Command, all_ok: bool) -> list[str]:
     from ..io import control
     if req.dev:
         return [req.dev]
@@ -135,7 +135,7 @@ def _targets(req: Request, all_ok: bool) -> list[str]:
     return names
 
 
-def cmd_query(req: Request, kind: str) -> int:
+def cmd_query(req: Command, kind: str) -> int:
     from ..io import control
     results = []
     for dev in _targets(req, all_ok=True):
@@ -148,17 +148,16 @@ def cmd_query(req: Request, kind: str) -> int:
     return 0
 
 
-def cmd_down(req: Request) -> int:
+def cmd_down(req: Command) -> int:
     from ..io import control
     for dev in _targets(req, all_ok=False):
         control.call(dev, {"cmd": "down"})
     return 0
 
 
-def cmd_table(req: Request, kind: str) -> int:
+def cmd_table(req: Command, kind: str) -> int:
     from ..io import control
-    op = req.body["op"]
-    if op == "show":
+    if req.request.op == "show":
         rows = []
         for dev in _targets(req, all_ok=True):
             ans = control.call(dev, req.body)
@@ -185,7 +184,7 @@ def cmd_table(req: Request, kind: str) -> int:
     return 0
 
 
-def cmd_monitor(req: Request) -> int:
+def cmd_monitor(req: Command) -> int:
     from ..io import control
     devs = _targets(req, all_ok=True)
     if len(devs) > 1:
@@ -209,8 +208,8 @@ def cmd_monitor(req: Request) -> int:
                 print(json.dumps(msg["event"]), flush=True)
             else:
                 # As ip monitor: "dev NAME" only when no device was named.
-                print(event_from_json(msg["event"]).format(with_dev=req.dev is None),
-                      flush=True)
+                ev = event_from_json(msg["event"])
+                print(output.format_event(ev, with_dev=req.dev is None), flush=True)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -1,7 +1,7 @@
 """Text and JSON forms of what vxtun shows, modelled on iproute2's output."""
 from __future__ import annotations
 
-from ..fdb.table import fdb_entry_json  # noqa: F401  (re-exported for the CLI)
+from ..core.events import FdbChange, L2Miss, L3Miss, NeighChange
 
 
 def fdb_bridge_json(entry: dict, with_dev: bool = True) -> list[dict]:
@@ -73,6 +73,28 @@ def neigh_show_json(entry: dict, with_dev: bool = True, dev: str = "") -> dict:
     state = entry.get("state") or []
     row["state"] = [state.upper()] if isinstance(state, str) else list(state)
     return row
+
+
+def format_event(ev, with_dev: bool = True) -> str:
+    """An event as ``ip monitor`` prints it: ``miss 10.20.1.3 STALE``, ``miss lladdr MAC
+    STALE``, ``10.20.1.3 lladdr MAC REACHABLE``, ``Deleted 10.20.1.3 FAILED``, and an FDB
+    change as ``bridge monitor fdb`` does.  ``with_dev=False`` leaves ``dev NAME`` out, as
+    ``ip monitor ... dev NAME`` does; ``bridge monitor fdb`` has no device filter, so its
+    lines always name the device."""
+    deleted = "Deleted " if getattr(ev, "action", "") == "del" else ""
+    dev = f"dev {ev.dev}" if with_dev else ""
+    if isinstance(ev, L2Miss):
+        # vxlan_fdb_info() leaves the all-zeros MAC out of a miss: "miss STALE".
+        lladdr = f"lladdr {ev.lladdr}" if any(ev.mac) else ""
+        return " ".join(w for w in ("miss", dev, lladdr, "STALE") if w)
+    if isinstance(ev, L3Miss):
+        return " ".join(w for w in ("miss", ev.ip, dev, "STALE") if w)
+    if isinstance(ev, NeighChange):
+        return deleted + format_neigh_line(ev.entry, with_dev=with_dev, dev=ev.dev)
+    if isinstance(ev, FdbChange):
+        return "\n".join(deleted + line
+                         for line in format_fdb_line(ev.entry, with_dev=True).split("\n"))
+    raise TypeError(f"not an event: {ev!r}")
 
 
 def format_show(d: dict) -> str:

@@ -1,39 +1,90 @@
-"""Parse iproute2-style words into small request dicts, validating as we go.
+"""Parse iproute2-style words into the typed requests of ``vxtun/core/requests.py``.
 
 ``vxtun fdb add 00:00:00:00:00:00 dst 192.0.2.1 dev vxtun0 self permanent`` becomes
-``{"cmd": "fdb", "op": "add", "mac": ..., "dst": ..., "state": "permanent"}`` plus the device.
-Nothing here does I/O, so every rule is unit-tested without root.
+``FdbUpdate("add", ZERO_MAC, Remote("192.0.2.1"), "permanent")`` for the device ``vxtun0``.
+The words are checked as they are read, so a mistake is named in the user's own words
+(``invalid port 'x': not a number``); the request's constructor checks the rest.  Nothing here
+does I/O, so every rule is unit-tested without root.
 """
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..core.requests import (NUD_WORDS, Down, FdbDelete, FdbFlush, FdbShow, FdbUpdate,
+                             Monitor, NeighDelete, NeighFlush, NeighShow, NeighUpdate, Request,
+                             Show, Stats)
 from ..errors import LocalError
-from ..wire.ether import mac_from_str, mac_to_str
+from ..fdb import Remote
+from ..wire.addr import canonical_ip, is_ip
+from ..wire.ether import mac_from_str
+from ..wire.vxlan import VNI_MAX
 
 FDB_OPS = ("add", "append", "replace", "del", "delete", "show", "list", "flush")
 NEIGH_OPS = ("add", "replace", "change", "del", "delete", "show", "list", "flush")
+JSON_WORDS = ("-j", "-json", "--json")
+_ALIASES = {"delete": "del", "list": "show"}
+_DEV_ONLY = {"show": Show, "stats": Stats, "down": Down, "monitor": Monitor}
 
 
 @dataclass
-class Request:
+class Command:
+    """One ``vxtun`` invocation: the request, the device it is for (None: every VTEP, or the
+    only one), and whether the answer is printed as JSON."""
     dev: str | None
-    body: dict = field(default_factory=dict)
+    request: Request
     json: bool = False
 
+    @property
+    def body(self) -> dict:
+        """The request as it travels on the control socket."""
+        return self.request.to_json()
 
-def _take(words: list[str], i: int, what: str) -> str:
-    if i + 1 >= len(words):
-        raise LocalError(f"{what} needs a value")
-    return words[i + 1]
 
+class _Words:
+    """The words after the command, read left to right; ``dev NAME`` and ``-j`` may stand
+    anywhere, as in iproute2."""
 
-def _ip(text: str, what: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise LocalError(f"invalid {what} address {text!r}") from None
+    def __init__(self, words: list[str], kind: str, ops: tuple[str, ...]) -> None:
+        words = words or ["show"]
+        if words[0] not in ops:
+            raise LocalError(f"unknown {kind} command {words[0]!r} "
+                             f"(expected one of {', '.join(ops)})")
+        self.op = _ALIASES.get(words[0], words[0])
+        self.kind = kind
+        self.words = words
+        self.i = 1
+        self.dev: str | None = None
+        self.json = False
+
+    def __iter__(self):
+        while self.i < len(self.words):
+            w = self.words[self.i]
+            self.i += 1
+            if w == "dev":
+                self.dev = self.value("dev")
+            elif w in JSON_WORDS:
+                self.json = True
+            else:
+                yield w
+
+    def first(self, what: str) -> str:
+        """The word right after the operation (the MAC or IP it is about)."""
+        if len(self.words) < 2:
+            raise LocalError(f"{self.kind} {self.op} needs {what}")
+        self.i = 2
+        return self.words[1]
+
+    def value(self, what: str) -> str:
+        if self.i >= len(self.words):
+            raise LocalError(f"{what} needs a value")
+        self.i += 1
+        return self.words[self.i - 1]
+
+    def unexpected(self, w: str) -> LocalError:
+        return LocalError(f"unexpected word {w!r} in {self.kind} {self.op}")
+
+    def command(self, request: Request) -> Command:
+        return Command(self.dev, request, self.json)
 
 
 def _int(text: str, what: str, lo: int, hi: int) -> int:
@@ -46,128 +97,83 @@ def _int(text: str, what: str, lo: int, hi: int) -> int:
     return v
 
 
-def parse_fdb(words: list[str]) -> Request:
+def parse_fdb(words: list[str]) -> Command:
     """``fdb {add|append|replace|del|show|flush} [MAC] [dst IP] [dev NAME] [port P] [vni V]
     [via DEV] [self] [permanent|static|dynamic] [-j]``"""
-    if not words:
-        words = ["show"]
-    op = words[0]
-    if op not in FDB_OPS:
-        raise LocalError(f"unknown fdb command {op!r} (expected one of {', '.join(FDB_OPS)})")
-    op = {"delete": "del", "list": "show"}.get(op, op)
-    body: dict = {"cmd": "fdb", "op": op}
-    dev = None
-    js = False
-    i = 1
-    if op in ("add", "append", "replace", "del"):
-        if len(words) < 2:
-            raise LocalError(f"fdb {op} needs a MAC address")
-        body["mac"] = mac_to_str(mac_from_str(words[1]))
-        i = 2
-    while i < len(words):
-        w = words[i]
-        if w == "dst":
-            body["dst"] = _ip(_take(words, i, "dst"), "dst")
-            i += 2
-        elif w == "dev":
-            dev = _take(words, i, "dev")
-            i += 2
-        elif w in ("port", "dst_port"):
-            body["port"] = _int(_take(words, i, "port"), "port", 1, 65535)
-            i += 2
-        elif w == "vni":
-            body["vni"] = _int(_take(words, i, "vni"), "vni", 0, (1 << 24) - 1)
-            i += 2
-        elif w == "via":
-            body["via"] = _take(words, i, "via")
-            i += 2
-        elif w == "self":
-            i += 1
-        elif w == "master":
+    w = _Words(words, "fdb", FDB_OPS)
+    op = w.op
+    listing = op in ("show", "flush")
+    mac = None if listing else mac_from_str(w.first("a MAC address"))
+    dst = via = None
+    port, vni, state, dynamic = 0, None, "permanent", False
+    for word in w:
+        if word == "dst":
+            dst = canonical_ip(w.value("dst"), "dst")
+        elif word in ("port", "dst_port"):
+            port = _int(w.value("port"), "port", 1, 65535)
+        elif word == "vni":
+            vni = _int(w.value("vni"), "vni", 0, VNI_MAX)
+        elif word == "via":
+            via = w.value("via")
+        elif word == "self":
+            pass
+        elif word == "master":
             raise LocalError("'master' entries live in the bridge: use 'bridge fdb' for them")
-        elif w in ("permanent", "local"):
-            body["state"] = "permanent"
-            i += 1
-        elif w in ("static", "temp"):
-            body["state"] = "static"
-            i += 1
-        elif w == "dynamic":
-            if op == "flush":
-                body["dynamic"] = True
-            else:
-                body["state"] = "dynamic"
-            i += 1
-        elif w in ("-j", "-json", "--json"):
-            js = True
-            i += 1
+        elif word in ("permanent", "local"):
+            state = "permanent"
+        elif word in ("static", "temp"):
+            state = "static"
+        elif word == "dynamic":
+            state, dynamic = "dynamic", True
         else:
-            raise LocalError(f"unexpected word {w!r} in fdb {op}")
-    if op in ("add", "append", "replace") and "dst" not in body:
+            raise w.unexpected(word)
+    if op == "show":
+        return w.command(FdbShow())
+    if op == "flush":
+        return w.command(FdbFlush(dynamic))
+    if op == "del":
+        return w.command(FdbDelete(mac, dst, port, vni))
+    if dst is None:
         raise LocalError(f"fdb {op} on a VTEP needs a destination: dst IP")
-    return Request(dev, body, js)
+    return w.command(FdbUpdate(op, mac, Remote(dst, port, vni, via), state))
 
 
-def parse_neigh(words: list[str]) -> Request:
+def parse_neigh(words: list[str]) -> Command:
     """``neigh {add|replace|change|del|show|flush} [IP] [lladdr MAC] [dev NAME]
     [nud permanent|reachable|stale|noarp] [-j]`` (show and flush also take ``nud all`` and an
     address to list or flush only that neighbour)"""
-    if not words:
-        words = ["show"]
-    op = words[0]
-    if op not in NEIGH_OPS:
-        raise LocalError(f"unknown neigh command {op!r} (expected one of {', '.join(NEIGH_OPS)})")
-    op = {"delete": "del", "list": "show"}.get(op, op)
-    body: dict = {"cmd": "neigh", "op": op}
-    dev = None
-    js = False
-    i = 1
-    if op in ("add", "replace", "change", "del"):
-        if len(words) < 2:
-            raise LocalError(f"neigh {op} needs an IP address")
-        body["dst"] = _ip(words[1], "neighbour")
-        i = 2
-    while i < len(words):
-        w = words[i]
-        if w == "lladdr":
-            body["lladdr"] = mac_to_str(mac_from_str(_take(words, i, "lladdr")))
-            i += 2
-        elif w == "dev":
-            dev = _take(words, i, "dev")
-            i += 2
-        elif w == "nud":
-            nud = _take(words, i, "nud")
+    w = _Words(words, "neigh", NEIGH_OPS)
+    op = w.op
+    listing = op in ("show", "flush")
+    ip = None if listing else canonical_ip(w.first("an IP address"), "neighbour")
+    lladdr = to = nud = None
+    for word in w:
+        if word == "lladdr":
+            lladdr = mac_from_str(w.value("lladdr"))
+        elif word == "nud":
+            nud = w.value("nud")
             # show and flush filter by state, and take "all" (every state, noarp included).
-            if nud not in ("permanent", "reachable", "stale", "noarp") and \
-                    not (nud == "all" and op in ("show", "flush")):
-                raise LocalError(f"invalid nud state {nud!r} (expected permanent, reachable, "
-                                 "stale or noarp)")
-            body["nud"] = nud
-            i += 2
-        elif w in ("-j", "-json", "--json"):
-            js = True
-            i += 1
-        elif op in ("show", "flush") and "to" not in body and _is_ip(w):
-            body["to"] = _ip(w, "neighbour")       # ip neigh show [to] ADDRESS
-            i += 1
-        elif op in ("show", "flush") and w == "to" and "to" not in body:
-            body["to"] = _ip(_take(words, i, "to"), "neighbour")
-            i += 2
+            if nud not in NUD_WORDS and not (nud == "all" and listing):
+                raise LocalError(f"invalid nud state {nud!r} (expected "
+                                 f"{', '.join(NUD_WORDS[:-1])} or {NUD_WORDS[-1]})")
+        elif listing and to is None and is_ip(word):
+            to = canonical_ip(word, "neighbour")        # ip neigh show [to] ADDRESS
+        elif listing and word == "to" and to is None:
+            to = canonical_ip(w.value("to"), "neighbour")
         else:
-            raise LocalError(f"unexpected word {w!r} in neigh {op}")
-    if op in ("add", "replace", "change") and "lladdr" not in body:
+            raise w.unexpected(word)
+    if op == "show":
+        return w.command(NeighShow(to, nud))
+    if op == "flush":
+        return w.command(NeighFlush(to, nud == "all"))
+    if op == "del":
+        return w.command(NeighDelete(ip))
+    if lladdr is None:
         raise LocalError(f"neigh {op} needs lladdr MAC")
-    return Request(dev, body, js)
+    return w.command(NeighUpdate(op, ip, lladdr, nud or "permanent"))
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
-def parse_dev_only(words: list[str], what: str) -> Request:
+def parse_dev_only(words: list[str], what: str) -> Command:
     """``show|stats|monitor [dev NAME] [-j]`` (``down`` takes a bare NAME too)."""
     dev = None
     js = False
@@ -175,9 +181,11 @@ def parse_dev_only(words: list[str], what: str) -> Request:
     while i < len(words):
         w = words[i]
         if w == "dev":
-            dev = _take(words, i, "dev")
+            if i + 1 >= len(words):
+                raise LocalError("dev needs a value")
+            dev = words[i + 1]
             i += 2
-        elif w in ("-j", "-json", "--json"):
+        elif w in JSON_WORDS:
             js = True
             i += 1
         elif w == "all" and what == "monitor":
@@ -187,4 +195,4 @@ def parse_dev_only(words: list[str], what: str) -> Request:
             i += 1
         else:
             raise LocalError(f"unexpected word {w!r} in {what}")
-    return Request(dev, {"cmd": what}, js)
+    return Command(dev, _DEV_ONLY[what](), js)

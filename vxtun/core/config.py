@@ -1,10 +1,10 @@
 """The configuration of one VTEP, named as ``ip link add ... type vxlan`` names it."""
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from ..errors import LocalError
+from ..wire.addr import parse_ip
 from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT, VNI_MAX
 
 
@@ -50,21 +50,18 @@ class VtepConfig:
             v = getattr(self, key)
             if v is None:
                 continue
-            try:
-                a = ipaddress.ip_address(v)
-            except ValueError:
-                raise LocalError(f"invalid {key} address {v!r}") from None
+            a = parse_ip(v, key)
             fams[key] = a.version
             setattr(self, key, str(a))
         if len(set(fams.values())) > 1:
             raise LocalError("local, remote and group addresses must all be IPv4 or all IPv6 "
                              f"(got {', '.join(f'{k} IPv{v}' for k, v in fams.items())})")
         if self.group is not None:
-            if not ipaddress.ip_address(self.group).is_multicast:
+            if not parse_ip(self.group).is_multicast:
                 raise LocalError(f"group {self.group} is not a multicast address")
             if self.dev is None:
                 raise LocalError("a multicast group needs the underlay device: add --dev IFACE")
-        if self.remote is not None and ipaddress.ip_address(self.remote).is_multicast:
+        if self.remote is not None and parse_ip(self.remote).is_multicast:
             raise LocalError(f"remote {self.remote} is multicast: use --group")
         if self.ttl is not None and not 0 <= self.ttl <= 255:
             raise LocalError(f"invalid ttl {self.ttl}: must be 0..255")
@@ -85,7 +82,7 @@ class VtepConfig:
         """4 or 6: the underlay's IP version."""
         for v in (self.local, self.remote, self.group):
             if v:
-                return ipaddress.ip_address(v).version
+                return parse_ip(v).version
         return 4
 
     def to_json(self) -> dict:

@@ -11,6 +11,11 @@ the returned actions:
 
 Malformed input is never an exception: it is dropped and counted in ``self.stats``.
 
+Administrative changes (``bridge fdb``, ``ip neigh``: ``fdb_update``, ``fdb_delete``,
+``neigh_update``, ``neigh_delete``, ``neigh_flush``) are carried out here too, because what
+each reports as an event is a rule of its own: the destination touched, not the whole entry;
+a neighbour only when something changed; a deleted neighbour as FAILED.
+
 Transmit path (vxlan_xmit):
   1. With ``proxy``, every ARP frame and every IPv6 Neighbour Solicitation is consumed: a
      request for an IP whose neighbour entry is usable (NUD_CONNECTED) is answered, any other
@@ -39,14 +44,15 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+from ..errors import LocalError
 from ..fdb import LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
-from ..fdb.table import fdb_entry_json
 from ..wire import ecn
+from ..wire.addr import ip_version
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
 from ..wire.vxlan import VXLAN_HLEN, encode_header, reserved_bits_set, source_port
 from .config import VtepConfig
-from .events import FdbChange, L2Miss, L3Miss, NeighChange
+from .events import FdbChange, L2Miss, L3Miss, NeighChange, fdb_entry_json
 from .stats import Stats
 
 
@@ -119,21 +125,97 @@ class Vtep:
         return True
 
     def fdb_changed(self, action: str, entry) -> None:
-        self._emit(FdbChange(action, self.config.name, fdb_entry_json(entry, self.config)))
+        """Report an FDB entry (an FdbEntry, or the fast path's equivalent) with all its
+        destinations: learned, moved or aged out."""
+        self._fdb_event(action, entry.mac, entry.remotes, entry.state)
 
-    def neigh_changed(self, action: str, entry, admin: bool = False) -> None:
-        """Report a neighbour change as the kernel notifies it.  An administrative delete
-        (``ip neigh del``) first marks the entry FAILED, so it is reported without its lladdr
-        (neigh_del -> neigh_update(NUD_FAILED)); a collected entry keeps both."""
-        d = entry.to_json()
-        if action == "del" and admin:
-            d = {"dst": d["dst"], "state": ["FAILED"]}
-        self._emit(NeighChange(action, self.config.name, d))
+    def _fdb_event(self, action: str, mac: bytes, remotes, state: str) -> None:
+        self._emit(FdbChange(action, self.config.name, mac, self._notified(remotes), state))
+
+    def _notified(self, remotes) -> tuple[Remote, ...]:
+        # vxlan_fdb_info() puts NDA_PORT / NDA_VNI in only when they differ from the device's.
+        cfg = self.config
+        return tuple(Remote(r.ip, 0 if r.port == cfg.dstport else r.port,
+                            None if r.vni == cfg.vni else r.vni, r.via) for r in remotes)
+
+    def _neigh_event(self, action: str, entry) -> None:
+        self._emit(NeighChange(action, self.config.name, entry.ip, entry.lladdr, entry.state))
 
     def neigh_aged(self) -> None:
         """Report what ageing did to the neighbour table (turned stale, collected)."""
         for action, e in self.neigh.changes():
-            self.neigh_changed(action, e)
+            self._neigh_event(action, e)
+
+    # --- administrative changes (bridge fdb, ip neigh) ------------------------------------
+    #
+    # Each either happens whole or raises LocalError and changes nothing, and each reports
+    # what the kernel's notification would carry.
+
+    def fdb_update(self, op: str, mac: bytes, remote: Remote, state: str, now: float) -> None:
+        """``bridge fdb add|append|replace``.  Reported with the one destination the request
+        named, not the whole flood list: vxlan_fdb_update() notifies the rdst it added."""
+        fam, own = ip_version(remote.ip), self.config.family
+        if fam != own:
+            raise LocalError(f"dst {remote.ip} is IPv{fam} but {self.config.name} has an "
+                             f"IPv{own} underlay")
+        e = self.fdb.add(mac, remote, state, now, op)
+        self._fdb_event("new", e.mac, [remote], e.state)
+
+    def fdb_delete(self, mac: bytes, dst: str | None = None, port: int = 0,
+                   vni: int | None = None) -> None:
+        """``bridge fdb del``: one destination when ``dst`` is given, else the whole entry.
+        Reported with the destinations that went: __vxlan_fdb_delete() notifies the one rdst
+        it removes (vxlan_fdb_dst_destroy), or the entry's when the entry goes."""
+        old = self.fdb.get(mac)
+        before = list(old.remotes) if old is not None else []
+        e = self.fdb.delete(mac, dst, port, vni)
+        after = list(e.remotes) if self.fdb.get(mac) is not None else []
+        self._fdb_event("del", e.mac, [r for r in before if r not in after] or before, e.state)
+
+    def fdb_flush(self, dynamic_only: bool = False) -> None:
+        """``bridge fdb flush [dynamic]``: every entry (or every learned one), unreported."""
+        self.fdb.flush(dynamic_only=dynamic_only)
+
+    def fdb_show(self) -> list[dict]:
+        """Every entry as ``bridge -j fdb show`` has it, the default entry first."""
+        return [fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
+                for e in self.fdb.entries()]
+
+    def neigh_update(self, op: str, ip: str, lladdr: bytes, nud: str, now: float) -> None:
+        """``ip neigh add|replace|change``: reported only when the state or the lladdr changed,
+        as __neigh_update() notifies; a refresh with the same values only restarts the
+        reachable time."""
+        e, changed = self.neigh.add(ip, lladdr, nud, now, op)
+        self.neigh_aged()
+        if changed:
+            self._neigh_event("new", e)
+
+    def neigh_delete(self, ip: str) -> None:
+        """``ip neigh del``: neigh_del() first sets the entry NUD_FAILED, so it is reported
+        ``Deleted IP FAILED`` without its lladdr (a collected entry keeps both)."""
+        self._neigh_deleted(self.neigh.delete(ip))
+
+    def neigh_flush(self, now: float, all_states: bool = False, ip: str | None = None) -> None:
+        """``ip neigh flush [ADDRESS] [nud all]``: all but permanent and noarp entries (every
+        one with ``nud all``), each reported as a delete is."""
+        self.neigh.expire(now)
+        self.neigh_aged()
+        for e in self.neigh.flush(all_states=all_states, ip=ip):
+            self._neigh_deleted(e)
+
+    def _neigh_deleted(self, entry) -> None:
+        self._emit(NeighChange("del", self.config.name, entry.ip, None, "failed"))
+
+    def neigh_show(self, now: float, to: str | None = None, nud: str | None = None) -> list[dict]:
+        """``ip -j neigh show [ADDRESS] [nud STATE|all]``, aged to ``now``.  Without ``nud``,
+        every state but noarp, as iproute2's default filter has it."""
+        rows = self.neigh.entries(now)
+        self.neigh_aged()
+        if to:
+            rows = [e for e in rows if e.ip == to]
+        if nud != "all":
+            rows = [e for e in rows if (e.state == nud if nud else e.state != "noarp")]
+        return [e.to_json() for e in rows]
 
     # --- TAP -> underlay ---------------------------------------------------------------
 

@@ -100,7 +100,7 @@ class Vteps:
 
     def add(self, configs: list[VtepConfig], fdb: dict | None = None) -> list[Port]:
         """Open ``configs`` (all or none) beside the VTEPs already open.  ``fdb`` maps a device
-        name to ``(mac, Remote, state, op)`` entries to add before the first packet.  Raises
+        name to ``FdbUpdate`` entries to add before the first packet.  Raises
         LocalError and leaves nothing behind."""
         new_us: list = []
         joined: list = []
@@ -200,8 +200,8 @@ class Vteps:
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
             port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg))
-            for mac, remote, state, op in fdb:
-                vtep.fdb.add(mac, remote, state, time.monotonic(), op)
+            for u in fdb:
+                vtep.fdb.add(u.mac, u.remote, u.state, time.monotonic(), u.op)
             # Up (and into the bridge) last: the first frame must find the FDB complete.
             self.nl.configure(cfg.name, cfg.mtu, cfg.address, cfg.master)
         except BaseException:

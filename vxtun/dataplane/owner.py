@@ -47,8 +47,8 @@ import sys
 import time
 
 from ..core import VtepConfig
+from ..core.requests import FdbUpdate, fdb_update_from_json
 from ..errors import ControlError, LocalError, VxtunError
-from ..fdb import Remote
 from ..io import control, jsonlines
 from ..io.jsonlines import BadLine, Channel
 from ..wire.ether import mac_from_str, mac_to_str
@@ -84,16 +84,12 @@ def config_from_json(d: dict) -> VtepConfig:
     return cfg
 
 
-def fdb_to_json(entry: tuple) -> dict:
-    mac, r, state, op = entry
-    return {"mac": mac_to_str(mac), "dst": r.ip, "port": r.port, "vni": r.vni, "via": r.via,
-            "state": state, "op": op}
+def fdb_to_json(entry: FdbUpdate) -> dict:
+    return entry.to_json()
 
 
-def fdb_from_json(d: dict) -> tuple:
-    return (mac_from_str(d["mac"]), Remote(d["dst"], int(d.get("port") or 0), d.get("vni"),
-                                           d.get("via")), d.get("state") or "permanent",
-            d.get("op") or "append")
+def fdb_from_json(d: dict) -> FdbUpdate:
+    return fdb_update_from_json(d)
 
 
 # --- the owner (daemon side) -------------------------------------------------------------------

@@ -302,17 +302,3 @@ class Fdb:
     def __len__(self) -> int:
         return len(self.store)
 
-
-def fdb_entry_json(e, cfg) -> dict:
-    """One FDB entry (a Python FdbEntry or the fast path's equivalent) as ``bridge -j fdb``."""
-    out = {"mac": mac_to_str(e.mac), "ifname": cfg.name, "flags": ["self"],
-           "state": "" if e.state == "dynamic" else e.state, "remotes": []}
-    for r in e.remotes:
-        d = r.to_json()
-        # vxlan_fdb_info() puts NDA_PORT / NDA_VNI only when they differ from the device's own.
-        if d.get("port") == cfg.dstport:
-            del d["port"]
-        if d.get("vni") == cfg.vni:
-            del d["vni"]
-        out["remotes"].append(d)
-    return out

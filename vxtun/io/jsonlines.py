@@ -231,6 +231,8 @@ def _decode(line: bytes):
         msg = json.loads(line)
     except ValueError as e:
         return BadLine(f"not JSON: {e}")
+    except RecursionError:      # nested deeper than the parser's recursion limit
+        return BadLine("not JSON: nested too deeply")
     if not isinstance(msg, dict):
         return BadLine("not a JSON object")
     return msg

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pyroute2 import IPRoute
 
 from ..errors import LocalError
+from ..wire.addr import ip_version
 
 
 def _attr(msg, name):
@@ -46,7 +47,7 @@ class Netlink:
         for a in addresses:
             ip, _, plen = a.partition("/")
             if not plen:
-                plen = "128" if ":" in ip else "32"
+                plen = "128" if ip_version(ip) == 6 else "32"
             try:
                 self.ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
             except Exception as e:  # NetlinkError

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import ipaddress
 import socket
 import struct
 
@@ -176,10 +175,6 @@ def received_tos(ancdata: list) -> int:
 
 def udp_header(sport: int, dport: int, payload_len: int) -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + payload_len, 0)
-
-
-def family_of(addr: str) -> int:
-    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
 
 
 def send_datagram(sock: socket.socket, family: int, ip: str, sport: int, dport: int,

@@ -34,10 +34,10 @@ The rules, each from the kernel function named:
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from ..errors import NeighError
+from ..wire.addr import canonical_ip, ip_sort_key
 from ..wire.ether import mac_to_str
 
 NUD_STATES = ("permanent", "noarp", "reachable", "stale")
@@ -65,10 +65,8 @@ class NeighEntry:
 
 
 def normalize(ip: str) -> str:
-    try:
-        return str(ipaddress.ip_address(ip))
-    except ValueError:
-        raise NeighError(f"invalid IP address {ip!r}") from None
+    """The table's key for ``ip``: its canonical text (NeighError if it is no address)."""
+    return canonical_ip(ip, "IP", NeighError)
 
 
 class NeighTable:
@@ -181,8 +179,7 @@ class NeighTable:
         """Every entry (aged to ``now`` when given), IPv4 first, then by address."""
         if now is not None:
             self.expire(now)
-        return sorted(self._entries.values(),
-                      key=lambda e: (":" in e.ip, ipaddress.ip_address(e.ip)))
+        return sorted(self._entries.values(), key=lambda e: ip_sort_key(e.ip))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -1,9 +1,7 @@
-"""Ethernet and address helpers shared by the core, the CLI and the tests."""
+"""Ethernet helpers shared by the core, the CLI and the tests (IP addresses: ``wire/addr.py``)."""
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 
 from ..errors import LocalError
 
@@ -25,8 +23,9 @@ def mac_to_str(mac: bytes) -> str:
 
 def mac_from_str(text: str) -> bytes:
     """Parse ``aa:bb:cc:dd:ee:ff`` (as ``bridge fdb`` does); raise LocalError otherwise."""
-    if not _MAC_RE.match(text):
-        raise LocalError(f"invalid MAC address {text!r}: expected six colon-separated hex octets")
+    if not isinstance(text, str) or not _MAC_RE.match(text):
+        shown = repr(text[:64]) if isinstance(text, str) else f"of type {type(text).__name__}"
+        raise LocalError(f"invalid MAC address {shown}: expected six colon-separated hex octets")
     return bytes(int(p, 16) for p in text.split(":"))
 
 
@@ -42,27 +41,3 @@ def is_zero_mac(mac: bytes) -> bool:
 def is_valid_unicast_mac(mac: bytes) -> bool:
     """Like the kernel's is_valid_ether_addr(): not multicast and not all zeros."""
     return not is_multicast_mac(mac) and mac != ZERO_MAC
-
-
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise LocalError(f"invalid IP address {text!r}") from None
-
-
-def ip_family(addr: str) -> int:
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
-
-
-def ip_to_bytes(addr: str) -> bytes:
-    return parse_ip(addr).packed
-
-
-def ip_from_bytes(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
-
-
-def normalize_ip(addr: str) -> str:
-    """Canonical text form (so '2001:db8::0001' and '2001:db8::1' are one key)."""
-    return str(parse_ip(addr))
