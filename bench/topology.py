@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -105,7 +104,7 @@ class Vtep:
     def stats(self) -> dict:
         if not self.is_vxtun or not self.alive():
             return {}
-        out = self.host.run(f"{sys.executable} -m vxtun stats dev {self.dev} -j", timeout=10)
+        out = self.host.run_vxtun("stats", "dev", self.dev, "-j", timeout=10)
         try:
             return json.loads(out.stdout)[0]
         except (ValueError, IndexError):
