@@ -80,7 +80,8 @@ class V:
         if self.proc is not None:
             wait_up(self.proc, [self.name])
         if self.master_later:
-            self.host.sh(f"ip link set {self.name} master {self.master_later}")  # tutorial's
+            # enslaved after it is up, as "ip link set vxlan0 master br0" does it
+            self.host.sh(f"ip link set {self.name} master {self.master_later}")
             self.master_later = None
         return self
 
@@ -132,7 +133,7 @@ def start(host: Host, kind: str, env: dict, i: int, *, name: str | None = None,
           nolearning: bool = False, ageing: float | None = None, maxaddress: int | None = None,
           ttl: int | None = None, address: str | None = None, master: str | None = None,
           master_later: bool = False, wait: bool = True) -> V:
-    """A VTEP as the tutorial creates it, kernel or vxtun, with the same settings.  With
+    """A VTEP, kernel (``ip link add ... type vxlan``) or vxtun, with the same settings.  With
     ``wait=False`` a vxtun VTEP is still starting: call ``ready()`` (to start several at once)."""
     mac = mac or vtep_mac(i)
     if kind == "kernel":
@@ -194,7 +195,7 @@ def flush_neigh(namespaces: list[str]) -> None:
         run(f"ip -n {ns} neigh flush all", check=False)
 
 
-# --- scenarios 2-5 against a kernel reference -------------------------------------------------
+# --- the four multi-host scenarios against a kernel reference ----------------------------------
 
 _REFERENCE: dict = {}
 
@@ -251,7 +252,7 @@ class Scenario:
         if self.name not in ("headend", "manual"):
             return
         others = [j for j in range(3) if j != i]
-        for j in others:                 # the tutorial's "bridge fdb append 00:00:... dst H"
+        for j in others:                 # "bridge fdb append 00:00:00:00:00:00 dst H"
             v.fdb("append", ZERO, "dst", self.ul[j])
         if self.name == "manual":
             for j in others:             # ... and "bridge fdb append MAC dst H"
@@ -283,7 +284,7 @@ def check_against_kernel(sc: Scenario, key: str, mix: str, env: dict) -> list[se
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario2_multicast_group(topo, dataplane, mix):
+def test_multicast_group(topo, dataplane, mix):
     sc = Scenario(topo, "multicast")
     cap = Capture(topo, sc.hosts)
     try:
@@ -291,9 +292,9 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
     finally:
         cap.close()
     for i, fdb in enumerate(fdbs):
-        # the tutorial's "00:00:00:00:00:00 dst 239.1.1.1 via enp0s8 self permanent" ...
+        # "00:00:00:00:00:00 dst 239.1.1.1 via eth0 self permanent" (the group) ...
         assert (ZERO, GROUP4, "permanent", "eth0", None, None) in fdb
-        # ... and "d6:d9:cd:0a:a4:28 dst 192.168.8.101 self": learned, unicast destinations
+        # ... and "02:00:00:00:01:01 dst 192.0.2.2 self": learned, unicast destinations
         for j in range(3):
             if j != i:
                 assert (vtep_mac(j), ul4(j), "", None, None, None) in fdb
@@ -312,7 +313,7 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario2_multicast_ipv6_group(topo, dataplane, mix):
+def test_multicast_ipv6_group(topo, dataplane, mix):
     sc = Scenario(topo, "multicast", family=6)
     cap = Capture(topo, sc.hosts)
     try:
@@ -327,7 +328,7 @@ def test_scenario2_multicast_ipv6_group(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario3_bridge_with_containers(topo, dataplane, mix):
+def test_bridge_with_containers(topo, dataplane, mix):
     sc = Scenario(topo, "bridge")
     fdbs = check_against_kernel(sc, "bridge", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -338,7 +339,7 @@ def test_scenario3_bridge_with_containers(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario4_head_end_replication(topo, dataplane, mix):
+def test_head_end_replication_flood_list(topo, dataplane, mix):
     sc = Scenario(topo, "headend")
     fdbs = check_against_kernel(sc, "headend", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -347,7 +348,7 @@ def test_scenario4_head_end_replication(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario5_nolearning_static_macs(topo, dataplane, mix):
+def test_nolearning_static_macs(topo, dataplane, mix):
     sc = Scenario(topo, "manual")
     fdbs = check_against_kernel(sc, "manual", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -585,7 +586,8 @@ def test_maxaddress_caps_learning_under_a_flood_of_random_macs(topo, dataplane):
 
 # --- vxtun fdb, in bridge fdb's words ----------------------------------------------------------
 
-# The tutorial's lines (scenarios 4, 5 and 7), then every form bridge fdb accepts on a VTEP.
+# The lines of a flood list, of MACs configured by hand and of answered L2 misses, then every
+# form bridge fdb accepts on a VTEP.
 FDB_LINES = [
     ["append", ZERO, "dst", "192.0.2.101"],
     ["append", ZERO, "dst", "192.0.2.102"],
@@ -660,7 +662,7 @@ def test_fdb_commands_print_and_refuse_like_bridge_fdb(topo, dataplane):
     assert p.returncode != 0 and "no vxtun VTEP named nosuch0" in p.stderr
     assert x.fdb_rows() == before
 
-    # the tutorial's lines word for word, "bridge" -> "vxtun", "vxlan0" -> "vxtun0"
+    # bridge fdb command lines word for word, "bridge" -> "vxtun", "vxlan0" -> "vxtun0"
     for v in (k, x):
         v.fdb("del", "52:5e:55:58:9a:ab")
         v.fdb("del", "b2:ee:aa:42:8b:0b")

@@ -1,8 +1,8 @@
-"""Scenario 1 (issue 2): a point-to-point VTEP against the real kernel, in namespaces.
+"""The point-to-point scenario: a vxtun VTEP against the real kernel's, in namespaces.
 
 Two hosts on one underlay bridge, VNI 42, overlay 10.20.1.0/24.  Every test runs once per
-dataplane (``fast``, ``pure``) and the interop tests once per underlay family: the user
-stories of the issue, read top to bottom.  Checks share a topology inside a test where that
+dataplane (``fast``, ``pure``) and the interop tests once per underlay family: what a user of
+a point-to-point VTEP does, read top to bottom.  Checks share a topology inside a test where that
 keeps the test readable, so the file stays fast.
 """
 from __future__ import annotations

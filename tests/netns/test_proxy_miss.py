@@ -1,16 +1,17 @@
-"""Scenarios 6 and 7 (issue 4): the ARP/ND proxy, the neighbour table and the miss events,
-against the kernel's vxlan driver, in namespaces.
+"""The ARP/ND proxy, the neighbour table and the L2/L3 miss events, against the kernel's vxlan
+driver (vxlan_xmit's arp_reduce/neigh_reduce and vxlan_fdb_miss), in namespaces.
 
 * ``ip neigh`` on a VTEP: ``vxtun neigh`` accepts, refuses and prints what ``ip neigh`` does
   on a kernel vxlan device beside it.
 * The proxy's answers are the kernel's byte for byte (ARP replies as arp_create builds them,
   NAs as vxlan_na_create does), and both raise the same misses for the same frames.
-* Scenario 6: with the table filled, ARP (and for an IPv6 overlay, ND) is answered on the
-  host; nothing of it crosses the underlay (counted on the underlay bridge); ping works.
-* Scenario 7, with the tutorial's bridge and containers, once with a kernel VTEP and once with
-  vxtun in the same place: the same misses in the same order (L3 miss, then L2 miss once the
-  neighbour is added, then, after a ``reachable`` answer expired and the entry is gone, the L3
-  miss again), and ping works once they are answered.
+* The proxy scenario: with the tables filled by hand, ARP (and for an IPv6 overlay, ND) is
+  answered on the host; nothing of it crosses the underlay (counted on the underlay bridge);
+  ping works.
+* The miss scenario, a bridge with the VTEP and a container on each host, once with a kernel
+  VTEP and once with vxtun in the same place: the same misses in the same order (L3 miss,
+  then L2 miss once the neighbour is added, then, after a ``reachable`` answer expired and the
+  entry is gone, the L3 miss again), and ping works once they are answered.
 * tools/resolver.py answers the misses of two vxtun VTEPs by itself, again after expiry.
 * A listener that never reads loses events; the VTEP forwards and answers as before.
 
@@ -273,11 +274,11 @@ def test_answers_and_misses_are_the_kernels_byte_for_byte(topo, dataplane):
     assert misses["vxtun"] == misses["kernel"]
 
 
-# --- scenario 6: the ARP proxy keeps ARP off the underlay ----------------------------------
+# --- the proxy scenario: the ARP proxy keeps ARP off the underlay ---------------------------
 
 def proxy_pair(topo, dataplane, family: int):
     """h1: vxtun --proxy, h2: a kernel vxlan0 with proxy; flood lists, FDB and neighbour
-    tables filled by hand as in the tutorial's scenario 6."""
+    tables filled by hand."""
     h1 = topo.host("h1", "192.0.2.1/24")
     h2 = topo.host("h2", "192.0.2.2/24")
     a1, a2, plen = (C1, C2, 24) if family == 4 else ("2001:db8:1020::2", "2001:db8:1020::3", 64)
@@ -298,7 +299,7 @@ def proxy_pair(topo, dataplane, family: int):
     return h1, h2, a2, m2
 
 
-def test_scenario6_arp_is_answered_on_the_host(topo, dataplane):
+def test_proxy_arp_is_answered_on_the_host(topo, dataplane):
     h1, h2, a2, m2 = proxy_pair(topo, dataplane, 4)
     with Tcpdump(topo, "udp port 4789") as cap:
         out = h1.run(f"ping -c 3 -i 0.2 -W 2 {a2}")
@@ -314,7 +315,7 @@ def test_scenario6_arp_is_answered_on_the_host(topo, dataplane):
     assert sum(1 for p in pkts if ICMP in p and p[ICMP].type == 0) >= 3
 
 
-def test_scenario6_nd_is_answered_on_the_host(topo, dataplane):
+def test_proxy_nd_is_answered_on_the_host(topo, dataplane):
     h1, h2, a2, m2 = proxy_pair(topo, dataplane, 6)
     with Tcpdump(topo, "udp port 4789") as cap:
         out = h1.run(f"ping -6 -c 3 -i 0.2 -W 2 {a2}")
@@ -327,7 +328,7 @@ def test_scenario6_nd_is_answered_on_the_host(topo, dataplane):
     assert sum(1 for p in pkts if ICMPv6EchoReply in p) >= 3
 
 
-# --- scenario 7: misses, answered by hand, against the kernel -------------------------------
+# --- the miss scenario: misses, answered by hand, against the kernel -------------------------
 
 REACHABLE = 3       # seconds; the kernel draws 0.5x..1.5x of base_reachable_time_ms
 GC_STALE = 8        # vxtun's --gc-stale-time for the run
@@ -361,7 +362,7 @@ def peer_host(topo):
     return h2, c2, m2
 
 
-def scenario7(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip: str,
+def miss_sequence(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip: str,
               overlay: str) -> list[str]:
     h1, dev, c1, m1 = bridged_host(topo, name, ip, f"{overlay}/24", kind, dataplane)
     h2.sh(f"ip neigh add {overlay} lladdr {m1} dev vxlan0; "
@@ -412,18 +413,18 @@ def scenario7(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip
 _kernel_sequence: list[str] = []
 
 
-def test_scenario7_misses_as_the_kernel_raises_them(topo, dataplane):
+def test_misses_as_the_kernel_raises_them(topo, dataplane):
     h2, c2, m2 = peer_host(topo)
     if not _kernel_sequence:        # the kernel's run does not depend on the dataplane
-        seq = scenario7(topo, "kernel", {}, h2, m2, "hk", "192.0.2.1", C1)
+        seq = miss_sequence(topo, "kernel", {}, h2, m2, "hk", "192.0.2.1", C1)
         _kernel_sequence.extend(ln.replace(m2, "MAC") for ln in seq)
-    seq = scenario7(topo, "vxtun", dataplane, h2, m2, "hv", "192.0.2.3", "10.20.1.4")
+    seq = miss_sequence(topo, "vxtun", dataplane, h2, m2, "hv", "192.0.2.3", "10.20.1.4")
     want = [f"miss {C2} STALE", "miss lladdr MAC STALE", f"miss {C2} STALE"]
     assert _kernel_sequence == want
     assert [ln.replace(m2, "MAC") for ln in seq] == want
 
 
-# --- the resolver: scenario 7 done by a program ----------------------------------------------
+# --- the resolver: the miss scenario done by a program ----------------------------------------
 
 def test_resolver_answers_misses_end_to_end(topo, dataplane, tmp_path):
     hosts = []

@@ -229,8 +229,8 @@ class Topology:
 
 
 def set_container(host: Host, bridge: str, name: str, address: str) -> str:
-    """The tutorial's ``set_container br0 container4 10.20.1.4/24``: a namespace with a veth
-    into ``bridge`` on ``host``.  Returns the container's namespace name."""
+    """A container on ``host``: a namespace with a veth into ``bridge`` and ``address`` on its
+    ``eth0``.  Returns the container's namespace name."""
     topo = host.topo
     ns = topo.namespace(f"{host.name}-{name}")
     idx = sum(1 for n in topo.namespaces if n.startswith(f"{topo.prefix}-{host.name}-"))
