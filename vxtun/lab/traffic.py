@@ -154,37 +154,37 @@ def capture(iface: str, port: int, count: int, seconds: float, direction: str = 
         outgoing = addr[2] == PACKET_OUTGOING
         if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
             continue
-        etype = struct.unpack("!H", f[12:14])[0]
-        if etype == 0x0800 and f[23] == 17:
-            udp = 14 + (f[14] & 0x0F) * 4
-        elif etype == 0x86DD and f[20] == 17:
-            udp = 14 + 40
-        else:
-            continue
-        if len(f) >= udp + 8 and struct.unpack("!H", f[udp + 2:udp + 4])[0] == port:
+        if _udp_offset(f, port) is not None:
             frames.append(f.hex())
     _say(frames=frames)
 
 
-def _vxlan_record(f: bytes, port: int) -> dict | None:
-    """What ``watch`` reports of a frame: None unless it is a UDP datagram to ``port``."""
+def _udp_offset(f: bytes, port: int) -> int | None:
+    """Where the UDP header starts if the Ethernet frame ``f`` carries a UDP datagram to
+    ``port`` over IPv4 or IPv6 (no extension headers), else None."""
     etype = struct.unpack("!H", f[12:14])[0]
-    if etype == 0x0800:
-        if f[23] != 17:
-            return None
-        ttl = f[22]
-        src, dst = (socket.inet_ntop(socket.AF_INET, f[a:a + 4]) for a in (26, 30))
+    if etype == 0x0800 and f[23] == 17:
         u = 14 + (f[14] & 0x0F) * 4
-    elif etype == 0x86DD:
-        if f[20] != 17:
-            return None
-        ttl = f[21]
-        src, dst = (socket.inet_ntop(socket.AF_INET6, f[a:a + 16]) for a in (22, 38))
+    elif etype == 0x86DD and f[20] == 17:
         u = 14 + 40
     else:
         return None
-    if struct.unpack("!H", f[u + 2:u + 4])[0] != port:
+    if len(f) < u + 8 or struct.unpack("!H", f[u + 2:u + 4])[0] != port:
         return None
+    return u
+
+
+def _vxlan_record(f: bytes, port: int) -> dict | None:
+    """What ``watch`` reports of a frame: None unless it is a UDP datagram to ``port``."""
+    u = _udp_offset(f, port)
+    if u is None:
+        return None
+    if f[12:14] == b"\x08\x00":
+        ttl = f[22]
+        src, dst = (socket.inet_ntop(socket.AF_INET, f[a:a + 4]) for a in (26, 30))
+    else:
+        ttl = f[21]
+        src, dst = (socket.inet_ntop(socket.AF_INET6, f[a:a + 16]) for a in (22, 38))
     v = f[u + 8:]
     inner = v[8:]
     return {"src": src, "dst": dst, "ttl": ttl, "vni": int.from_bytes(v[4:7], "big"),
