@@ -60,8 +60,8 @@ def test_ci_runs_the_readme_lab_command_in_a_fresh_clone_and_venv():
     assert "-e" not in lab.split()                      # a non-editable install
     # ... and runs it in a fresh clone of this repository at HEAD, in a fresh venv, from the
     # clone's root, with the environment a reader has (no PIP_BREAK_SYSTEM_PACKAGES).
-    assert re.search(r'^git clone -q "\$PWD" "\$fresh/vxtun"$', ci, re.M)
-    assert 'checkout -q --detach "$(git rev-parse HEAD)"' in ci
+    assert re.search(r'^ci_git clone -q "\$PWD" "\$fresh/vxtun"$', ci, re.M)
+    assert 'ci_git -C "$fresh/vxtun" checkout -q --detach "$(ci_git rev-parse HEAD)"' in ci
     assert re.search(r'cd "\$fresh/vxtun" && "\$PY" -m venv v && \. v/bin/activate &&\s+'
                      r'.*&& sh -c "\$lab_cmd"', ci)
     assert "unset PIP_BREAK_SYSTEM_PACKAGES" in ci
