@@ -1,7 +1,7 @@
 """Turn one run's results into rows (every figure and its ratio to kernel<->kernel, with the
-issue's targets next to them), a Markdown report and a PNG chart.
+targets next to them), a Markdown report and a PNG chart.
 
-The targets (issue 5), always as ratios to kernel<->kernel *in the same run*, because absolute
+The targets, always as ratios to kernel<->kernel *in the same run*, because absolute
 figures on a shared machine move from run to run:
 
 * TCP single stream: kernel->vxtun and vxtun->kernel at least 0.5, vxtun<->vxtun at least 0.4;
@@ -65,8 +65,8 @@ METRIC = {m.key: m for m in METRICS}
 
 
 def target(metric: str, pairing: str):
-    """(text, check(value, ratio, reference_value) -> bool) for a figure the issue sets a
-    target for, else None."""
+    """(text, check(value, ratio, reference_value) -> bool) for a figure with a target (see
+    the module docstring), else None."""
     a, b = parse_pairing(pairing)
     fast = "vxtun" in (a, b) and "pure" not in (a, b)
     if metric == "tcp1":

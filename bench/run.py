@@ -9,10 +9,10 @@ vxtun-vxtun, pure-kernel, kernel-pure) it builds a fresh two-host topology in na
 ``bench/topology.py``) and measures TCP with 1 and 4 streams, the highest UDP rate with at most
 1 % loss at 64 and 1400 bytes, ping round trips, and the vxtun process's CPU time per gigabyte.
 It writes ``bench-<time>.json``, ``.md`` and ``.png`` into ``bench/results/`` (or ``--out``)
-and prints the Markdown table: every figure, its ratio to kernel<->kernel and, where issue 5
-sets one, the target and PASS/FAIL.  Exit status: 0 when every measurement ran (whatever the
-targets say), 1 when one failed, 2 for bad usage or a machine that cannot run it, 130 when
-interrupted (partial results are still written).
+and prints the Markdown table: every figure, its ratio to kernel<->kernel and, where
+``bench/report.py`` sets one, the target and PASS/FAIL.  Exit status: 0 when every
+measurement ran (whatever the targets say), 1 when one failed, 2 for bad usage or a machine
+that cannot run it, 130 when interrupted (partial results are still written).
 """
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ def estimate(cfg: dict, pairings: int) -> str:
 
 
 def fastpath_problem() -> str | None:
-    """Why the fast path cannot run here, or None.  vxtun runs from this source tree (``python
-    -m vxtun`` in the repository root), so the module must be built in place."""
+    """Why the fast path cannot run here, or None.  Every ``vxtun up`` the bench starts imports
+    the ``vxtun`` this process imported (``vxtun/lab/netns.py``'s ``python()``): from the
+    repository root, this source tree, so the module must be built in place."""
     try:
         import vxtun._fastpath  # noqa: F401
     except ImportError as e:

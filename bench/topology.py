@@ -8,7 +8,7 @@ device on h1 sending to vxtun on h2.  The iperf3 client and ping run on h1, the 
 h2, so the first kind encapsulates and the second decapsulates the bulk of the traffic.  Kinds:
 
 * ``kernel``: ``ip link add vxlan0 type vxlan id 42 dstport 4789 remote PEER local ME dev eth0``
-  (the tutorial's scenario 1), MTU 1450 from the underlay's 1500;
+  (a point-to-point VTEP), MTU 1450 from the underlay's 1500;
 * ``vxtun``: ``vxtun up`` with the default dataplane (the Cython fast path);
 * ``pure``: ``vxtun up`` with ``VXTUN_PUREPYTHON=1``.
 
@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
 from vxtun.lab.netns import Host, Topology
 
 KINDS = ("kernel", "vxtun", "pure")
-# What the issue asks for, in this order (pure-Python mode both ways, as the fast path); any
+# What a full run measures, in this order (pure-Python mode both ways, as the fast path); any
 # other SENDER-RECEIVER of KINDS works with --only.
 DEFAULT_PAIRINGS = ("kernel-kernel", "kernel-vxtun", "vxtun-kernel", "vxtun-vxtun",
                     "pure-kernel", "kernel-pure")
@@ -105,7 +104,7 @@ class Vtep:
     def stats(self) -> dict:
         if not self.is_vxtun or not self.alive():
             return {}
-        out = self.host.run(f"{sys.executable} -m vxtun stats dev {self.dev} -j", timeout=10)
+        out = self.host.run_vxtun("stats", "dev", self.dev, "-j", timeout=10)
         try:
             return json.loads(out.stdout)[0]
         except (ValueError, IndexError):

@@ -1,36 +1,45 @@
-"""Helpers shared by the namespace tests (import them: ``from helpers import ...``).
+"""Helpers shared by the namespace tests (import them: ``from helpers import ...``).  The
+packet programs they start live in ``vxtun/lab/traffic.py``; every Python child starts as
+``vxtun/lab/netns.py``'s ``python()`` says, so it imports the ``vxtun`` under test.
 
-* ``kernel_vtep``: the tutorial's ``ip link add vxlan0 type vxlan ...`` on a host.
+* ``kernel_vtep``: ``ip link add vxlan0 type vxlan ...`` on a host.
+* ``vxtun_up`` / ``wait_up``: start ``vxtun up`` on a test's dataplane and wait for it.
 * ``ping``: the real iputils ping; asserts that every echo came back.
 * ``assert_tcp_transfer``: a byte-compared TCP stream (sha256 of what was sent and received);
   the only proof that checksum offload and GSO are handled (ping works without them).
 * ``Tcpdump``: tcpdump in the underlay namespace (on the bridge, so it sees every host's
   datagrams); ``.packets()`` gives scapy packets, ``.count()`` counts them.
-* ``inject`` / ``send_udp``: put a crafted frame on an overlay device, or crafted datagrams on
-  the underlay; ``send_udp_tos`` gives each datagram its own IPv4 TOS / IPv6 traffic class.
-* ``RxFrames``: the frames a device of a host receives (a packet socket), until a marker.
+* ``Capture``: every VXLAN datagram the underlay bridge sends to each host, as records.
+* ``inject`` / ``send_udp``: put crafted frames on an overlay device, or crafted datagrams on
+  the underlay; ``send_udp_tos`` gives each datagram its own IPv4 TOS / IPv6 traffic class;
+  ``send_vxlan_flood`` sends VXLAN frames from random MACs.
+* ``RxFrames``: the frames a device of a host receives (a packet socket), until a marker;
+  ``exchange``: the ARP replies and NAs a device receives after frames written on it;
+  ``flood_unicast``: frames to many unknown unicast MACs.
 * ``vxtun_json`` and ``links``: read ``vxtun ... -j`` and the namespace's link names.
+* ``poll`` / ``wait_until``: wait for a condition (the timeout only bounds a failure).
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 
 from vxtun.lab import traffic
-from vxtun.lab.netns import Host, Topology
+from vxtun.lab.netns import Host, Topology, child_env
 
 TCP_BYTES = 5 * 1024 * 1024
 
 
 def kernel_vtep(host: Host, remote: str, local: str, address: str | None = None,
                 vni: int = 42, dstport: int = 4789, name: str = "vxlan0", extra: str = "") -> str:
-    """Create and bring up a kernel vxlan device, as in the tutorial's scenario 1."""
+    """Create and bring up a kernel vxlan device (by default a point-to-point VTEP)."""
     host.sh(f"ip link add {name} type vxlan id {vni} dstport {dstport} remote {remote} "
             f"local {local} dev eth0 {extra}")
     if address:
@@ -82,59 +91,45 @@ def neigh_lladdr(host: Host, ip: str, dev: str) -> str | None:
     return None
 
 
-def inject(host: Host, dev: str, frame: bytes) -> None:
-    """Transmit ``frame`` on ``dev`` through a packet socket (the VTEP encapsulates it)."""
-    traffic.run_in(host, "inject", dev, frame.hex())
+def _hex(data: bytes | str) -> str:
+    return data if isinstance(data, str) else data.hex()
 
 
-def send_udp(host: Host, dst: str, port: int, datagrams: list[bytes]) -> None:
-    """Send crafted UDP payloads from ``host`` to ``dst``:``port`` (one datagram each)."""
-    traffic.run_in(host, "udp", dst, port, *(d.hex() for d in datagrams))
+def inject(host: Host, dev: str, *frames: bytes | str) -> None:
+    """Transmit frames (bytes or hex) on ``dev`` through a packet socket: the VTEP behind
+    ``dev`` encapsulates them."""
+    traffic.run_in(host, "inject", dev, *map(_hex, frames))
 
 
-_SEND_UDP_TOS = r"""
-import socket, sys
-dst, port = sys.argv[1], int(sys.argv[2])
-v6 = ":" in dst
-s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
-for arg in sys.argv[3:]:
-    tos, data = arg.split(":")
-    if v6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, int(tos))
-    else:
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(tos))
-    s.sendto(bytes.fromhex(data), (dst, port))
-"""
+def send_udp(host: Host, dst: str, port: int, datagrams: list[bytes | str]) -> None:
+    """Send crafted UDP payloads (bytes or hex) from ``host`` to ``dst``:``port``, one
+    datagram each."""
+    traffic.run_in(host, "udp", dst, port, *map(_hex, datagrams))
+
+
+def send_vxlan_flood(host: Host, dst: str, port: int, vni: int, n: int) -> None:
+    """``n`` VXLAN datagrams from ``host`` to ``dst``:``port``, each a broadcast frame in
+    ``vni`` from a new random MAC (``traffic.vxlan_flood``)."""
+    traffic.run_in(host, "vxlan-flood", dst, port, vni, n)
 
 
 def send_udp_tos(host: Host, dst: str, port: int, datagrams: list[tuple[int, bytes]]) -> None:
     """Send crafted UDP payloads from ``host``, each ``(tos, payload)`` under its own IPv4 TOS /
     IPv6 traffic class (ECN bits included: a UDP socket keeps them)."""
-    p = host.popen([sys.executable, "-c", _SEND_UDP_TOS, dst, str(port),
-                    *(f"{tos}:{d.hex()}" for tos, d in datagrams)],
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = p.communicate(timeout=30)
-    assert p.returncode == 0, err
+    traffic.run_in(host, "udp-tos", dst, port, *(f"{tos}:{d.hex()}" for tos, d in datagrams))
 
 
-_RX_FRAMES = r"""
-import json, select, socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-s.bind((sys.argv[1], 0))
-marker, deadline = bytes.fromhex(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-print("ready", flush=True)
-frames = []
-while time.monotonic() < deadline:
-    if not select.select([s], [], [], 0.1)[0]:
-        continue
-    f, addr = s.recvfrom(65535)
-    if addr[2] == 4:            # PACKET_OUTGOING: what the host itself sends
-        continue
-    if marker in f:
-        break
-    frames.append(f.hex())
-print(json.dumps(frames), flush=True)
-"""
+def exchange(host: Host, dev: str, frames: list[bytes], wait: float) -> list[str]:
+    """Write ``frames`` on ``dev`` and return, in hex, the ARP replies and Neighbour
+    Advertisements ``dev`` receives in the next ``wait`` seconds (``traffic.xchg``)."""
+    return traffic.run_in(host, "xchg", dev, wait, *(f.hex() for f in frames),
+                          timeout=120)["replies"]
+
+
+def flood_unicast(host: Host, dev: str, n: int, src: str) -> dict:
+    """Write ``n`` IPv4 frames from MAC ``src`` on ``dev``, each to its own unknown unicast MAC
+    (``traffic.flood_unicast``); what the program said (``{"sent": n}``)."""
+    return traffic.run_in(host, "flood-unicast", dev, n, src.replace(":", ""), timeout=120)
 
 
 class RxFrames:
@@ -151,18 +146,121 @@ class RxFrames:
         self.frames: list[bytes] = []
 
     def __enter__(self) -> "RxFrames":
-        self.proc = self.host.popen([sys.executable, "-c", _RX_FRAMES, self.dev,
-                                     self.marker.hex(), str(self.timeout)],
+        self.proc = self.host.popen(traffic.command("rx", self.dev, self.marker.hex(),
+                                                    self.timeout),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
-        assert line.strip() == "ready", self.proc.stderr.read()
+        assert line.strip() == '{"ready": true}', self.proc.stderr.read()
         return self
 
     def __exit__(self, *exc) -> None:
         out, err = self.proc.communicate(timeout=self.timeout + 10)
         if exc[0] is None:
             assert self.proc.returncode == 0, err
-            self.frames = [bytes.fromhex(h) for h in json.loads(out.strip().splitlines()[-1])]
+            self.frames = [bytes.fromhex(h) for h in
+                           json.loads(out.strip().splitlines()[-1])["frames"]]
+
+
+class Capture:
+    """The VXLAN datagrams to ``port`` that the underlay bridge sends out of each host's port
+    (AF_PACKET, PACKET_OUTGOING on the bridge side of the host's veth): exactly what arrives
+    at each VTEP.  Each record is ``traffic.watch``'s, with ``host`` naming the host.
+
+        cap = Capture(topo, hosts)
+        try:
+            inject(...)
+            cap.wait(10, isrc=SRC)
+        finally:
+            cap.close()
+    """
+
+    def __init__(self, topo: Topology, hosts: list[Host], port: int = 4789) -> None:
+        ports = {f"v{list(topo.hosts.values()).index(h)}": h.name for h in hosts}
+        self.by_port = ports
+        self.records: list[dict] = []
+        self._lock = threading.Lock()
+        self.p = subprocess.Popen(["ip", "netns", "exec", topo.ul,
+                                   *traffic.command("watch", ",".join(ports), port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=child_env())
+        topo.procs.append(self.p)
+        assert json.loads(self.p.stdout.readline()) == {"ready": True}
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.p.stdout:
+            rec = json.loads(line)
+            rec["host"] = self.by_port[rec.pop("port")]
+            with self._lock:
+                self.records.append(rec)
+
+    def where(self, **match) -> list[dict]:
+        with self._lock:
+            return [r for r in self.records if all(r.get(k) == v for k, v in match.items())]
+
+    def wait(self, n: int, timeout: float = 10, **match) -> list[dict]:
+        """At least ``n`` matching datagrams, then a settle time in which more may arrive
+        (so that "exactly n" also means "not n+1 a moment later")."""
+        deadline = time.time() + timeout
+        while len(self.where(**match)) < n and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return self.where(**match)
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            self.p.wait(5)
+
+
+def vxtun_up(host: Host, env: dict, *args: str,
+             name: str | None = "vxtun0") -> subprocess.Popen:
+    """Start ``vxtun up ARGS`` in ``host`` with ``env`` (the ``dataplane`` fixture's).  With a
+    ``name``, wait until that VTEP answers and check that it runs the dataplane ``env`` asks
+    for; with ``name=None`` return at once (``wait_up`` reads its ``NAME: up`` lines)."""
+    p = host.vxtun(*args, env=env, wait_dev=name)
+    if name is not None:
+        want = "pure" if env.get("VXTUN_PUREPYTHON") == "1" else "fast"
+        assert json.loads(host.cmd("show", "dev", name, "-j"))[0]["dataplane"] == want
+    return p
+
+
+def wait_up(p: subprocess.Popen, names: list[str], timeout: float = 30) -> None:
+    """Read ``vxtun up``'s stdout until each of ``names`` said ``NAME: up``."""
+    todo = set(names)
+    deadline = time.time() + timeout
+    fd = p.stdout.fileno()      # raw reads: a buffered readline could hide a second line
+    buf = b""
+    while todo:
+        left = deadline - time.time()
+        assert left > 0, f"vxtun up did not bring up {sorted(todo)} in {timeout}s"
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            p.wait(5)
+            raise AssertionError(f"vxtun up exited {p.returncode}: {p.stderr.read()}")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            todo.discard(line.decode().split(":")[0])
+
+
+def poll(pred, timeout: float = 15.0, step: float = 0.1):
+    """Wait for a condition and return its last value (never a timing assertion: the timeout
+    only bounds a failure)."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(step)
+
+
+def wait_until(pred, timeout: float = 15, what: str = "condition") -> None:
+    """``poll``, failing the test if the condition never held."""
+    assert poll(pred, timeout, step=0.05), f"timed out waiting for {what}"
 
 
 def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str,

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from vxtun.lab.netns import child_env, python
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_quick_kernel_reference(netns_ready, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "kernel-kernel",
-                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(python("-m", "bench.run", "--quick", "--only", "kernel-kernel",
+                              "--out", str(tmp_path)), cwd=ROOT, env=child_env(None, str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     (js,) = tmp_path.glob("bench-*.json")
     assert js.with_suffix(".md").exists() and js.with_suffix(".png").exists()

@@ -1,5 +1,7 @@
-"""L2 switching like the kernel (issue 3): scenarios 2-5 of SCENARIOS.md, the FDB rules, flood
-exactness, the ``vxtun fdb`` commands, and several VTEPs sharing one UDP port.
+"""L2 switching like the kernel: the four multi-host scenarios (three hosts in multicast group
+239.1.1.1, or ff0e::42; a bridge with two containers on each host; head-end replication to a
+flood list; no learning, every MAC configured by hand), the FDB rules, flood exactness, the
+``vxtun fdb`` commands, and several VTEPs sharing one UDP port.
 
 Every scenario runs on three hosts with the mixes (kernel, vxtun, vxtun) and (vxtun x3); after
 the pings, each VTEP's FDB must equal what a kernel VTEP in the same position holds.  The
@@ -7,9 +9,8 @@ kernel reference is the same scenario run once with three kernel VTEPs (in the s
 topology, before the mix; cached per scenario for the rest of the session).  Every device has a
 fixed MAC and the hosts' new devices have IPv6 off, so the FDBs hold only what the pings put in.
 
-Counting in the underlay: ``Capture`` reads every VXLAN datagram the underlay bridge sends out
-of each host's port (AF_PACKET, PACKET_OUTGOING on the bridge side of the host's veth), i.e.
-exactly what arrives at each VTEP.
+Counting in the underlay: ``Capture`` (tests/netns/helpers.py) reads every VXLAN datagram the
+underlay bridge sends out of each host's port, i.e. exactly what arrives at each VTEP.
 """
 from __future__ import annotations
 
@@ -17,11 +18,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
+from helpers import (
+    Capture,
+    inject,
+    links,
+    send_udp,
+    send_vxlan_flood,
+    vxtun_up,
+    wait_until,
+    wait_up,
+)
 
 from vxtun.lab.netns import Host, Topology, run, set_container
 
@@ -45,86 +54,6 @@ def ul6(i: int) -> str:
     return f"2001:db8::{i + 1}"
 
 
-# --- small programs run inside a namespace ---------------------------------------------------
-
-_CAPTURE = r"""
-import json, select, socket, struct, sys
-ifaces, port = sys.argv[1].split(","), int(sys.argv[2])
-socks = {}
-for name in ifaces:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-    s.bind((name, 0))
-    socks[s.fileno()] = (name, s)
-print(json.dumps({"ready": True}), flush=True)
-def parse(name, f):
-    t = struct.unpack("!H", f[12:14])[0]
-    if t == 0x0800:
-        ihl = (f[14] & 15) * 4
-        if f[23] != 17: return None
-        ttl, src, dst = f[22], socket.inet_ntop(socket.AF_INET, f[26:30]), \
-            socket.inet_ntop(socket.AF_INET, f[30:34])
-        u = 14 + ihl
-    elif t == 0x86DD:
-        if f[20] != 17: return None
-        ttl, src, dst = f[21], socket.inet_ntop(socket.AF_INET6, f[22:38]), \
-            socket.inet_ntop(socket.AF_INET6, f[38:54])
-        u = 54
-    else:
-        return None
-    if struct.unpack("!H", f[u + 2:u + 4])[0] != port: return None
-    v = f[u + 8:]
-    inner = v[8:]
-    return {"port": name, "src": src, "dst": dst, "ttl": ttl,
-            "vni": int.from_bytes(v[4:7], "big"), "idst": inner[0:6].hex(":"),
-            "isrc": inner[6:12].hex(":"), "type": inner[12:14].hex(),
-            "data": inner[14:46].hex()}
-while True:
-    r, _, _ = select.select(list(socks) + [0], [], [])
-    for fd in r:
-        if fd == 0:
-            if not sys.stdin.buffer.read1(4096): sys.exit(0)
-            continue
-        name, s = socks[fd]
-        data, addr = s.recvfrom(65535)
-        if addr[2] != socket.PACKET_OUTGOING: continue
-        rec = parse(name, data)
-        if rec: print(json.dumps(rec), flush=True)
-"""
-
-_INJECT = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[1], 0))
-for h in sys.argv[2:]:
-    s.send(bytes.fromhex(h))
-"""
-
-_UDP = r"""
-import socket, sys
-dst, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
-for h in sys.argv[3:]:
-    s.sendto(bytes.fromhex(h), (dst, port))
-"""
-
-_UDP_FLOOD = r"""
-import os, socket, sys
-dst, port, vni, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-hdr = bytes([8, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0"
-for i in range(n):
-    src = bytes([2]) + os.urandom(5)
-    s.sendto(hdr + b"\xff" * 6 + src + b"\x88\xb5" + b"\0" * 46, (dst, port))
-"""
-
-
-def py(ns: str, script: str, *args: object, timeout: float = 60) -> str:
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", script, *map(str, args)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
 def frame(dst: str, src: str, tag: str, ethertype: int = 0x88B5) -> str:
     """An Ethernet frame (hex) with a local-experimental EtherType and ``tag`` as payload."""
     body = tag.encode().ljust(46, b"\0")
@@ -134,57 +63,6 @@ def frame(dst: str, src: str, tag: str, ethertype: int = 0x88B5) -> str:
 
 def vxlan(vni: int, inner_hex: str) -> str:
     return (bytes([8, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0").hex() + inner_hex
-
-
-def inject(host: Host, dev: str, *frames: str) -> None:
-    """Transmit frames on an overlay device: the VTEP behind it encapsulates them."""
-    py(host.ns, _INJECT, dev, *frames)
-
-
-def send_udp(host: Host, dst: str, *payloads: str) -> None:
-    py(host.ns, _UDP, dst, PORT, *payloads)
-
-
-class Capture:
-    """The VXLAN datagrams the underlay bridge sends to each host (see the module docstring)."""
-
-    def __init__(self, topo: Topology, hosts: list[Host]) -> None:
-        ports = {f"v{list(topo.hosts.values()).index(h)}": h.name for h in hosts}
-        self.by_port = ports
-        self.records: list[dict] = []
-        self._lock = threading.Lock()
-        self.p = subprocess.Popen(["ip", "netns", "exec", topo.ul, sys.executable, "-c",
-                                   _CAPTURE, ",".join(ports), str(PORT)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        topo.procs.append(self.p)
-        assert json.loads(self.p.stdout.readline()) == {"ready": True}
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        for line in self.p.stdout:
-            rec = json.loads(line)
-            rec["host"] = self.by_port[rec.pop("port")]
-            with self._lock:
-                self.records.append(rec)
-
-    def where(self, **match) -> list[dict]:
-        with self._lock:
-            return [r for r in self.records if all(r.get(k) == v for k, v in match.items())]
-
-    def wait(self, n: int, timeout: float = 10, **match) -> list[dict]:
-        """At least ``n`` matching datagrams, then a settle time in which more may arrive
-        (so that "exactly n" also means "not n+1 a moment later")."""
-        deadline = time.time() + timeout
-        while len(self.where(**match)) < n and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        return self.where(**match)
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.stdin.close()
-            self.p.wait(5)
 
 
 # --- VTEPs of either kind ---------------------------------------------------------------------
@@ -202,7 +80,8 @@ class V:
         if self.proc is not None:
             wait_up(self.proc, [self.name])
         if self.master_later:
-            self.host.sh(f"ip link set {self.name} master {self.master_later}")  # tutorial's
+            # enslaved after it is up, as "ip link set vxlan0 master br0" does it
+            self.host.sh(f"ip link set {self.name} master {self.master_later}")
             self.master_later = None
         return self
 
@@ -211,8 +90,7 @@ class V:
         if self.kind == "kernel":
             p = self.host.run("bridge fdb " + " ".join(words) + f" dev {self.name}")
         else:
-            p = run(f"ip netns exec {self.host.ns} {sys.executable} -m vxtun fdb "
-                    + " ".join(words) + f" dev {self.name}", check=False)
+            p = self.host.run_vxtun("fdb", *words, "dev", self.name)
         if check:
             assert p.returncode == 0, (self.kind, words, p.stderr)
         return p
@@ -255,7 +133,7 @@ def start(host: Host, kind: str, env: dict, i: int, *, name: str | None = None,
           nolearning: bool = False, ageing: float | None = None, maxaddress: int | None = None,
           ttl: int | None = None, address: str | None = None, master: str | None = None,
           master_later: bool = False, wait: bool = True) -> V:
-    """A VTEP as the tutorial creates it, kernel or vxtun, with the same settings.  With
+    """A VTEP, kernel (``ip link add ... type vxlan``) or vxtun, with the same settings.  With
     ``wait=False`` a vxtun VTEP is still starting: call ``ready()`` (to start several at once)."""
     mac = mac or vtep_mac(i)
     if kind == "kernel":
@@ -283,35 +161,9 @@ def start(host: Host, kind: str, env: dict, i: int, *, name: str | None = None,
         args.append("--nolearning")
     if master and not master_later:
         args += ["--master", master]
-    v = V(host, kind, name, vxtun_up(host, env, *args), master if master_later else None)
+    v = V(host, kind, name, vxtun_up(host, env, *args, name=None),
+          master if master_later else None)
     return v.ready() if wait else v
-
-
-def vxtun_up(host: Host, env: dict, *args: str) -> subprocess.Popen:
-    return host.popen([sys.executable, "-m", "vxtun", "up", *args], env=env,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_up(p: subprocess.Popen, names: list[str], timeout: float = 30) -> None:
-    """Read ``vxtun up``'s stdout until each of ``names`` said ``NAME: up``."""
-    import select
-    todo = set(names)
-    deadline = time.time() + timeout
-    fd = p.stdout.fileno()      # raw reads: a buffered readline could hide a second line
-    buf = b""
-    while todo:
-        left = deadline - time.time()
-        assert left > 0, f"vxtun up did not bring up {sorted(todo)} in {timeout}s"
-        if not select.select([fd], [], [], left)[0]:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            p.wait(5)
-            raise AssertionError(f"vxtun up exited {p.returncode}: {p.stderr.read()}")
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            todo.discard(line.decode().split(":")[0])
 
 
 def make_hosts(topo: Topology, n: int) -> list[Host]:
@@ -343,7 +195,7 @@ def flush_neigh(namespaces: list[str]) -> None:
         run(f"ip -n {ns} neigh flush all", check=False)
 
 
-# --- scenarios 2-5 against a kernel reference -------------------------------------------------
+# --- the four multi-host scenarios against a kernel reference ----------------------------------
 
 _REFERENCE: dict = {}
 
@@ -400,7 +252,7 @@ class Scenario:
         if self.name not in ("headend", "manual"):
             return
         others = [j for j in range(3) if j != i]
-        for j in others:                 # the tutorial's "bridge fdb append 00:00:... dst H"
+        for j in others:                 # "bridge fdb append 00:00:00:00:00:00 dst H"
             v.fdb("append", ZERO, "dst", self.ul[j])
         if self.name == "manual":
             for j in others:             # ... and "bridge fdb append MAC dst H"
@@ -432,7 +284,7 @@ def check_against_kernel(sc: Scenario, key: str, mix: str, env: dict) -> list[se
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario2_multicast_group(topo, dataplane, mix):
+def test_multicast_group(topo, dataplane, mix):
     sc = Scenario(topo, "multicast")
     cap = Capture(topo, sc.hosts)
     try:
@@ -440,9 +292,9 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
     finally:
         cap.close()
     for i, fdb in enumerate(fdbs):
-        # the tutorial's "00:00:00:00:00:00 dst 239.1.1.1 via enp0s8 self permanent" ...
+        # "00:00:00:00:00:00 dst 239.1.1.1 via eth0 self permanent" (the group) ...
         assert (ZERO, GROUP4, "permanent", "eth0", None, None) in fdb
-        # ... and "d6:d9:cd:0a:a4:28 dst 192.168.8.101 self": learned, unicast destinations
+        # ... and "02:00:00:00:01:01 dst 192.0.2.2 self": learned, unicast destinations
         for j in range(3):
             if j != i:
                 assert (vtep_mac(j), ul4(j), "", None, None, None) in fdb
@@ -461,7 +313,7 @@ def test_scenario2_multicast_group(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario2_multicast_ipv6_group(topo, dataplane, mix):
+def test_multicast_ipv6_group(topo, dataplane, mix):
     sc = Scenario(topo, "multicast", family=6)
     cap = Capture(topo, sc.hosts)
     try:
@@ -476,7 +328,7 @@ def test_scenario2_multicast_ipv6_group(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario3_bridge_with_containers(topo, dataplane, mix):
+def test_bridge_with_containers(topo, dataplane, mix):
     sc = Scenario(topo, "bridge")
     fdbs = check_against_kernel(sc, "bridge", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -487,7 +339,7 @@ def test_scenario3_bridge_with_containers(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario4_head_end_replication(topo, dataplane, mix):
+def test_head_end_replication_flood_list(topo, dataplane, mix):
     sc = Scenario(topo, "headend")
     fdbs = check_against_kernel(sc, "headend", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -496,7 +348,7 @@ def test_scenario4_head_end_replication(topo, dataplane, mix):
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_scenario5_nolearning_static_macs(topo, dataplane, mix):
+def test_nolearning_static_macs(topo, dataplane, mix):
     sc = Scenario(topo, "manual")
     fdbs = check_against_kernel(sc, "manual", mix, dataplane)
     for i, fdb in enumerate(fdbs):
@@ -596,8 +448,8 @@ def test_nolearning_static_mac_reaches_only_its_vtep(topo, dataplane):
         inject(hosts[0], v0.name, *[frame(X, SRC, f"to-x-{k}") for k in range(10)])
         cap.wait(10, idst=X)
         # frames from elsewhere teach nothing: not a new MAC, not X claimed from h3
-        send_udp(hosts[1], ul4(0), vxlan(VNI, frame(vtep_mac(0), "02:00:00:00:dd:01", "y")))
-        send_udp(hosts[3], ul4(0), vxlan(VNI, frame(vtep_mac(0), X, "x-from-h3")))
+        send_udp(hosts[1], ul4(0), PORT, [vxlan(VNI, frame(vtep_mac(0), "02:00:00:00:dd:01", "y"))])
+        send_udp(hosts[3], ul4(0), PORT, [vxlan(VNI, frame(vtep_mac(0), X, "x-from-h3"))])
         deadline = time.time() + 10
         while v0.rx_packets() < 2 and time.time() < deadline:
             time.sleep(0.05)
@@ -624,7 +476,7 @@ def test_learning_move_and_static_pinning_like_the_kernel(topo, dataplane):
 
     def both(sender: Host, *frames: str) -> None:
         for dst in (ul4(0), ul4(1)):
-            send_udp(sender, dst, *(vxlan(VNI, f) for f in frames))
+            send_udp(sender, dst, PORT, [vxlan(VNI, f) for f in frames])
 
     def settle(n: int) -> None:
         deadline = time.time() + 10
@@ -658,7 +510,7 @@ def test_ageing_even_while_used_as_destination(topo, dataplane):
     x = start(hosts[0], "vxtun", dataplane, 0, ageing=2)
     M, S = "02:00:00:00:dd:01", "02:00:00:00:dd:05"
     x.fdb("add", S, "dst", ul4(1), "static")
-    send_udp(hosts[1], ul4(0), vxlan(VNI, frame(BCAST, M, "hello")))
+    send_udp(hosts[1], ul4(0), PORT, [vxlan(VNI, frame(BCAST, M, "hello"))])
     deadline = time.time() + 10
     while (M, ul4(1), "", None, None, None) not in x.fdb_set() and time.time() < deadline:
         time.sleep(0.05)
@@ -707,8 +559,8 @@ def test_maxaddress_caps_learning_under_a_flood_of_random_macs(topo, dataplane):
     ping_all([(hosts[1].ns, "10.20.1.2"), (hosts[2].ns, "10.20.1.3")])
     known = (vtep_mac(2), ul4(2), "", None, None, None)
     assert known in x.fdb_set()
-    py(hosts[3].ns, _UDP_FLOOD, ul4(0), PORT, VNI, 2000)
-    py(hosts[3].ns, _UDP_FLOOD, ul4(1), PORT, VNI, 2000)
+    send_vxlan_flood(hosts[3], ul4(0), PORT, VNI, 2000)
+    send_vxlan_flood(hosts[3], ul4(1), PORT, VNI, 2000)
     deadline = time.time() + 30
     while x.rx_packets() < 2000 and time.time() < deadline:
         time.sleep(0.1)
@@ -719,7 +571,7 @@ def test_maxaddress_caps_learning_under_a_flood_of_random_macs(topo, dataplane):
     # memory stays bounded: ten times more random MACs change nothing
     rss = owner_rss_kb(hosts[1])
     rx = x.rx_packets()
-    py(hosts[3].ns, _UDP_FLOOD, ul4(1), PORT, VNI, 20000)
+    send_vxlan_flood(hosts[3], ul4(1), PORT, VNI, 20000)
     deadline = time.time() + 60
     while x.rx_packets() < rx + 20000 and time.time() < deadline:
         time.sleep(0.1)
@@ -734,7 +586,8 @@ def test_maxaddress_caps_learning_under_a_flood_of_random_macs(topo, dataplane):
 
 # --- vxtun fdb, in bridge fdb's words ----------------------------------------------------------
 
-# The tutorial's lines (scenarios 4, 5 and 7), then every form bridge fdb accepts on a VTEP.
+# The lines of a flood list, of MACs configured by hand and of answered L2 misses, then every
+# form bridge fdb accepts on a VTEP.
 FDB_LINES = [
     ["append", ZERO, "dst", "192.0.2.101"],
     ["append", ZERO, "dst", "192.0.2.102"],
@@ -805,12 +658,11 @@ def test_fdb_commands_print_and_refuse_like_bridge_fdb(topo, dataplane):
         assert "Traceback" not in p.stderr
         assert x.fdb_rows() == before, words
         assert (k.fdb(*words, check=False).returncode != 0) == kernel_refuses, words
-    p = run(f"ip netns exec {x.host.ns} {sys.executable} -m vxtun fdb add 02:00:00:00:00:09 "
-            "dst 192.0.2.9 dev nosuch0", check=False)
+    p = x.host.run_vxtun("fdb", "add", "02:00:00:00:00:09", "dst", "192.0.2.9", "dev", "nosuch0")
     assert p.returncode != 0 and "no vxtun VTEP named nosuch0" in p.stderr
     assert x.fdb_rows() == before
 
-    # the tutorial's lines word for word, "bridge" -> "vxtun", "vxlan0" -> "vxtun0"
+    # bridge fdb command lines word for word, "bridge" -> "vxtun", "vxlan0" -> "vxtun0"
     for v in (k, x):
         v.fdb("del", "52:5e:55:58:9a:ab")
         v.fdb("del", "b2:ee:aa:42:8b:0b")
@@ -828,20 +680,8 @@ def test_fdb_commands_print_and_refuse_like_bridge_fdb(topo, dataplane):
 # --- many VNIs, one port ----------------------------------------------------------------------
 
 
-def links(host: Host) -> set[str]:
-    return {ln.split(":")[1].strip().split("@")[0]
-            for ln in host.sh("ip -o link show").splitlines() if ln.strip()}
-
-
 def udp_sockets(host: Host, port: int) -> list[str]:
     return [ln for ln in host.sh(f"ss -uanH 'sport = :{port}'").splitlines() if ln.strip()]
-
-
-def wait_until(pred, timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while not pred():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_vteps_of_separate_up_processes_share_one_port(topo, dataplane):
@@ -868,7 +708,7 @@ def test_vteps_of_separate_up_processes_share_one_port(topo, dataplane):
     cap = Capture(topo, [a, b, c])
     try:
         inject(b, k42.name, *[frame(BCAST, SRC, f"vni42-{k}") for k in range(10)])
-        send_udp(b, ul4(0), vxlan(44, frame(BCAST, SRC, "vni44")))    # served by nobody
+        send_udp(b, ul4(0), PORT, [vxlan(44, frame(BCAST, SRC, "vni44"))])    # served by nobody
         cap.wait(11, isrc=SRC)
     finally:
         cap.close()
@@ -932,7 +772,7 @@ def test_config_file_vteps_with_their_own_groups_share_a_port(topo, dataplane, t
     a, b, c = make_hosts(topo, 3)
     path = tmp_path / "vteps.toml"
     path.write_text(CONFIG)
-    p = vxtun_up(a, dataplane, "--config", str(path))
+    p = vxtun_up(a, dataplane, "--config", str(path), name=None)
     wait_up(p, ["vx42", "vx43"])
     x42, x43 = V(a, "vxtun", "vx42", p), V(a, "vxtun", "vx43", p)
     # a third VTEP from its own up, on the same port

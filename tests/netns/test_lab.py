@@ -1,14 +1,13 @@
 """The README's main job: ``vxtun-lab`` (``python -m vxtun.lab``) passes and cleans up."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+
+from vxtun.lab.netns import child_env, python
 
 
 def test_lab_passes_and_leaves_nothing(netns_ready, dataplane):
-    env = dict(os.environ, **dataplane)
-    p = subprocess.Popen([sys.executable, "-m", "vxtun.lab", "--bytes", "1000000"], env=env,
+    p = subprocess.Popen(python("-m", "vxtun.lab", "--bytes", "1000000"), env=child_env(dataplane),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, out + err

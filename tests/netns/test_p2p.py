@@ -1,8 +1,8 @@
-"""Scenario 1 (issue 2): a point-to-point VTEP against the real kernel, in namespaces.
+"""The point-to-point scenario: a vxtun VTEP against the real kernel's, in namespaces.
 
 Two hosts on one underlay bridge, VNI 42, overlay 10.20.1.0/24.  Every test runs once per
-dataplane (``fast``, ``pure``) and the interop tests once per underlay family: the user
-stories of the issue, read top to bottom.  Checks share a topology inside a test where that
+dataplane (``fast``, ``pure``) and the interop tests once per underlay family: what a user of
+a point-to-point VTEP does, read top to bottom.  Checks share a topology inside a test where that
 keeps the test readable, so the file stays fast.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -33,6 +32,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from vxtun.lab.netns import python
 from vxtun.wire.vxlan import encode_header
 
 UNDERLAY = {"ipv4": ("192.0.2.1", "192.0.2.2"), "ipv6": ("2001:db8::1", "2001:db8::2")}
@@ -346,7 +346,7 @@ def test_bad_invocations_fail_clearly_and_leave_no_tap(topo, dataplane):
 
     def up_fails(args: list[str], message: str) -> None:
         before = links(h)
-        p = h.popen([sys.executable, "-m", "vxtun", "up", *args], env=dataplane,
+        p = h.popen(python("-m", "vxtun", "up", *args), env=dataplane,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         rc, out, err = wait_exit(p, timeout=30)
         assert rc != 0, (args, out)
@@ -364,10 +364,10 @@ def test_bad_invocations_fail_clearly_and_leave_no_tap(topo, dataplane):
     up_fails(ok + ["--address", "10.20.1.3/99"], "cannot add address 10.20.1.3/99")
 
     # a UDP port held by another program in the namespace: a plain socket on local:4789 ...
-    holder = h.popen([sys.executable, "-c", "import socket, sys, time\n"
-                      "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                      "s.bind(('192.0.2.1', 4789)); print('bound', flush=True)\n"
-                      "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = h.popen(python("-c", "import socket, sys, time\n"
+                            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                            "s.bind(('192.0.2.1', 4789)); print('bound', flush=True)\n"
+                            "time.sleep(60)"), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "bound"
     up_fails(ok, "UDP 192.0.2.1 port 4789 is already in use by another program")
     holder.kill()

@@ -1,16 +1,17 @@
-"""Scenarios 6 and 7 (issue 4): the ARP/ND proxy, the neighbour table and the miss events,
-against the kernel's vxlan driver, in namespaces.
+"""The ARP/ND proxy, the neighbour table and the L2/L3 miss events, against the kernel's vxlan
+driver (vxlan_xmit's arp_reduce/neigh_reduce and vxlan_fdb_miss), in namespaces.
 
 * ``ip neigh`` on a VTEP: ``vxtun neigh`` accepts, refuses and prints what ``ip neigh`` does
   on a kernel vxlan device beside it.
 * The proxy's answers are the kernel's byte for byte (ARP replies as arp_create builds them,
   NAs as vxlan_na_create does), and both raise the same misses for the same frames.
-* Scenario 6: with the table filled, ARP (and for an IPv6 overlay, ND) is answered on the
-  host; nothing of it crosses the underlay (counted on the underlay bridge); ping works.
-* Scenario 7, with the tutorial's bridge and containers, once with a kernel VTEP and once with
-  vxtun in the same place: the same misses in the same order (L3 miss, then L2 miss once the
-  neighbour is added, then, after a ``reachable`` answer expired and the entry is gone, the L3
-  miss again), and ping works once they are answered.
+* The proxy scenario: with the tables filled by hand, ARP (and for an IPv6 overlay, ND) is
+  answered on the host; nothing of it crosses the underlay (counted on the underlay bridge);
+  ping works.
+* The miss scenario, a bridge with the VTEP and a container on each host, once with a kernel
+  VTEP and once with vxtun in the same place: the same misses in the same order (L3 miss,
+  then L2 miss once the neighbour is added, then, after a ``reachable`` answer expired and the
+  entry is gone, the L3 miss again), and ping works once they are answered.
 * tools/resolver.py answers the misses of two vxtun VTEPs by itself, again after expiry.
 * A listener that never reads loses events; the VTEP forwards and answers as before.
 
@@ -20,76 +21,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from helpers import Tcpdump, mac_of
+from helpers import Tcpdump, exchange, flood_unicast, mac_of, poll, vxtun_up
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
                                 ICMPv6NDOptSrcLLAddr, IPv6)
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN  # noqa: F401  (binds VXLAN to UDP 4789 for parsing)
 
-from vxtun.lab.netns import Host, run, set_container
+from vxtun.lab.netns import Host, python, run, set_container
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOLVER = ROOT / "tools" / "resolver.py"
 ASKER = "52:5e:55:58:9a:ab"         # a host behind the VTEP that sends requests
 PEER = "b2:ee:aa:42:8b:0b"          # the neighbour the tables know
 C1, C2 = "10.20.1.2", "10.20.1.3"
-
-# A packet socket on an overlay device: "xchg" sends frames and prints, in hex, every ARP
-# reply and Neighbour Advertisement the device receives in the next WAIT seconds; "flood"
-# sends N IPv4 frames to N different unicast MACs.  Only the standard library.
-PKT_TOOL = r'''
-import json, select, socket, sys, time
-mode, iface = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-s.bind((iface, 0))
-if mode == "flood":
-    n, src = int(sys.argv[3]), bytes.fromhex(sys.argv[4])
-    body = src + b"\x08\x00" + bytes(46)
-    for i in range(n):
-        s.send(b"\x02\xaa" + i.to_bytes(4, "big") + body)
-    print(json.dumps({"sent": n}))
-    sys.exit(0)
-wait = float(sys.argv[3])
-for h in sys.argv[4:]:
-    s.send(bytes.fromhex(h))
-    time.sleep(0.02)
-got = []
-deadline = time.time() + wait
-while True:
-    r, _, _ = select.select([s], [], [], max(0.0, deadline - time.time()))
-    if not r:
-        break
-    data, addr = s.recvfrom(65535)
-    if addr[2] == socket.PACKET_OUTGOING:
-        continue
-    arp_reply = data[12:14] == b"\x08\x06" and data[20:22] == b"\x00\x02"
-    na = data[12:14] == b"\x86\xdd" and data[20] == 58 and data[54] == 136
-    if arp_reply or na:
-        got.append(data.hex())
-print(json.dumps(got))
-'''
-
-
-def pkt_tool(host: Host, tmp_path: Path, *args) -> object:
-    path = tmp_path / "pkt_tool.py"
-    if not path.exists():
-        path.write_text(PKT_TOOL)
-    out = host.sh(f"{sys.executable} {path} " + " ".join(str(a) for a in args), timeout=120)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def vxtun_up(host: Host, dataplane: dict, *args: str, name: str = "vxtun0") -> None:
-    """``vxtun up ARGS`` in ``host``, on the dataplane the test runs for (checked)."""
-    host.vxtun(*args, env=dataplane, wait_dev=name)
-    want = "pure" if dataplane.get("VXTUN_PUREPYTHON") == "1" else "fast"
-    assert json.loads(host.cmd("show", "dev", name, "-j"))[0]["dataplane"] == want
-
 
 def no_ipv6(ns: str) -> None:
     """Keep IPv6 chatter (DAD, router solicitations) out of an IPv4 scenario's events."""
@@ -106,16 +55,6 @@ def cping_until(ns: str, dst: str, tries: int = 10) -> bool:
     return any(cping(ns, dst) for _ in range(tries))
 
 
-def poll(pred, timeout: float = 15.0, step: float = 0.1):
-    """Wait for a condition (never a timing assertion: the timeout only bounds a failure)."""
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(step)
-
-
 # --- the same command on a kernel VTEP or on vxtun -----------------------------------------
 
 def table(host: Host, kind: str, what: str, *words: str, check: bool = True):
@@ -124,8 +63,7 @@ def table(host: Host, kind: str, what: str, *words: str, check: bool = True):
     if kind == "kernel":
         tool = "ip neigh" if what == "neigh" else "bridge fdb"
         return host.run(f"{tool} {' '.join(words)}", check=check)
-    return run(f"ip netns exec {host.ns} {sys.executable} -m vxtun {what} {' '.join(words)}",
-               check=check)
+    return host.run_vxtun(what, *" ".join(words).split(), check=check)
 
 
 def neigh_json(host: Host, kind: str, dev: str, *filters: str) -> list[dict]:
@@ -140,7 +78,7 @@ class Monitor:
     def __init__(self, host: Host, kind: str, dev: str, env: dict | None = None) -> None:
         self.host, self.kind, self.dev = host, kind, dev
         args = ["ip", "monitor", "neigh", "dev", dev] if kind == "kernel" else \
-            [sys.executable, "-m", "vxtun", "monitor", "dev", dev]
+            python("-m", "vxtun", "monitor", "dev", dev)
         self.p = host.popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
         self.lines: list[str] = []
@@ -288,7 +226,7 @@ def unicast(dst: str) -> bytes:
     return bytes(Ether(dst=dst, src=ASKER) / IP(src=C1, dst=C2) / ICMP())
 
 
-def test_answers_and_misses_are_the_kernels_byte_for_byte(topo, dataplane, tmp_path):
+def test_answers_and_misses_are_the_kernels_byte_for_byte(topo, dataplane):
     h = side_by_side(topo, dataplane, "--proxy", "--l2miss", "--l3miss")
     mons = {"kernel": Monitor(h, "kernel", "vxlan0"), "vxtun": Monitor(h, "vxtun", "vxtun0")}
     for kind, dev in (("kernel", "vxlan0"), ("vxtun", "vxtun0")):
@@ -323,8 +261,7 @@ def test_answers_and_misses_are_the_kernels_byte_for_byte(topo, dataplane, tmp_p
     replies, misses = {}, {}
     for kind, dev in (("kernel", "vxlan0"), ("vxtun", "vxtun0")):
         start = len(mons[kind].lines)
-        replies[kind] = pkt_tool(h, tmp_path, "xchg", dev, 1.0,
-                                 *(f.hex() for f in answered + silent))
+        replies[kind] = exchange(h, dev, answered + silent, wait=1.0)
         mons[kind].sync()
         misses[kind] = mons[kind].misses(start)
     for m in mons.values():
@@ -337,11 +274,11 @@ def test_answers_and_misses_are_the_kernels_byte_for_byte(topo, dataplane, tmp_p
     assert misses["vxtun"] == misses["kernel"]
 
 
-# --- scenario 6: the ARP proxy keeps ARP off the underlay ----------------------------------
+# --- the proxy scenario: the ARP proxy keeps ARP off the underlay ---------------------------
 
 def proxy_pair(topo, dataplane, family: int):
     """h1: vxtun --proxy, h2: a kernel vxlan0 with proxy; flood lists, FDB and neighbour
-    tables filled by hand as in the tutorial's scenario 6."""
+    tables filled by hand."""
     h1 = topo.host("h1", "192.0.2.1/24")
     h2 = topo.host("h2", "192.0.2.2/24")
     a1, a2, plen = (C1, C2, 24) if family == 4 else ("2001:db8:1020::2", "2001:db8:1020::3", 64)
@@ -362,7 +299,7 @@ def proxy_pair(topo, dataplane, family: int):
     return h1, h2, a2, m2
 
 
-def test_scenario6_arp_is_answered_on_the_host(topo, dataplane):
+def test_proxy_arp_is_answered_on_the_host(topo, dataplane):
     h1, h2, a2, m2 = proxy_pair(topo, dataplane, 4)
     with Tcpdump(topo, "udp port 4789") as cap:
         out = h1.run(f"ping -c 3 -i 0.2 -W 2 {a2}")
@@ -378,7 +315,7 @@ def test_scenario6_arp_is_answered_on_the_host(topo, dataplane):
     assert sum(1 for p in pkts if ICMP in p and p[ICMP].type == 0) >= 3
 
 
-def test_scenario6_nd_is_answered_on_the_host(topo, dataplane):
+def test_proxy_nd_is_answered_on_the_host(topo, dataplane):
     h1, h2, a2, m2 = proxy_pair(topo, dataplane, 6)
     with Tcpdump(topo, "udp port 4789") as cap:
         out = h1.run(f"ping -6 -c 3 -i 0.2 -W 2 {a2}")
@@ -391,14 +328,14 @@ def test_scenario6_nd_is_answered_on_the_host(topo, dataplane):
     assert sum(1 for p in pkts if ICMPv6EchoReply in p) >= 3
 
 
-# --- scenario 7: misses, answered by hand, against the kernel -------------------------------
+# --- the miss scenario: misses, answered by hand, against the kernel -------------------------
 
 REACHABLE = 3       # seconds; the kernel draws 0.5x..1.5x of base_reachable_time_ms
 GC_STALE = 8        # vxtun's --gc-stale-time for the run
 
 
-def tutorial_host(topo, name: str, ip: str, overlay: str, kind: str, dataplane: dict):
-    """The tutorial's host: br0, the VTEP enslaved to it, one container.  IPv4 only."""
+def bridged_host(topo, name: str, ip: str, overlay: str, kind: str, dataplane: dict):
+    """A host with a bridge br0, the VTEP enslaved to it and one container.  IPv4 only."""
     h = topo.host(name, f"{ip}/24")
     no_ipv6(h.ns)
     h.sh("ip link add br0 type bridge; ip link set br0 up")
@@ -421,13 +358,13 @@ def tutorial_host(topo, name: str, ip: str, overlay: str, kind: str, dataplane: 
 
 def peer_host(topo):
     """h2: a kernel VTEP that knows every container behind the VTEPs under test."""
-    h2, dev, c2, m2 = tutorial_host(topo, "h2", "192.0.2.2", f"{C2}/24", "kernel", {})
+    h2, dev, c2, m2 = bridged_host(topo, "h2", "192.0.2.2", f"{C2}/24", "kernel", {})
     return h2, c2, m2
 
 
-def scenario7(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip: str,
+def miss_sequence(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip: str,
               overlay: str) -> list[str]:
-    h1, dev, c1, m1 = tutorial_host(topo, name, ip, f"{overlay}/24", kind, dataplane)
+    h1, dev, c1, m1 = bridged_host(topo, name, ip, f"{overlay}/24", kind, dataplane)
     h2.sh(f"ip neigh add {overlay} lladdr {m1} dev vxlan0; "
           f"bridge fdb add {m1} dst {ip} dev vxlan0")
     mon = Monitor(h1, kind, dev)
@@ -476,18 +413,18 @@ def scenario7(topo, kind: str, dataplane: dict, h2: Host, m2: str, name: str, ip
 _kernel_sequence: list[str] = []
 
 
-def test_scenario7_misses_as_the_kernel_raises_them(topo, dataplane):
+def test_misses_as_the_kernel_raises_them(topo, dataplane):
     h2, c2, m2 = peer_host(topo)
     if not _kernel_sequence:        # the kernel's run does not depend on the dataplane
-        seq = scenario7(topo, "kernel", {}, h2, m2, "hk", "192.0.2.1", C1)
+        seq = miss_sequence(topo, "kernel", {}, h2, m2, "hk", "192.0.2.1", C1)
         _kernel_sequence.extend(ln.replace(m2, "MAC") for ln in seq)
-    seq = scenario7(topo, "vxtun", dataplane, h2, m2, "hv", "192.0.2.3", "10.20.1.4")
+    seq = miss_sequence(topo, "vxtun", dataplane, h2, m2, "hv", "192.0.2.3", "10.20.1.4")
     want = [f"miss {C2} STALE", "miss lladdr MAC STALE", f"miss {C2} STALE"]
     assert _kernel_sequence == want
     assert [ln.replace(m2, "MAC") for ln in seq] == want
 
 
-# --- the resolver: scenario 7 done by a program ----------------------------------------------
+# --- the resolver: the miss scenario done by a program ----------------------------------------
 
 def test_resolver_answers_misses_end_to_end(topo, dataplane, tmp_path):
     hosts = []
@@ -501,7 +438,7 @@ def test_resolver_answers_misses_end_to_end(topo, dataplane, tmp_path):
         vxtun_up(h, dataplane, "--vni", "42", "--local", ul, "--dev", "eth0", "--dstport", "4789",
                  "--nolearning", "--proxy", "--l2miss", "--l3miss", "--mac", macs[name],
                  "--address", f"{ov}/24", "--reachable-time", "2", "--gc-stale-time", "3")
-        p = h.popen([sys.executable, str(RESOLVER), "dev", "vxtun0", "--table", str(tab)],
+        p = h.popen(python(str(RESOLVER), "dev", "vxtun0", "--table", str(tab)),
                     env=dataplane, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert json.loads(p.stdout.readline()) == {"ready": "vxtun0"}
         hosts.append((h, p))
@@ -530,7 +467,7 @@ def test_resolver_answers_misses_end_to_end(topo, dataplane, tmp_path):
 
 # --- a listener that does not read ------------------------------------------------------------
 
-def test_a_slow_listener_loses_events_not_packets(topo, dataplane, tmp_path):
+def test_a_slow_listener_loses_events_not_packets(topo, dataplane):
     h1 = topo.host("h1", "192.0.2.1/24")
     h2 = topo.host("h2", "192.0.2.2/24")
     vxtun_up(h1, dataplane, "--vni", "42", "--local", "192.0.2.1", "--dev", "eth0",
@@ -541,10 +478,10 @@ def test_a_slow_listener_loses_events_not_packets(topo, dataplane, tmp_path):
     h1.cmd("fdb", "add", m2, "dst", "192.0.2.2", "dev", "vxtun0")
     h1.sh(f"ip neigh replace {C2} lladdr {m2} dev vxtun0")
     # A subscriber that never reads, and one that does.
-    stuck = h1.popen([sys.executable, "-c",
-                      "import sys, time; from vxtun.api import Controller; "
-                      "s = Controller('vxtun0').subscribe(); print('ready', flush=True); "
-                      "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    stuck = h1.popen(python("-c",
+                            "import sys, time; from vxtun.api import Controller; "
+                            "s = Controller('vxtun0').subscribe(); print('ready', flush=True); "
+                            "time.sleep(600)"), stdout=subprocess.PIPE, text=True)
     assert stuck.stdout.readline().strip() == "ready"
     reader = Monitor(h1, "vxtun", "vxtun0")
     # A TAP queue long enough for the whole burst: frames wait for the VTEP, not dropped.
@@ -557,7 +494,7 @@ def test_a_slow_listener_loses_events_not_packets(topo, dataplane, tmp_path):
 
     n = 20000
     before = counters()
-    assert pkt_tool(h1, tmp_path, "flood", "vxtun0", n, m1.replace(":", "")) == {"sent": n}
+    assert flood_unicast(h1, "vxtun0", n, m1) == {"sent": n}
     # Every frame of the burst is decided by the VTEP (dropped for want of a destination) or,
     # had the TAP queue overflowed, counted there; the loop never waited for the listener.
     assert poll(lambda: (counters()[0] - before[0]) + (counters()[1] - before[1]) >= n,

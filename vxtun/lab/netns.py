@@ -8,8 +8,11 @@
 
 Every namespace name carries a unique prefix (``vxt-<tag>-<pid>-...``), so parallel runs never
 collide; ``close()`` deletes every namespace it made (which removes their veths, TAPs and
-bridges), kills the processes it started in them, and is idempotent.  ``cleanup_stale()`` removes
-namespaces left by a crashed run of the same prefix family.
+bridges), kills the processes it started in them, and is idempotent.
+
+Every Python child (``vxtun up``, ``vxtun fdb ...``, the programs of ``vxtun.lab.traffic``)
+starts as ``python(...)`` says, in the environment ``child_env()`` gives: it imports the very
+``vxtun`` this process imported, whatever the working directory holds.
 """
 from __future__ import annotations
 
@@ -23,9 +26,32 @@ import time
 
 _counter = itertools.count()
 
+# The directory that holds the package this process imported: a checkout built in place, or
+# the site-packages of an installed vxtun.
+VXTUN_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def python(*args: str) -> list[str]:
+    """The command line of a Python child.  ``-P`` keeps the working directory off its
+    ``sys.path``: started from a clone's root, the source tree (which has no built fast path)
+    would otherwise shadow the installed ``vxtun``; ``child_env`` says where ``vxtun`` is."""
+    return [sys.executable, "-P", *args]
+
+
+def child_env(env: dict | None = None, *paths: str) -> dict[str, str]:
+    """This process's environment plus ``env``, with ``PYTHONPATH`` starting at the directory
+    that holds this process's ``vxtun`` (then ``paths``, then what PYTHONPATH held before)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (VXTUN_PATH, *paths, e.get("PYTHONPATH"))
+                                      if p)
+    return e
+
 
 def run(cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout,
+                       env=child_env())
     if check and p.returncode != 0:
         raise RuntimeError(f"command failed ({p.returncode}): {cmd}\n{p.stdout}{p.stderr}")
     return p
@@ -84,10 +110,7 @@ class Host:
         return run(f"ip netns exec {self.ns} sh -c {shlex.quote(cmd)}", check, timeout)
 
     def popen(self, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
-        e = dict(os.environ)
-        if env:
-            e.update(env)
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns] + args, env=e,
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns] + args, env=child_env(env),
                              start_new_session=True, **kw)
         self.topo.procs.append(p)
         return p
@@ -95,7 +118,7 @@ class Host:
     def vxtun(self, *args: str, env: dict | None = None, wait_dev: str | None = "vxtun0",
               timeout: float = 20) -> subprocess.Popen:
         """Start ``vxtun up ARGS`` here and wait until its control socket answers."""
-        p = self.popen([sys.executable, "-m", "vxtun", "up", *args], env=env,
+        p = self.popen(python("-m", "vxtun", "up", *args), env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if wait_dev:
             deadline = time.time() + timeout
@@ -104,17 +127,21 @@ class Host:
                     out, err = p.communicate()
                     raise RuntimeError(f"vxtun up {' '.join(args)} exited {p.returncode}:\n"
                                        f"{out}{err}")
-                if self.run(f"{sys.executable} -m vxtun show dev {wait_dev}").returncode == 0:
+                if self.run_vxtun("show", "dev", wait_dev).returncode == 0:
                     return p
                 time.sleep(0.1)
             raise RuntimeError(f"vxtun {wait_dev} did not come up in {timeout}s")
         return p
 
+    def run_vxtun(self, *args: str, check: bool = False,
+                  timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run ``vxtun ARGS`` in this host; the result with its status, stdout and stderr."""
+        return run(f"ip netns exec {self.ns} {shlex.join(python('-m', 'vxtun', *args))}",
+                   check, timeout)
+
     def cmd(self, *args: str, check: bool = True, timeout: float = 30) -> str:
-        """Run ``vxtun ARGS`` in this host."""
-        p = run(f"ip netns exec {self.ns} {shlex.quote(sys.executable)} -m vxtun "
-                + " ".join(shlex.quote(a) for a in args), check, timeout)
-        return p.stdout
+        """Run ``vxtun ARGS`` in this host; its stdout."""
+        return self.run_vxtun(*args, check=check, timeout=timeout).stdout
 
 
 class Topology:
@@ -202,8 +229,8 @@ class Topology:
 
 
 def set_container(host: Host, bridge: str, name: str, address: str) -> str:
-    """The tutorial's ``set_container br0 container4 10.20.1.4/24``: a namespace with a veth
-    into ``bridge`` on ``host``.  Returns the container's namespace name."""
+    """A container on ``host``: a namespace with a veth into ``bridge`` and ``address`` on its
+    ``eth0``.  Returns the container's namespace name."""
     topo = host.topo
     ns = topo.namespace(f"{host.name}-{name}")
     idx = sum(1 for n in topo.namespaces if n.startswith(f"{topo.prefix}-{host.name}-"))

@@ -1,4 +1,4 @@
-"""``vxtun-lab``: the tutorial's first step, point to point, with vxtun on one side.
+"""``vxtun-lab``: a point-to-point VTEP pair, the kernel's on one side and vxtun on the other.
 
 Two hosts (network namespaces) on one underlay bridge: ``h1`` runs the kernel's vxlan device,
 ``h2`` runs vxtun, both on VNI 42 and UDP port 4789, overlay 10.20.1.0/24.  The lab shows the
@@ -73,7 +73,7 @@ class Lab:
             self.say(f"namespaces {topo.ul} (bridge br0), {h1.ns}, {h2.ns}")
             self.say(f"h1 eth0 {u1}/{plen}    h2 eth0 {u2}/{plen}    underlay MTU {topo.mtu}")
 
-            self.step("h1: the kernel's VTEP (scenario 1 of the tutorial)")
+            self.step("h1: the kernel's VTEP, point to point")
             self.shell(h1, f"ip link add vxlan0 type vxlan id {VNI} dstport {PORT} "
                            f"remote {u2} local {u1} dev eth0")
             self.shell(h1, f"ip addr add {o1}/24 dev vxlan0")
@@ -140,9 +140,8 @@ class Lab:
                    f"{src.name} -> {dst}: {r['received']}/{count} echo replies{note}")
 
     def show_datagram(self, h2: Host, h1: Host, o1: str) -> None:
-        cap = h2.popen([sys.executable, "-m", "vxtun.lab.traffic", "capture", "eth0",
-                        str(PORT), "1", "5", "out"], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
+        cap = h2.popen(traffic.command("capture", "eth0", PORT, 1, 5, "out"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cap.stdout.readline()                    # ready
         traffic.run_in(h2, "ping", o1, 1, 56)
         out, err = cap.communicate(timeout=15)

@@ -10,8 +10,17 @@ only (no ping, no tcpdump, no iperf3).
     ping HOST COUNT SIZE             ICMP/ICMPv6 echo, print sent/received
     capture IFACE PORT COUNT SECS [in|out]
                                      AF_PACKET capture of UDP datagrams to PORT, print them in hex
-    inject IFACE HEX                 write one Ethernet frame on IFACE (a packet socket)
+    watch IFACE[,IFACE...] PORT      one line per VXLAN datagram to PORT the interfaces send
+                                     out (outer addresses and TTL, VNI, inner MACs), until stdin
+                                     closes
+    rx IFACE MARKER SECS             the frames IFACE receives, until one containing MARKER
+    xchg IFACE SECS HEX...           write each frame on IFACE, then print the ARP replies and
+                                     Neighbour Advertisements it receives in the next SECS
+    inject IFACE HEX...              write Ethernet frames on IFACE (a packet socket)
+    flood-unicast IFACE N SRC        write N IPv4 frames from MAC SRC to N different unicast MACs
     udp HOST PORT HEX...             send each HEX as one UDP datagram to HOST:PORT
+    udp-tos HOST PORT TOS:HEX...     the same, each under its own IPv4 TOS / IPv6 traffic class
+    vxlan-flood HOST PORT VNI N      N VXLAN broadcast frames in VNI, each from a random MAC
 
 The byte-compared TCP transfer is what proves a dataplane handles checksum offload and GSO:
 ping works with broken TCP checksums, a sha256 over megabytes does not.
@@ -29,6 +38,8 @@ import subprocess
 import sys
 import time
 from typing import NamedTuple
+
+from .netns import child_env, python
 
 TIMEOUT = 60.0       # a stalled TCP stream is a failure, not a hang
 ETH_P_ALL = 0x0003
@@ -143,23 +154,127 @@ def capture(iface: str, port: int, count: int, seconds: float, direction: str = 
         outgoing = addr[2] == PACKET_OUTGOING
         if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
             continue
-        etype = struct.unpack("!H", f[12:14])[0]
-        if etype == 0x0800 and f[23] == 17:
-            udp = 14 + (f[14] & 0x0F) * 4
-        elif etype == 0x86DD and f[20] == 17:
-            udp = 14 + 40
-        else:
-            continue
-        if len(f) >= udp + 8 and struct.unpack("!H", f[udp + 2:udp + 4])[0] == port:
+        if _udp_offset(f, port) is not None:
             frames.append(f.hex())
     _say(frames=frames)
 
 
-def inject(iface: str, frame_hex: str) -> None:
+def _udp_offset(f: bytes, port: int) -> int | None:
+    """Where the UDP header starts if the Ethernet frame ``f`` carries a UDP datagram to
+    ``port`` over IPv4 or IPv6 (no extension headers), else None."""
+    etype = struct.unpack("!H", f[12:14])[0]
+    if etype == 0x0800 and f[23] == 17:
+        u = 14 + (f[14] & 0x0F) * 4
+    elif etype == 0x86DD and f[20] == 17:
+        u = 14 + 40
+    else:
+        return None
+    if len(f) < u + 8 or struct.unpack("!H", f[u + 2:u + 4])[0] != port:
+        return None
+    return u
+
+
+def _vxlan_record(f: bytes, port: int) -> dict | None:
+    """What ``watch`` reports of a frame: None unless it is a UDP datagram to ``port``."""
+    u = _udp_offset(f, port)
+    if u is None:
+        return None
+    if f[12:14] == b"\x08\x00":
+        ttl = f[22]
+        src, dst = (socket.inet_ntop(socket.AF_INET, f[a:a + 4]) for a in (26, 30))
+    else:
+        ttl = f[21]
+        src, dst = (socket.inet_ntop(socket.AF_INET6, f[a:a + 16]) for a in (22, 38))
+    v = f[u + 8:]
+    inner = v[8:]
+    return {"src": src, "dst": dst, "ttl": ttl, "vni": int.from_bytes(v[4:7], "big"),
+            "idst": inner[0:6].hex(":"), "isrc": inner[6:12].hex(":"),
+            "type": inner[12:14].hex(), "data": inner[14:46].hex()}
+
+
+def watch(ifaces: str, port: int) -> None:
+    """Every datagram to ``port`` the interfaces send out, as it goes (``port`` in each record
+    names the interface).  On an underlay bridge's ports that is exactly what each host gets."""
+    socks = {}
+    for name in ifaces.split(","):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.bind((name, 0))
+        socks[s.fileno()] = (name, s)
+    _say(ready=True)
+    while True:
+        for fd in select.select([*socks, 0], [], [])[0]:
+            if fd == 0:
+                if not sys.stdin.buffer.read1(4096):
+                    return
+                continue
+            name, s = socks[fd]
+            f, addr = s.recvfrom(65535)
+            if addr[2] != PACKET_OUTGOING:
+                continue
+            rec = _vxlan_record(f, port)
+            if rec:
+                _say(port=name, **rec)
+
+
+def rx(iface: str, marker_hex: str, seconds: float) -> None:
+    """The frames ``iface`` receives (not those it sends) until one containing the marker,
+    which is left out, or until ``seconds`` pass."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((iface, 0))
+    marker, deadline = bytes.fromhex(marker_hex), time.monotonic() + seconds
+    _say(ready=True)
+    frames = []
+    while time.monotonic() < deadline:
+        if not select.select([s], [], [], 0.1)[0]:
+            continue
+        f, addr = s.recvfrom(65535)
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        if marker in f:
+            break
+        frames.append(f.hex())
+    _say(frames=frames)
+
+
+def xchg(iface: str, seconds: float, *hexes: str) -> None:
+    """Write each frame on ``iface``, then collect the ARP replies and Neighbour
+    Advertisements it receives within ``seconds``: what a proxying VTEP answers."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((iface, 0))
+    for h in hexes:
+        s.send(bytes.fromhex(h))
+        time.sleep(0.02)
+    got = []
+    deadline = time.monotonic() + seconds
+    while True:
+        if not select.select([s], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        data, addr = s.recvfrom(65535)
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        arp_reply = data[12:14] == b"\x08\x06" and data[20:22] == b"\x00\x02"
+        na = data[12:14] == b"\x86\xdd" and data[20] == 58 and data[54] == 136
+        if arp_reply or na:
+            got.append(data.hex())
+    _say(replies=got)
+
+
+def inject(iface: str, *hexes: str) -> None:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
-    s.send(bytes.fromhex(frame_hex))
-    _say(sent=1)
+    for h in hexes:
+        s.send(bytes.fromhex(h))
+    _say(sent=len(hexes))
+
+
+def flood_unicast(iface: str, n: int, src_hex: str) -> None:
+    """``n`` IPv4 frames from MAC ``src_hex``, to 02:aa:00:00:00:00 + i: n unknown MACs."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    body = bytes.fromhex(src_hex) + b"\x08\x00" + bytes(46)
+    for i in range(n):
+        s.send(b"\x02\xaa" + i.to_bytes(4, "big") + body)
+    _say(sent=n)
 
 
 def udp(host: str, port: int, *hexes: str) -> None:
@@ -169,11 +284,38 @@ def udp(host: str, port: int, *hexes: str) -> None:
     _say(sent=len(hexes))
 
 
+def udp_tos(host: str, port: int, *items: str) -> None:
+    """Each ``TOS:HEX`` as one datagram under that IPv4 TOS / IPv6 traffic class (ECN bits
+    included: a UDP socket keeps them)."""
+    v6 = _family(host) == socket.AF_INET6
+    s = socket.socket(_family(host), socket.SOCK_DGRAM)
+    for item in items:
+        tos, data = item.split(":")
+        if v6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, int(tos))
+        else:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(tos))
+        s.sendto(bytes.fromhex(data), (host, port))
+    _say(sent=len(items))
+
+
+def vxlan_flood(host: str, port: int, vni: int, n: int) -> None:
+    """``n`` VXLAN datagrams, each a broadcast frame from a new random unicast MAC: what fills
+    a learning VTEP's FDB up to its ``maxaddress``."""
+    s = socket.socket(_family(host), socket.SOCK_DGRAM)
+    hdr = bytes([8, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0"
+    for _ in range(n):
+        src = bytes([2]) + os.urandom(5)
+        s.sendto(hdr + b"\xff" * 6 + src + b"\x88\xb5" + bytes(46), (host, port))
+    _say(sent=n)
+
+
 # --- drivers (run by the lab or a test, outside the namespaces) --------------------------------
 
 
-def _cmd(*args: object) -> list[str]:
-    return [sys.executable, "-m", "vxtun.lab.traffic", *map(str, args)]
+def command(*args: object) -> list[str]:
+    """The command line of one traffic program (to run in a namespace with ``child_env()``)."""
+    return python("-m", "vxtun.lab.traffic", *map(str, args))
 
 
 def _json(text: str, what: str) -> dict:
@@ -185,8 +327,8 @@ def _json(text: str, what: str) -> dict:
 
 def run_in(host, *args: object, timeout: float = TIMEOUT + 10) -> dict:
     """Run one traffic program in ``host`` (a ``vxtun.lab.netns.Host``), return its result."""
-    p = subprocess.run(["ip", "netns", "exec", host.ns, *_cmd(*args)], capture_output=True,
-                       text=True, timeout=timeout)
+    p = subprocess.run(["ip", "netns", "exec", host.ns, *command(*args)], capture_output=True,
+                       text=True, timeout=timeout, env=child_env())
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, args))} in {host.name} failed:\n{p.stderr}")
     return _json(p.stdout, str(args[0]))
@@ -206,7 +348,7 @@ class Transfer(NamedTuple):
 
 def tcp_transfer(src, dst, dst_ip: str, nbytes: int, port: int = 5201, seed: int = 1) -> Transfer:
     """Send ``nbytes`` over TCP from host ``src`` to ``dst_ip`` (an address of host ``dst``)."""
-    sink_p = dst.popen(_cmd("sink", port, "6" if ":" in dst_ip else "4"),
+    sink_p = dst.popen(command("sink", port, "6" if ":" in dst_ip else "4"),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = sink_p.stdout.readline()
@@ -235,10 +377,22 @@ def main(argv: list[str] | None = None) -> int:
         ping(args[0], int(args[1]), int(args[2]))
     elif cmd == "capture":
         capture(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])
+    elif cmd == "watch":
+        watch(args[0], int(args[1]))
+    elif cmd == "rx":
+        rx(args[0], args[1], float(args[2]))
+    elif cmd == "xchg":
+        xchg(args[0], float(args[1]), *args[2:])
     elif cmd == "inject":
-        inject(args[0], args[1])
+        inject(args[0], *args[1:])
+    elif cmd == "flood-unicast":
+        flood_unicast(args[0], int(args[1]), args[2])
     elif cmd == "udp":
         udp(args[0], int(args[1]), *args[2:])
+    elif cmd == "udp-tos":
+        udp_tos(args[0], int(args[1]), *args[2:])
+    elif cmd == "vxlan-flood":
+        vxlan_flood(args[0], int(args[1]), int(args[2]), int(args[3]))
     else:
         print(f"unknown traffic command {cmd!r}", file=sys.stderr)
         return 2
