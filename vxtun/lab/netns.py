@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from ..wire.addr import ip_version
+
 _counter = itertools.count()
 
 # The directory that holds the package this process imported: a checkout built in place, or
@@ -97,7 +99,7 @@ class Host:
     @property
     def ip6(self) -> str | None:
         for a in self.addrs:
-            if ":" in a:
+            if ip_version(a.split("/")[0]) == 6:
                 return a.split("/")[0]
         return None
 
@@ -179,7 +181,7 @@ class Topology:
         run(f"ip -n {ns} link set eth0 mtu {self.mtu} up")
         h = Host(self, name, ns)
         for a in addrs:
-            extra = " nodad" if ":" in a else ""
+            extra = " nodad" if ip_version(a.split("/")[0]) == 6 else ""
             run(f"ip -n {ns} addr add {a} dev eth0{extra}")
             h.addrs.append(a)
         self.hosts[name] = h

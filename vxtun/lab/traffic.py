@@ -39,6 +39,7 @@ import sys
 import time
 from typing import NamedTuple
 
+from ..wire.addr import ip_version, socket_family
 from .netns import child_env, python
 
 TIMEOUT = 60.0       # a stalled TCP stream is a failure, not a hang
@@ -51,7 +52,7 @@ def _say(**kw) -> None:
 
 
 def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket_family(host)
 
 
 def payload(nbytes: int, seed: int) -> bytes:
@@ -109,7 +110,7 @@ def _csum(data: bytes) -> int:
 
 def ping(host: str, count: int, size: int) -> None:
     """Echo requests of ``size`` payload bytes; larger than the MTU they leave as IP fragments."""
-    v6 = ":" in host
+    v6 = ip_version(host) == 6
     if v6:
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         req_type, rep_type = 128, 129      # the kernel fills in ICMPv6 checksums
@@ -348,7 +349,7 @@ class Transfer(NamedTuple):
 
 def tcp_transfer(src, dst, dst_ip: str, nbytes: int, port: int = 5201, seed: int = 1) -> Transfer:
     """Send ``nbytes`` over TCP from host ``src`` to ``dst_ip`` (an address of host ``dst``)."""
-    sink_p = dst.popen(command("sink", port, "6" if ":" in dst_ip else "4"),
+    sink_p = dst.popen(command("sink", port, str(ip_version(dst_ip))),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = sink_p.stdout.readline()
