@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from vxtun.errors import FdbError
 from vxtun.fdb import (LEARN_FULL, LEARN_MOVED, LEARN_NEW, LEARN_OFF, LEARN_PINNED,
-                       LEARN_REFRESH, Fdb, Remote)
+                       LEARN_REFRESH, DictStore, Fdb, Remote)
 from vxtun.wire.ether import ZERO_MAC, mac_from_str
 
 M1 = mac_from_str("52:5e:55:58:9a:ab")
@@ -20,14 +20,24 @@ MCAST = mac_from_str("01:00:5e:00:00:01")
 A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 
 
+# Every rule runs over both stores: the pure one, and the fast path's C table (the same
+# administrative rules in Fdb, its data-path rules in C).
+STORES = {"dict": DictStore}
+pytestmark = pytest.mark.parametrize("store", list(STORES.values()), ids=list(STORES))
+
+
+def new(store, **kw) -> Fdb:
+    return Fdb(store=store(**kw))
+
+
 def ips(remotes):
     return [r.ip for r in remotes]
 
 
 # --- learning (vxlan_snoop) ----------------------------------------------------------------
 
-def test_learn_new_then_refresh():
-    f = Fdb()
+def test_learn_new_then_refresh(store):
+    f = new(store)
     assert f.learn(M1, A, 0.0) == LEARN_NEW
     assert f.get(M1).state == "dynamic"
     assert f.learn(M1, A, 5.0) == LEARN_REFRESH
@@ -35,8 +45,8 @@ def test_learn_new_then_refresh():
     assert ips(f.lookup(M1, 6.0)) == [A]
 
 
-def test_learned_mac_moves_to_the_new_vtep():
-    f = Fdb()
+def test_learned_mac_moves_to_the_new_vtep(store):
+    f = new(store)
     f.learn(M1, A, 0.0)
     assert f.learn(M1, B, 1.0) == LEARN_MOVED
     assert ips(f.lookup(M1, 1.0)) == [B]
@@ -44,8 +54,8 @@ def test_learned_mac_moves_to_the_new_vtep():
 
 
 @pytest.mark.parametrize("state", ["permanent", "static"])
-def test_static_and_permanent_macs_are_pinned(state):
-    f = Fdb()
+def test_static_and_permanent_macs_are_pinned(store, state):
+    f = new(store)
     f.add(M1, Remote(A), state)
     assert f.learn(M1, B, 1.0) == LEARN_PINNED
     assert ips(f.lookup(M1, 1.0)) == [A]
@@ -53,14 +63,14 @@ def test_static_and_permanent_macs_are_pinned(state):
     assert f.learn(M1, A, 2.0) == LEARN_REFRESH
 
 
-def test_user_added_dynamic_entry_can_move():
-    f = Fdb()
+def test_user_added_dynamic_entry_can_move(store):
+    f = new(store)
     f.add(M1, Remote(A), "dynamic", now=0.0)
     assert f.learn(M1, B, 1.0) == LEARN_MOVED
 
 
-def test_nolearning_learns_nothing_and_pins_nothing():
-    f = Fdb(learning=False)
+def test_nolearning_learns_nothing_and_pins_nothing(store):
+    f = new(store, learning=False)
     assert f.learn(M1, A, 0.0) == LEARN_OFF
     assert f.get(M1) is None
     f.add(M2, Remote(A), "static")
@@ -70,8 +80,8 @@ def test_nolearning_learns_nothing_and_pins_nothing():
 
 # --- ageing (vxlan_cleanup) --------------------------------------------------------------------
 
-def test_learned_entries_age_even_while_used_as_destinations():
-    f = Fdb(ageing=10)
+def test_learned_entries_age_even_while_used_as_destinations(store):
+    f = new(store, ageing=10)
     f.learn(M1, A, 0.0)
     for t in range(0, 10):
         assert f.lookup(M1, float(t)) is not None   # used as a destination every second
@@ -79,8 +89,8 @@ def test_learned_entries_age_even_while_used_as_destinations():
     assert f.get(M1) is None
 
 
-def test_expire_removes_only_dynamic_entries():
-    f = Fdb(ageing=10)
+def test_expire_removes_only_dynamic_entries(store):
+    f = new(store, ageing=10)
     f.learn(M1, A, 0.0)
     f.add(M2, Remote(B), "static")
     f.add(ZERO_MAC, Remote(C), "permanent")
@@ -90,8 +100,8 @@ def test_expire_removes_only_dynamic_entries():
     assert {e.mac for e in f.entries()} == {M2, ZERO_MAC}
 
 
-def test_refresh_postpones_ageing():
-    f = Fdb(ageing=10)
+def test_refresh_postpones_ageing(store):
+    f = new(store, ageing=10)
     f.learn(M1, A, 0.0)
     f.learn(M1, A, 8.0)
     assert f.expire(12.0) == []
@@ -100,8 +110,8 @@ def test_refresh_postpones_ageing():
 
 # --- maxaddress ------------------------------------------------------------------------------
 
-def test_maxaddress_caps_learning_but_not_the_administrator():
-    f = Fdb(maxaddress=3)
+def test_maxaddress_caps_learning_but_not_the_administrator(store):
+    f = new(store, maxaddress=3)
     f.add(ZERO_MAC, Remote(A), "permanent")
     assert f.learn(M1, B, 0.0) == LEARN_NEW
     assert f.learn(M2, B, 0.0) == LEARN_NEW
@@ -117,8 +127,8 @@ def test_maxaddress_caps_learning_but_not_the_administrator():
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(min_size=6, max_size=6), max_size=300), st.integers(1, 40))
-def test_maxaddress_bounds_the_table_under_random_sources(macs, cap):
-    f = Fdb(maxaddress=cap)
+def test_maxaddress_bounds_the_table_under_random_sources(store, macs, cap):
+    f = new(store, maxaddress=cap)
     for i, m in enumerate(macs):
         m = bytes([m[0] & 0xFE]) + m[1:]           # unicast sources only, like vxlan_rcv
         f.learn(m, f"192.0.2.{i % 250 + 1}", float(i))
@@ -127,39 +137,39 @@ def test_maxaddress_bounds_the_table_under_random_sources(macs, cap):
 
 # --- bridge fdb add / append / replace / del ----------------------------------------------------
 
-def test_add_refuses_an_existing_entry():
-    f = Fdb()
+def test_add_refuses_an_existing_entry(store):
+    f = new(store)
     f.add(M1, Remote(A))
     with pytest.raises(FdbError, match="already exists"):
         f.add(M1, Remote(B))
     assert ips(f.get(M1).remotes) == [A]
 
 
-def test_append_builds_the_flood_list():
-    f = Fdb()
+def test_append_builds_the_flood_list(store):
+    f = new(store)
     f.add(ZERO_MAC, Remote(A), op="append")
     f.add(ZERO_MAC, Remote(B), op="append")
     f.add(ZERO_MAC, Remote(C, port=4790, vni=43), op="append")
     assert ips(f.lookup(ZERO_MAC, 0.0)) == [A, B, C]
 
 
-def test_append_of_a_listed_destination_changes_nothing():
-    f = Fdb()
+def test_append_of_a_listed_destination_changes_nothing(store):
+    f = new(store)
     f.add(ZERO_MAC, Remote(A), op="append")
     f.add(ZERO_MAC, Remote(A), op="append")
     assert ips(f.get(ZERO_MAC).remotes) == [A]
 
 
-def test_append_to_a_multicast_mac():
-    f = Fdb()
+def test_append_to_a_multicast_mac(store):
+    f = new(store)
     f.add(MCAST, Remote(A))
     f.add(MCAST, Remote(B), op="append")
     assert ips(f.get(MCAST).remotes) == [A, B]
 
 
-def test_append_creates_a_unicast_entry_but_refuses_a_second_destination():
-    f = Fdb()
-    f.add(M1, Remote(A), op="append")             # the tutorial's scenario 5
+def test_append_creates_a_unicast_entry_but_refuses_a_second_destination(store):
+    f = new(store)
+    f.add(M1, Remote(A), op="append")             # a unicast entry, as the kernel makes
     with pytest.raises(FdbError, match="only the all-zeros or a multicast MAC"):
         f.add(M1, Remote(B), op="append")
     assert ips(f.get(M1).remotes) == [A]
@@ -167,8 +177,8 @@ def test_append_creates_a_unicast_entry_but_refuses_a_second_destination():
     assert f.get(M1).state == "static"
 
 
-def test_replace_repoints_unicast_and_refuses_flood_lists():
-    f = Fdb()
+def test_replace_repoints_unicast_and_refuses_flood_lists(store):
+    f = new(store)
     f.add(M1, Remote(A))
     f.add(M1, Remote(B), "static", op="replace")
     assert ips(f.get(M1).remotes) == [B]
@@ -183,8 +193,8 @@ def test_replace_repoints_unicast_and_refuses_flood_lists():
     assert ips(f.get(M2).remotes) == [C]
 
 
-def test_del_one_destination_then_the_entry():
-    f = Fdb()
+def test_del_one_destination_then_the_entry(store):
+    f = new(store)
     for ip in (A, B):
         f.add(ZERO_MAC, Remote(ip), op="append")
     f.delete(ZERO_MAC, B)
@@ -193,8 +203,8 @@ def test_del_one_destination_then_the_entry():
     assert f.get(ZERO_MAC) is None
 
 
-def test_del_errors_change_nothing():
-    f = Fdb()
+def test_del_errors_change_nothing(store):
+    f = new(store)
     f.add(ZERO_MAC, Remote(A), op="append")
     with pytest.raises(FdbError, match="does not exist"):
         f.delete(M1)
@@ -203,16 +213,16 @@ def test_del_errors_change_nothing():
     assert ips(f.get(ZERO_MAC).remotes) == [A]
 
 
-def test_del_matches_port_and_vni():
-    f = Fdb()
+def test_del_matches_port_and_vni(store):
+    f = new(store)
     f.add(ZERO_MAC, Remote(A, port=4790), op="append")
     f.add(ZERO_MAC, Remote(A, vni=43), op="append")
     f.delete(ZERO_MAC, A, port=4790)
     assert f.get(ZERO_MAC).remotes == [Remote(A, vni=43)]
 
 
-def test_bad_state_or_operation_is_refused():
-    f = Fdb()
+def test_bad_state_or_operation_is_refused(store):
+    f = new(store)
     with pytest.raises(FdbError):
         f.add(M1, Remote(A), "reachable")
     with pytest.raises(FdbError):
@@ -220,15 +230,15 @@ def test_bad_state_or_operation_is_refused():
     assert len(f) == 0
 
 
-def test_expired_entry_can_be_added_again():
-    f = Fdb(ageing=5)
+def test_expired_entry_can_be_added_again(store):
+    f = new(store, ageing=5)
     f.learn(M1, A, 0.0)
     f.add(M1, Remote(B), now=5.0)                  # aged out: add sees no entry
     assert f.get(M1).state == "permanent"
 
 
-def test_flush_dynamic_keeps_static():
-    f = Fdb()
+def test_flush_dynamic_keeps_static(store):
+    f = new(store)
     f.learn(M1, A, 0.0)
     f.add(M2, Remote(B), "static")
     f.flush(dynamic_only=True)
@@ -237,8 +247,8 @@ def test_flush_dynamic_keeps_static():
     assert len(f) == 0
 
 
-def test_entries_list_the_default_first():
-    f = Fdb()
+def test_entries_list_the_default_first(store):
+    f = new(store)
     f.learn(M1, A, 0.0)
     f.add(ZERO_MAC, Remote(B), op="append")
     assert f.entries()[0].mac == ZERO_MAC
@@ -255,8 +265,8 @@ OPS = st.lists(st.tuples(
 
 @settings(max_examples=100, deadline=None)
 @given(OPS)
-def test_invariants_under_any_sequence(ops):
-    f = Fdb(ageing=20, maxaddress=3)
+def test_invariants_under_any_sequence(store, ops):
+    f = new(store, ageing=20, maxaddress=3)
     now = 0.0
     for op, mac, ip, dt in ops:
         now += dt

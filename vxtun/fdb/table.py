@@ -18,7 +18,8 @@ Rules, each from the kernel function named:
   learned, but the administrator can still add entries and known traffic keeps flowing.
 * ``add`` refuses an existing MAC (EEXIST), ``replace`` re-points a unicast entry and refuses
   the default/multicast ones, ``append`` adds a remote to the default/multicast entries (and
-  creates a unicast entry that does not exist yet, which the tutorial's scenario 5 relies on),
+  creates a unicast entry that does not exist yet, as the kernel does: ``bridge fdb append
+  MAC dst IP`` is a common way to write a static unicast entry),
   ``del`` removes one remote when ``dst`` is given, else the whole entry.  Appending a remote
   that is already listed succeeds and changes nothing but the state, as in the kernel.
 * Deliberate differences from the kernel: an ``append`` of a second destination to a
@@ -27,8 +28,10 @@ Rules, each from the kernel function named:
   ``maxaddress`` only caps learning (the kernel also refuses administrator adds with ENOSPC,
   but a controller must always be able to pin a MAC).
 
-This module is pure Python; ``vxtun._fastpath.CFdb`` implements the same interface over C
-tables for the fast path, and ``tests/unit/test_fastpath_differential.py`` holds the two equal.
+The rules above are stated once: the data-path ones (lookup, learn, expire) in ``DictStore``
+(and in C for the fast path, ``vxtun._fastpath.CFdb``, held equal by
+``tests/unit/test_fastpath_differential.py``), the administrative ones in ``Fdb``, over either
+store.
 """
 from __future__ import annotations
 
@@ -81,8 +84,24 @@ class FdbEntry:
         return self.mac == ZERO_MAC or is_multicast_mac(self.mac)
 
 
-class Fdb:
-    """One VTEP's forwarding database.  No I/O, no clock: calls that need time get ``now``."""
+def _copy(e: FdbEntry) -> FdbEntry:
+    return FdbEntry(e.mac, list(e.remotes), e.state, e.updated, e.used)
+
+
+def _expired(e: FdbEntry, ageing: float, now: float) -> bool:
+    return e.state == "dynamic" and now - e.updated >= ageing
+
+
+class DictStore:
+    """The pure-Python storage of one FDB: entries in a dict keyed by MAC.
+
+    A store holds entries and runs the three rules the data path needs on every packet:
+    ``lookup`` (vxlan_find_mac), ``learn`` (vxlan_snoop) and ``expire`` (vxlan_cleanup).  The
+    fast path runs the same three in C over its own table (``vxtun._fastpath.CFdb``, the same
+    interface), and the differential tests hold the two equal.  The administrative rules
+    (``bridge fdb add|append|replace|del``) are not here: they exist once, in ``Fdb`` below,
+    over either store.  ``get`` and ``entries`` return copies, as the C table must.
+    """
 
     def __init__(self, ageing: float = 300.0, maxaddress: int = 0, learning: bool = True):
         self.ageing = float(ageing)
@@ -97,7 +116,7 @@ class Fdb:
         e = self._entries.get(mac)
         if e is None:
             return None
-        if e.state == "dynamic" and now - e.updated >= self.ageing:
+        if _expired(e, self.ageing, now):
             del self._entries[mac]
             return None
         e.used = now
@@ -111,7 +130,7 @@ class Fdb:
         if not self.learning:
             return LEARN_OFF
         e = self._entries.get(mac)
-        if e is not None and e.state == "dynamic" and now - e.updated >= self.ageing:
+        if e is not None and _expired(e, self.ageing, now):
             del self._entries[mac]
             e = None
         if e is not None:
@@ -132,13 +151,81 @@ class Fdb:
 
     def expire(self, now: float) -> list[FdbEntry]:
         """vxlan_cleanup(): remove dynamic entries not refreshed for ``ageing`` seconds."""
-        gone = [e for e in self._entries.values()
-                if e.state == "dynamic" and now - e.updated >= self.ageing]
+        gone = [e for e in self._entries.values() if _expired(e, self.ageing, now)]
         for e in gone:
             del self._entries[e.mac]
         return gone
 
+    # --- raw storage, for the administrative rules ---------------------------------------
+
+    def get(self, mac: bytes) -> FdbEntry | None:
+        e = self._entries.get(mac)
+        return None if e is None else _copy(e)
+
+    def put(self, entry: FdbEntry) -> None:
+        self._entries[entry.mac] = _copy(entry)
+
+    def remove(self, mac: bytes) -> FdbEntry | None:
+        return self._entries.pop(mac, None)
+
+    def flush(self, dynamic_only: bool = False) -> None:
+        if dynamic_only:
+            self._entries = {m: e for m, e in self._entries.items() if e.state != "dynamic"}
+        else:
+            self._entries.clear()
+
+    def entries(self) -> list[FdbEntry]:
+        return [_copy(e) for e in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Fdb:
+    """One VTEP's forwarding database: the kernel's rules over a store.
+
+    The store (``DictStore``, or the fast path's ``CFdb`` that its C threads share) keeps the
+    entries and runs the data-path rules; this class adds the administrative ones, once for
+    both.  No I/O, no clock: calls that need time get ``now``.  An administrative change reads
+    the entry, decides, and writes it back whole, so a refused request changes nothing.
+    """
+
+    def __init__(self, ageing: float = 300.0, maxaddress: int = 0, learning: bool = True,
+                 store=None):
+        self.store = store if store is not None else DictStore(ageing, maxaddress, learning)
+
+    @property
+    def ageing(self) -> float:
+        return self.store.ageing
+
+    @property
+    def maxaddress(self) -> int:
+        return self.store.maxaddress
+
+    @property
+    def learning(self) -> bool:
+        return self.store.learning
+
+    # --- the data path -------------------------------------------------------------------
+
+    def lookup(self, mac: bytes, now: float) -> list[Remote] | None:
+        return self.store.lookup(mac, now)
+
+    def learn(self, mac: bytes, ip: str, now: float) -> int:
+        return self.store.learn(mac, ip, now)
+
+    def expire(self, now: float) -> list[FdbEntry]:
+        return self.store.expire(now)
+
     # --- the control path (bridge fdb add/append/replace/del) -----------------------------
+
+    def _current(self, mac: bytes, now: float) -> FdbEntry | None:
+        """The entry of ``mac`` as a change sees it: an expired dynamic entry is gone."""
+        e = self.store.get(mac)
+        if e is not None and _expired(e, self.store.ageing, now):
+            self.store.remove(mac)
+            return None
+        return e
 
     def add(self, mac: bytes, remote: Remote, state: str = "permanent", now: float = 0.0,
             op: str = "add") -> FdbEntry:
@@ -148,50 +235,45 @@ class Fdb:
         if op not in ("add", "append", "replace"):
             raise FdbError(f"unknown fdb operation {op!r}")
         group = mac == ZERO_MAC or is_multicast_mac(mac)
-        e = self._entries.get(mac)
-        if e is not None and e.state == "dynamic" and now - e.updated >= self.ageing:
-            del self._entries[mac]
-            e = None
+        e = self._current(mac, now)
         if e is None:
             if op == "replace" and group:
                 raise FdbError(f"cannot replace {mac_to_str(mac)}: the all-zeros and multicast "
                                "entries are flood lists; use append and del")
             e = FdbEntry(mac, [remote], state, now, now)
-            self._entries[mac] = e
-            return e
-        if op == "add":
+        elif op == "add":
             raise FdbError(f"fdb entry {mac_to_str(mac)} already exists (use replace, or append "
                            "for the all-zeros or a multicast MAC)")
-        if op == "replace":
+        elif op == "replace":
             if group:
                 raise FdbError(f"cannot replace {mac_to_str(mac)}: the all-zeros and multicast "
                                "entries are flood lists; use append and del")
             e.remotes = [remote]
             e.state = state
             e.updated = now
-            return e
-        # append
-        if not group:
-            if e.remotes == [remote]:
-                e.state = state
-                return e
-            raise FdbError(f"cannot append to {mac_to_str(mac)}: only the all-zeros or a "
-                           "multicast MAC can have several destinations; use replace")
-        # vxlan_fdb_update_existing() sets the state first, and vxlan_fdb_append() treats a
-        # destination that is already listed as success: "append" is idempotent.
-        e.state = state
-        if remote not in e.remotes:
-            e.remotes.append(remote)
+        elif not group:
+            if e.remotes != [remote]:
+                raise FdbError(f"cannot append to {mac_to_str(mac)}: only the all-zeros or a "
+                               "multicast MAC can have several destinations; use replace")
+            e.state = state
+        else:
+            # vxlan_fdb_update_existing() sets the state first, and vxlan_fdb_append() treats
+            # a destination that is already listed as success: "append" is idempotent.
+            e.state = state
+            if remote not in e.remotes:
+                e.remotes.append(remote)
+        self.store.put(e)
         return e
 
     def delete(self, mac: bytes, dst: str | None = None, port: int = 0,
                vni: int | None = None) -> FdbEntry:
-        """``bridge fdb del``: one remote when ``dst`` is given, else the whole entry."""
-        e = self._entries.get(mac)
+        """``bridge fdb del``: one remote when ``dst`` is given, else the whole entry.  Returns
+        the entry as it is left, or as it was when it is gone."""
+        e = self.store.get(mac)
         if e is None:
             raise FdbError(f"fdb entry {mac_to_str(mac)} does not exist")
         if dst is None:
-            del self._entries[mac]
+            self.store.remove(mac)
             return e
         keep = [r for r in e.remotes
                 if not (r.ip == dst and (not port or r.port == port)
@@ -200,27 +282,25 @@ class Fdb:
             raise FdbError(f"fdb entry {mac_to_str(mac)} has no destination {dst}")
         if keep:
             e.remotes = keep
+            self.store.put(e)
         else:
-            del self._entries[mac]
+            self.store.remove(mac)
         return e
 
     def flush(self, dynamic_only: bool = False) -> None:
-        if dynamic_only:
-            self._entries = {m: e for m, e in self._entries.items() if e.state != "dynamic"}
-        else:
-            self._entries.clear()
+        self.store.flush(dynamic_only)
 
     # --- inspection --------------------------------------------------------------------
 
     def get(self, mac: bytes) -> FdbEntry | None:
-        return self._entries.get(mac)
+        return self.store.get(mac)
 
     def entries(self) -> list[FdbEntry]:
         """All entries, the default (all-zeros) one first, then by MAC."""
-        return sorted(self._entries.values(), key=lambda e: (e.mac != ZERO_MAC, e.mac))
+        return sorted(self.store.entries(), key=lambda e: (e.mac != ZERO_MAC, e.mac))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.store)
 
 
 def fdb_entry_json(e, cfg) -> dict:
