@@ -103,14 +103,13 @@ class FastBackend:
 
     def __init__(self, node) -> None:
         self.node = node
-        self.dp = _fastpath.Dataplane()
+        self._off = disabled()
+        self.dp = _fastpath.Dataplane(poll_other="poll_other" not in self._off)
         self._uids: dict = {}          # id(Underlay) -> underlay id in C
         self._vids: dict = {}          # id(Port) -> VTEP id in C
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._watching = False
-        self._off = disabled()
-        self.dp.poll_other = "poll_other" not in self._off
 
     def make_fdb(self, config):
         """The core's rules over the C table the threads share (``fdb.store``)."""

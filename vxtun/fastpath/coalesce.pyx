@@ -5,23 +5,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 from vxtun.fastpath.wire cimport (
-    ETH_HLEN,
-    ETH_P_IP,
-    ETH_P_IPV6,
-    F_NEEDS_CSUM,
-    GSO_TCPV4,
-    GSO_TCPV6,
-    TCP_PSH,
-    VNET_HDR_LEN,
-    be16,
-    be32,
-    fp_csum_add,
-    fp_csum_be,
-    fp_pack_vnet,
-    fp_rx_vnet_header,
-    fp_vnet,
-    put16,
-)
+    ETH_HLEN, ETH_P_IP, ETH_P_IPV6, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, TCP_PSH, VNET_HDR_LEN, be16,
+    be32, fp_csum_add, fp_csum_be, fp_pack_vnet, fp_rx_vnet_header, fp_vnet, put16)
 
 
 # --- RX coalescing: consecutive TCP segments of one flow become one GSO write to the TAP ----

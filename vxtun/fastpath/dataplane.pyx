@@ -14,17 +14,36 @@ from posix.unistd cimport close, read, write
 from vxtun.fastpath.decide cimport fp_demux_build, fp_stats_json, fp_vstate
 from vxtun.fastpath.fdb cimport CFdb
 from vxtun.fastpath.libc cimport (
-    EFD_CLOEXEC,
-    EFD_NONBLOCK,
-    eventfd,
-    pthread_mutex_destroy,
-    pthread_mutex_init,
-    pthread_mutex_lock,
-    pthread_mutex_unlock,
-)
+    EFD_CLOEXEC, EFD_NONBLOCK, eventfd, pthread_mutex_destroy, pthread_mutex_init,
+    pthread_mutex_lock, pthread_mutex_unlock)
 from vxtun.fastpath.send cimport fp_gso_close_all, fp_probe_gso
 from vxtun.fastpath.state cimport QLEN, fp_dp, fp_punt, fp_underlay, fp_vtep
 from vxtun.fastpath.threads cimport dp_start, dp_stop
+
+
+cdef void* _new_member(void*** arr, int n, size_t size) except NULL:
+    """A zeroed struct of ``size`` bytes, and room for a pointer to it after the ``n`` of
+    ``arr[0]`` (grown in place); the caller stores it there once the threads are paused."""
+    cdef void* p = calloc(1, size)
+    cdef void** grown
+    if p == NULL:
+        raise MemoryError()
+    grown = <void**>realloc(arr[0], (n + 1) * sizeof(void*))
+    if grown == NULL:
+        free(p)
+        raise MemoryError()
+    arr[0] = grown
+    return p
+
+
+cdef int _drop_member(void** arr, int n, void* p) noexcept nogil:
+    """Take ``p`` out of the ``n`` pointers of ``arr``, keeping the order; the new count."""
+    cdef int i, k = 0
+    for i in range(n):
+        if arr[i] != p:
+            arr[k] = arr[i]
+            k += 1
+    return k
 
 
 cdef class Dataplane:
@@ -38,7 +57,7 @@ cdef class Dataplane:
     cdef dict _fdbs
     cdef uint32_t _next_id
 
-    def __cinit__(self):
+    def __cinit__(self, bint poll_other=True):
         memset(&self.dp, 0, sizeof(fp_dp))
         pthread_mutex_init(&self.dp.q.lock, NULL)
         self.dp.q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -47,7 +66,7 @@ cdef class Dataplane:
             raise OSError(errno, "eventfd")
         self._fdbs = {}
         self._next_id = 1
-        self.dp.poll_other = 1
+        self.dp.poll_other = poll_other
 
     def __dealloc__(self):
         cdef int i
@@ -78,10 +97,6 @@ cdef class Dataplane:
     def poll_other(self) -> bool:
         """Each thread tries the other direction once after its own work (lower latency)."""
         return bool(self.dp.poll_other)
-
-    @poll_other.setter
-    def poll_other(self, on) -> None:
-        self.dp.poll_other = 1 if on else 0
 
     @property
     def running(self) -> bool:
@@ -140,15 +155,8 @@ cdef class Dataplane:
 
     def add_underlay(self, int rx_fd, int tx_fd, int family, bint gro=False) -> int:
         """Serve a receive socket (and its default send socket); returns its id."""
-        cdef fp_underlay* us = <fp_underlay*>calloc(1, sizeof(fp_underlay))
-        cdef fp_underlay** arr
-        if us == NULL:
-            raise MemoryError()
-        arr = <fp_underlay**>realloc(self.dp.uls, (self.dp.nuls + 1) * sizeof(void*))
-        if arr == NULL:
-            free(us)
-            raise MemoryError()
-        self.dp.uls = arr
+        cdef fp_underlay* us = <fp_underlay*>_new_member(<void***>&self.dp.uls, self.dp.nuls,
+                                                         sizeof(fp_underlay))
         us.id = self._next_id
         self._next_id += 1
         pthread_mutex_init(&us.rxlock, NULL)
@@ -165,16 +173,12 @@ cdef class Dataplane:
 
     def remove_underlay(self, uint32_t uid) -> None:
         cdef fp_underlay* us = self._underlay(uid)
-        cdef int i, k = 0
+        cdef int i
         for i in range(self.dp.nvteps):
             if self.dp.vteps[i].us == us:
                 raise ValueError("detach the VTEPs of an underlay before the underlay")
         was = self._pause()
-        for i in range(self.dp.nuls):
-            if self.dp.uls[i] != us:
-                self.dp.uls[k] = self.dp.uls[i]
-                k += 1
-        self.dp.nuls = k
+        self.dp.nuls = _drop_member(<void**>self.dp.uls, self.dp.nuls, us)
         free(us.dm.vnis)
         pthread_mutex_destroy(&us.rxlock)
         free(us)
@@ -187,7 +191,6 @@ cdef class Dataplane:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
-        cdef fp_vtep** arr
         cdef int i
         if len(mac) != 6:
             raise ValueError("a MAC address is 6 bytes")
@@ -196,14 +199,7 @@ cdef class Dataplane:
         for i in range(self.dp.nvteps):
             if self.dp.vteps[i].us == us and self.dp.vteps[i].s.vni == vni:
                 raise ValueError(f"VNI {vni} is served twice on this socket")
-        v = <fp_vtep*>calloc(1, sizeof(fp_vtep))
-        if v == NULL:
-            raise MemoryError()
-        arr = <fp_vtep**>realloc(self.dp.vteps, (self.dp.nvteps + 1) * sizeof(void*))
-        if arr == NULL:
-            free(v)
-            raise MemoryError()
-        self.dp.vteps = arr
+        v = <fp_vtep*>_new_member(<void***>&self.dp.vteps, self.dp.nvteps, sizeof(fp_vtep))
         v.s.id = self._next_id
         self._next_id += 1
         pthread_mutex_init(&v.txlock, NULL)
@@ -236,13 +232,8 @@ cdef class Dataplane:
     def remove_vtep(self, uint32_t vid) -> dict:
         """Stop serving a VTEP; returns its final counters."""
         cdef fp_vtep* v = self._vtep(vid)
-        cdef int i, k = 0
         was = self._pause()
-        for i in range(self.dp.nvteps):
-            if self.dp.vteps[i] != v:
-                self.dp.vteps[k] = self.dp.vteps[i]
-                k += 1
-        self.dp.nvteps = k
+        self.dp.nvteps = _drop_member(<void**>self.dp.vteps, self.dp.nvteps, v)
         try:
             self._rebuild_vnis(v.us)
         finally:

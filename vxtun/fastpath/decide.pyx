@@ -22,52 +22,15 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 from vxtun.fastpath.fdb cimport (
-    LEARN_MOVED,
-    LEARN_NEW,
-    LEARN_PINNED,
-    CFdb,
-    fdb_learn,
-    fdb_lookup_copy,
-    fp_ip_str,
-    fp_parse_ip,
-    fp_remote,
-)
+    LEARN_MOVED, LEARN_NEW, LEARN_PINNED, CFdb, fdb_learn, fdb_lookup_copy, fp_ip_str, fp_parse_ip,
+    fp_remote)
 from vxtun.fastpath.wire cimport (
-    D_BAD_FRAME,
-    D_INNER_TRUNCATED,
-    D_INVALID_SRC_MAC,
-    D_NO_REMOTE,
-    D_OWN_MAC,
-    D_PROXY,
-    D_RESERVED_BITS,
-    D_STATIC_MAC_MOVED,
-    D_VNI_NOT_FOUND,
-    ETH_HLEN,
-    ETH_P_ARP,
-    ETH_P_IPV6,
-    F_NEEDS_CSUM,
-    GSO_ECN,
-    GSO_NONE,
-    GSO_TCPV4,
-    GSO_TCPV6,
-    MAXSEG,
-    SEGH_MAX,
-    VNET_HDR_LEN,
-    VXLAN_HLEN,
-    be16,
-    fp_complete_checksum,
-    fp_decode_header,
-    fp_ecn_decap,
-    fp_encap_tos,
-    fp_encode_header,
-    fp_pack_vnet,
-    fp_reserved_bits_set,
-    fp_rx_vnet_header,
-    fp_source_port,
-    fp_tso_segment,
-    le16,
-    mac48,
-)
+    D_BAD_FRAME, D_INNER_TRUNCATED, D_INVALID_SRC_MAC, D_NO_REMOTE, D_OWN_MAC, D_PROXY,
+    D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
+    F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAXSEG, SEGH_MAX, VNET_HDR_LEN,
+    VXLAN_HLEN, be16, fp_complete_checksum, fp_decode_header, fp_ecn_decap, fp_encap_tos,
+    fp_encode_header, fp_pack_vnet, fp_reserved_bits_set, fp_rx_vnet_header, fp_source_port,
+    fp_tso_segment, le16, mac48)
 
 from vxtun.core.stats import DROP_REASONS
 from vxtun.core.vtep import Deliver, Transmit

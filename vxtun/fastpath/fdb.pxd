@@ -76,3 +76,4 @@ cdef class CFdb:
     cdef int _remote_in(self, object remote, fp_remote* r) except -1
     cdef object _remote_out(self, const fp_remote* r)
     cdef object _snap_out(self, fp_snap* s)
+    cdef object _take(self, object mac, bint remove)

@@ -12,14 +12,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from vxtun.fastpath.libc cimport (
-    MADV_HUGEPAGE,
-    madvise,
-    posix_memalign,
-    pthread_mutex_destroy,
-    pthread_mutex_init,
-    pthread_mutex_lock,
-    pthread_mutex_unlock,
-)
+    MADV_HUGEPAGE, madvise, posix_memalign, pthread_mutex_destroy, pthread_mutex_init,
+    pthread_mutex_lock, pthread_mutex_unlock)
 
 import socket as _socket
 
@@ -533,8 +527,9 @@ cdef class CFdb:
 
     # --- raw entries (the store API) ------------------------------------------------------
 
-    def get(self, mac):
-        """A copy of the entry of ``mac`` (no expiry check), or None."""
+    cdef object _take(self, object mac, bint remove):
+        """A copy of the entry of ``mac`` (no expiry check), removed from the table if
+        ``remove``; None if there is none."""
         cdef fp_snap s
         cdef uint32_t slot
         cdef int64_t p
@@ -546,12 +541,18 @@ cdef class CFdb:
             p = fdb_find(self.t, key, &slot)
             if p >= 0:
                 rc = _snap(&self.t.entries[p], &s)
+                if rc == 0 and remove:
+                    _fdb_remove(self.t, slot, <uint32_t>p)
             pthread_mutex_unlock(&self.t.lock)
         if p < 0:
             return None
         if rc < 0:
             raise MemoryError()
         return self._snap_out(&s)
+
+    def get(self, mac):
+        """A copy of the entry of ``mac`` (no expiry check), or None."""
+        return self._take(mac, False)
 
     def put(self, entry) -> None:
         """Insert or overwrite the whole entry (mac, remotes, state, updated, used);
@@ -583,25 +584,7 @@ cdef class CFdb:
 
     def remove(self, mac):
         """Remove the entry of ``mac``: the entry removed, or None."""
-        cdef fp_snap s
-        cdef uint32_t slot
-        cdef int64_t p
-        cdef int rc = 0
-        cdef uint64_t key = _mac_key(mac)
-        s.rem = NULL
-        with nogil:
-            pthread_mutex_lock(&self.t.lock)
-            p = fdb_find(self.t, key, &slot)
-            if p >= 0:
-                rc = _snap(&self.t.entries[p], &s)
-                if rc == 0:
-                    _fdb_remove(self.t, slot, <uint32_t>p)
-            pthread_mutex_unlock(&self.t.lock)
-        if p < 0:
-            return None
-        if rc < 0:
-            raise MemoryError()
-        return self._snap_out(&s)
+        return self._take(mac, True)
 
     def flush(self, dynamic_only: bool = False) -> None:
         cdef fp_snap* arr = NULL

@@ -16,48 +16,12 @@ from posix.unistd cimport close
 from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
 from vxtun.fastpath.fdb cimport fp_remote
 from vxtun.fastpath.libc cimport (
-    AF_INET,
-    AF_INET6,
-    CMSG_DATA,
-    CMSG_LEN,
-    CMSG_SPACE,
-    IP_MTU_DISCOVER,
-    IP_PMTUDISC_DONT,
-    IP_TOS,
-    IP_TTL,
-    IPPROTO_IP,
-    IPPROTO_IPV6,
-    IPV6_MTU_DISCOVER,
-    IPV6_PMTUDISC_DONT,
-    IPV6_TCLASS,
-    IPV6_UNICAST_HOPS,
-    IPV6_V6ONLY,
-    POLLOUT,
-    SO_ATTACH_FILTER,
-    SO_SNDBUF,
-    SO_SNDBUFFORCE,
-    SOCK_CLOEXEC,
-    SOCK_DGRAM,
-    SOCK_NONBLOCK,
-    SOL_SOCKET,
-    bind,
-    cmsghdr,
-    fp_now,
-    getsockname,
-    getsockopt,
-    msghdr,
-    poll,
-    pollfd,
-    sendmmsg,
-    sendmsg,
-    setsockopt,
-    sock_filter,
-    sock_fprog,
-    sockaddr,
-    sockaddr_in,
-    socket,
-    socklen_t,
-)
+    AF_INET, AF_INET6, CMSG_DATA, CMSG_LEN, CMSG_SPACE, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TOS,
+    IP_TTL, IPPROTO_IP, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT, IPV6_TCLASS,
+    IPV6_UNICAST_HOPS, IPV6_V6ONLY, POLLOUT, SO_ATTACH_FILTER, SO_SNDBUF, SO_SNDBUFFORCE,
+    SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, bind, cmsghdr, fp_now, getsockname,
+    getsockopt, msghdr, poll, pollfd, sendmmsg, sendmsg, setsockopt, sock_filter, sock_fprog,
+    sockaddr, sockaddr_in, socket, socklen_t)
 from vxtun.fastpath.state cimport GSO_SOCKS, fp_gsosock
 from vxtun.fastpath.wire cimport D_TX_ERROR, VXLAN_HLEN, fp_encode_header, fp_seg, put16
 
@@ -90,23 +54,28 @@ cdef int fp_txctx_init(fp_txctx* c, int tid) noexcept nogil:
         return -1
     return 0
 
+cdef bint _retry(int fd, int* waits) noexcept nogil:
+    """After a failed send: True to try again.  A full socket buffer (EAGAIN, ENOBUFS) is
+    waited out, up to 50 times 2 ms, rather than dropped; EINTR is retried at once."""
+    cdef pollfd pfd
+    if (errno == EAGAIN or errno == ENOBUFS) and waits[0] < 50:
+        pfd.fd = fd
+        pfd.events = POLLOUT
+        pfd.revents = 0
+        poll(&pfd, 1, 2)
+        waits[0] += 1
+        return True
+    return errno == EINTR
+
 cdef void _tx_flush(fp_txctx* c, fp_vtep* v, int m) noexcept nogil:
     """sendmmsg() the batch; wait for room when the socket is full rather than drop."""
     cdef int i = 0, r, waits = 0
-    cdef pollfd pfd
     while i < m:
         r = sendmmsg(v.tx_fd, c.msgs + i, m - i, 0)
         if r > 0:
             i += r
             continue
-        if (errno == EAGAIN or errno == ENOBUFS) and waits < 50:
-            pfd.fd = v.tx_fd
-            pfd.events = POLLOUT
-            pfd.revents = 0
-            poll(&pfd, 1, 2)
-            waits += 1
-            continue
-        if errno == EINTR:
+        if _retry(v.tx_fd, &waits):
             continue
         v.s.st[c.tid].drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
         i += 1
@@ -132,15 +101,22 @@ _DROP_ALL[0].jt = 0
 _DROP_ALL[0].jf = 0
 _DROP_ALL[0].k = 0
 
+cdef inline void _copy_opt(int src, int dst, int level, int name) noexcept nogil:
+    """Give socket ``dst`` the value ``src`` has for the int option ``level``/``name``."""
+    cdef int val
+    cdef socklen_t len = sizeof(int)
+    if getsockopt(src, level, name, &val, &len) == 0:
+        setsockopt(dst, level, name, &val, sizeof(int))
+
 cdef int _open_gso_sock(fp_vtep* v, uint32_t sport) noexcept nogil:
-    """A UDP socket bound to (local, sport) that sends like tx_fd does: same TTL, no DF, flow
-    label 0, receives nothing.  -1 if the port is taken (the caller falls back to tx_fd)."""
-    cdef int fam = v.us.family
-    cdef int fd, one = 1, zero = 0, dont, size = 4 << 20
-    cdef sockaddr_in a4
-    cdef sockaddr_in6 a6
+    """A UDP socket that sends like tx_fd: its options (no DF, TTL / hop limit, flow label 0:
+    vxtun.io.underlay.open_tx states them) are copied from tx_fd, and it is bound to tx_fd's
+    address and ``sport``; it receives nothing.  -1 if the port is taken (the caller falls
+    back to tx_fd)."""
+    cdef int fd, one = 1, size = 4 << 20
+    cdef sockaddr_in6 sa = v.local
     cdef sock_fprog prog
-    fd = socket(AF_INET if fam == 4 else AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+    fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
     if fd < 0:
         return -1
     prog.len = 1
@@ -148,32 +124,18 @@ cdef int _open_gso_sock(fp_vtep* v, uint32_t sport) noexcept nogil:
     setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog))
     if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int)) < 0:
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
-    if fam == 4:
-        dont = IP_PMTUDISC_DONT
-        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &dont, sizeof(int))
-        if v.ttl:
-            setsockopt(fd, IPPROTO_IP, IP_TTL, &v.ttl, sizeof(int))
-        memset(&a4, 0, sizeof(a4))
-        a4.sin_family = AF_INET
-        a4.sin_port = _htons(sport)
-        memcpy(&a4.sin_addr, v.local, 4)
-        if bind(fd, <sockaddr*>&a4, sizeof(a4)) < 0:
-            close(fd)
-            return -1
+    if sa.sin6_family == AF_INET:
+        _copy_opt(v.tx_fd, fd, IPPROTO_IP, IP_MTU_DISCOVER)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IP, IP_TTL)
     else:
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(int))
-        setsockopt(fd, IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, &zero, sizeof(int))
-        dont = IPV6_PMTUDISC_DONT
-        setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &dont, sizeof(int))
-        if v.ttl:
-            setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &v.ttl, sizeof(int))
-        memset(&a6, 0, sizeof(a6))
-        a6.sin6_family = AF_INET6
-        a6.sin6_port = _htons(sport)
-        memcpy(a6.sin6_addr.s6_addr, v.local, 16)
-        if bind(fd, <sockaddr*>&a6, sizeof(a6)) < 0:
-            close(fd)
-            return -1
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_AUTOFLOWLABEL)
+    sa.sin6_port = _htons(sport)        # where sockaddr_in has sin_port too
+    if bind(fd, <sockaddr*>&sa, v.local_len) < 0:
+        close(fd)
+        return -1
     return fd
 
 cdef int _gso_fd(fp_vtep* v, uint32_t sport, double now) noexcept nogil:
@@ -251,7 +213,6 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
     cdef size_t clen
     cdef cmsghdr* cm
     cdef uint16_t gs = <uint16_t>gso_size
-    cdef pollfd pfd
     if per > GSO_MAXSEG:
         per = GSO_MAXSEG
     if per < 2:
@@ -298,14 +259,7 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
         mh.msg_controllen = clen
         sent = sendmsg(fd, &mh, 0)
         if sent < 0:
-            if (errno == EAGAIN or errno == ENOBUFS) and waits < 50:
-                pfd.fd = fd
-                pfd.events = POLLOUT
-                pfd.revents = 0
-                poll(&pfd, 1, 2)
-                waits += 1
-                continue
-            if errno == EINTR:
+            if _retry(fd, &waits):
                 continue
             if i == 0:
                 return -1           # this kernel or route refuses GSO: the caller uses tx_fd
@@ -415,23 +369,15 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
         _tx_flush(c, v, m)
 
 cdef void fp_probe_gso(fp_vtep* v) noexcept nogil:
-    """Turn UDP GSO on for ``v`` if this kernel has UDP_SEGMENT; learn tx_fd's TTL and address."""
-    cdef int fd, gs = 1400, ttl = 0
-    cdef socklen_t len = sizeof(int)
-    cdef sockaddr_in6 sa
-    cdef socklen_t salen = sizeof(sa)
-    memset(v.local, 0, 16)
-    memset(&sa, 0, sizeof(sa))
-    if getsockname(v.tx_fd, <sockaddr*>&sa, &salen) == 0:
-        if v.us.family == 4 and sa.sin6_family == AF_INET:
-            memcpy(v.local, &(<sockaddr_in*>&sa).sin_addr, 4)
-        elif v.us.family == 6 and sa.sin6_family == AF_INET6:
-            memcpy(v.local, sa.sin6_addr.s6_addr, 16)
-    if v.us.family == 4:
-        getsockopt(v.tx_fd, IPPROTO_IP, IP_TTL, &ttl, &len)
-    else:
-        getsockopt(v.tx_fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &ttl, &len)
-    v.ttl = ttl if ttl > 0 else 0
+    """Turn UDP GSO on for ``v`` if this kernel has UDP_SEGMENT; learn tx_fd's address."""
+    cdef int fd, gs = 1400
+    memset(&v.local, 0, sizeof(v.local))
+    v.local_len = sizeof(v.local)
+    if (getsockname(v.tx_fd, <sockaddr*>&v.local, &v.local_len) != 0
+            or v.local.sin6_family != (AF_INET if v.us.family == 4 else AF_INET6)):
+        memset(&v.local, 0, sizeof(v.local))          # not bound: any address
+        v.local.sin6_family = AF_INET if v.us.family == 4 else AF_INET6
+        v.local_len = sizeof(sockaddr_in) if v.us.family == 4 else sizeof(sockaddr_in6)
     fd = socket(AF_INET if v.us.family == 4 else AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
     if fd < 0:
         return

@@ -10,7 +10,7 @@ thread's pointer.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vxtun.fastpath.decide cimport fp_demux, fp_vstate
-from vxtun.fastpath.libc cimport pthread_mutex_t, pthread_t
+from vxtun.fastpath.libc cimport pthread_mutex_t, pthread_t, sockaddr_in6, socklen_t
 
 cdef enum:
     QLEN = 1024           # punt queue length
@@ -41,8 +41,8 @@ cdef struct fp_vtep:
     fp_underlay* us
     # UDP GSO (UDP_SEGMENT) needs a UDP socket bound to each source port: a small LRU of them
     int gso_on            # probed at attach; 0: every datagram goes through tx_fd
-    int ttl               # copied from tx_fd (0: the default)
-    uint8_t local[16]     # tx_fd's bound address (all zeros: any)
+    sockaddr_in6 local    # tx_fd's address (a sockaddr_in on IPv4), where GSO sockets bind
+    socklen_t local_len
     fp_gsosock* gso       # GSO_SOCKS slots
     uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)

@@ -25,79 +25,28 @@ from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.coalesce cimport COALBUF, coal_add, coal_finish, coal_start, fp_coal
 from vxtun.fastpath.decide cimport (
-    A_DELIVER,
-    A_PUNT,
-    A_SEND,
-    PUNT_FRAME,
-    PUNT_LEARN,
-    fp_rx_action,
-    fp_rx_decide,
-    fp_tx_action,
-    fp_tx_decide,
-)
+    A_DELIVER, A_PUNT, A_SEND, PUNT_FRAME, PUNT_LEARN, fp_rx_action, fp_rx_decide, fp_tx_action,
+    fp_tx_decide)
 from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
-    AF_INET,
-    CMSG_DATA,
-    CMSG_FIRSTHDR,
-    CMSG_NXTHDR,
-    EPOLL_CLOEXEC,
-    EPOLL_CTL_ADD,
-    EPOLLIN,
-    IP_TOS,
-    IPPROTO_IP,
-    IPPROTO_IPV6,
-    IPV6_TCLASS,
-    MSG_DONTWAIT,
-    SIG_BLOCK,
-    cmsghdr,
-    epoll_create1,
-    epoll_ctl,
-    epoll_event,
-    epoll_wait,
-    fp_now,
-    mmsghdr,
-    msghdr,
-    pthread_create,
-    pthread_join,
-    pthread_mutex_lock,
-    pthread_mutex_trylock,
-    pthread_mutex_unlock,
-    pthread_sigmask,
-    recvmmsg,
-    sigfillset,
-    sigset_t,
-    sockaddr_in,
-    sockaddr_in6,
-)
+    AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, IP_TOS,
+    IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT, SIG_BLOCK, cmsghdr, epoll_create1,
+    epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
+    pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock, pthread_sigmask, recvmmsg,
+    sigfillset, sigset_t, sockaddr_in, sockaddr_in6)
 from vxtun.fastpath.send cimport (
-    BURST,
-    SOL_UDP,
-    TAPBUF,
-    UDP_GRO,
-    fp_tx_pend_flush,
-    fp_tx_send,
-    fp_txctx,
-    fp_txctx_free,
-    fp_txctx_init,
-)
+    BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
+    fp_txctx_init)
 from vxtun.fastpath.state cimport (
-    QLEN,
-    fp_dp,
-    ROLE_RX,
-    ROLE_TX,
-    fp_queue,
-    fp_thread,
-    fp_underlay,
-    fp_vtep,
-)
+    QLEN, fp_dp, ROLE_RX, ROLE_TX, fp_queue, fp_thread, fp_underlay, fp_vtep)
 from vxtun.fastpath.wire cimport D_TAP_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
 
 cdef enum:
     RXBATCH = 32          # datagrams per recvmmsg()
     RXHEAD = 16           # room before each datagram: the vnet header overwrites the VXLAN one
     RXBUF = 65536 + RXHEAD + 64
-    CTRLLEN = 64
+    CTRLWORDS = 8         # control-message room per datagram, in 8-byte words
+    CTRLLEN = CTRLWORDS * 8
     TOUCHED_MAX = 8
 
 
@@ -172,36 +121,35 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
 
 # --- underlay -> TAP ------------------------------------------------------------------------
 
+cdef struct fp_rxslot:
+    # what recvmmsg() fills for one datagram besides its bytes
+    iovec iov
+    sockaddr_in6 addr
+    uint64_t ctrl[CTRLWORDS]          # control messages (aligned for cmsghdr)
+
 cdef struct fp_rxctx:
     int tid
     fp_vtep* touched[TOUCHED_MAX]     # VTEPs whose TAP this drain wrote to (replies may wait)
     int ntouched
     fp_coal co
-    uint8_t* bufs
+    uint8_t* bufs                     # RXBATCH datagrams of RXBUF bytes
     mmsghdr* msgs
-    iovec* iov
-    sockaddr_in6* addrs
-    uint8_t* ctrl
+    fp_rxslot* slots
 
 cdef void _rxctx_free(fp_rxctx* c) noexcept nogil:
     free(c.co.buf)
     free(c.bufs)
     free(c.msgs)
-    free(c.iov)
-    free(c.addrs)
-    free(c.ctrl)
+    free(c.slots)
 
 cdef int _rxctx_init(fp_rxctx* c, int tid) noexcept nogil:
     memset(c, 0, sizeof(fp_rxctx))
-    c.tid = tid
     c.bufs = <uint8_t*>malloc(<size_t>RXBATCH * RXBUF)
     c.msgs = <mmsghdr*>calloc(RXBATCH, sizeof(mmsghdr))
-    c.iov = <iovec*>calloc(RXBATCH, sizeof(iovec))
-    c.addrs = <sockaddr_in6*>calloc(RXBATCH, sizeof(sockaddr_in6))
-    c.ctrl = <uint8_t*>calloc(RXBATCH, CTRLLEN)
+    c.slots = <fp_rxslot*>calloc(RXBATCH, sizeof(fp_rxslot))
     c.co.buf = <uint8_t*>malloc(COALBUF)
-    if (c.bufs == NULL or c.msgs == NULL or c.iov == NULL or c.addrs == NULL or c.ctrl == NULL
-            or c.co.buf == NULL):
+    c.tid = tid
+    if c.bufs == NULL or c.msgs == NULL or c.slots == NULL or c.co.buf == NULL:
         _rxctx_free(c)
         return -1
     return 0
@@ -258,16 +206,16 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
     cdef double now
     for rounds in range(16):
         for i in range(RXBATCH):
-            c.iov[i].iov_base = c.bufs + <size_t>i * RXBUF + RXHEAD
-            c.iov[i].iov_len = RXBUF - RXHEAD
+            c.slots[i].iov.iov_base = c.bufs + <size_t>i * RXBUF + RXHEAD
+            c.slots[i].iov.iov_len = RXBUF - RXHEAD
             mh = &c.msgs[i].msg_hdr
-            mh.msg_name = &c.addrs[i]
+            mh.msg_name = &c.slots[i].addr
             mh.msg_namelen = sizeof(sockaddr_in6)
-            mh.msg_iov = &c.iov[i]
+            mh.msg_iov = &c.slots[i].iov
             mh.msg_iovlen = 1
             # always: the outer TOS / traffic class comes as a control message (IP_RECVTOS /
             # IPV6_RECVTCLASS on the socket), with the GRO segment size when UDP_GRO is on
-            mh.msg_control = c.ctrl + i * CTRLLEN
+            mh.msg_control = c.slots[i].ctrl
             mh.msg_controllen = CTRLLEN
             mh.msg_flags = 0
         r = recvmmsg(us.rx_fd, c.msgs, RXBATCH, MSG_DONTWAIT, NULL)
@@ -278,12 +226,12 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
             n = c.msgs[i].msg_len
             d = c.bufs + <size_t>i * RXBUF + RXHEAD
             mh = &c.msgs[i].msg_hdr
-            if c.addrs[i].sin6_family == AF_INET:
+            if c.slots[i].addr.sin6_family == AF_INET:
                 fam = 4
-                addr = <const uint8_t*>&(<sockaddr_in*>&c.addrs[i]).sin_addr
+                addr = <const uint8_t*>&(<sockaddr_in*>&c.slots[i].addr).sin_addr
             else:
                 fam = 6
-                addr = c.addrs[i].sin6_addr.s6_addr
+                addr = c.slots[i].addr.sin6_addr.s6_addr
             gso = 0
             tos = 0
             if mh.msg_controllen:
