@@ -307,7 +307,7 @@ _flood_one: dict = {}
 @pytest.mark.parametrize("remotes", [1, 4, 16, 64])
 def test_flood(benchmark, remotes):
     """A broadcast (an ARP request) to the all-zeros entry's flood list of N VTEPs
-    (scenario 4, head-end replication): one Transmit per remote."""
+    (head-end replication, vxlan_xmit() over the default entry): one Transmit per remote."""
     impl = "pure"
     v = make_vtep(remote=None)
     for i in range(remotes):
