@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
-from test_fastpath_differential import ds_frames, l4_frames
+from test_fastpath_differential import _entry, ds_frames, l4_frames
+from test_proxy import events as _events
 
 from vxtun import _fastpath as fp
 from vxtun.core import Demux, Vtep, VtepConfig
@@ -302,19 +303,6 @@ def _admin(side, op, now: float):
     return _entry(e)
 
 
-def _entry(e):
-    return (e.mac, list(e.remotes), e.state, e.updated, e.used)
-
-
-def _events(v: Vtep) -> list:
-    out = []
-    ev = v.next_event()
-    while ev is not None:
-        out.append(ev)
-        ev = v.next_event()
-    return out
-
-
 def _step(side, op, now: float):
     if op[0] == "rx":
         data, ip, tos = op[1]
@@ -332,18 +320,23 @@ def _step(side, op, now: float):
     return _admin(side, op, now)
 
 
+def _compare(pure: PureSide, fast: FastSide, op, now: float) -> None:
+    """One step on both sides: the same actions, events and counters."""
+    assert _step(fast, op, now) == _step(pure, op, now), op
+    for vni in VNIS:
+        assert _events(fast.vteps[vni]) == _events(pure.vteps[vni]), op
+        assert fast.stats(vni) == pure.stats(vni), op
+    assert fast.demux_stats() == pure.demux_stats(), op
+
+
 def _run(setup: dict, seq: list) -> None:
     pure, fast = PureSide(setup), FastSide(setup)
     now = 100.0
     for op in seq:
         if op[0] == "tick":
             now += op[1]
-            continue
-        assert _step(fast, op, now) == _step(pure, op, now), op
-        for vni in VNIS:
-            assert _events(fast.vteps[vni]) == _events(pure.vteps[vni]), op
-            assert fast.stats(vni) == pure.stats(vni), op
-        assert fast.demux_stats() == pure.demux_stats(), op
+        else:
+            _compare(pure, fast, op, now)
     for vni in VNIS:
         assert ([_entry(e) for e in fast.vteps[vni].fdb.entries()]
                 == [_entry(e) for e in pure.vteps[vni].fdb.entries()])

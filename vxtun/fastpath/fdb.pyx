@@ -418,19 +418,26 @@ cdef class CFdb:
 
     @property
     def ageing(self) -> float:
+        """Seconds a dynamic entry lives without being seen (vxlan_cleanup)."""
         return self.t.ageing
 
     @ageing.setter
     def ageing(self, value) -> None:
-        self.t.ageing = float(value)
+        value = float(value)
+        if not value >= 0:
+            raise ValueError(f"ageing must be a number of seconds, not {value}")
+        self.t.ageing = value
 
     @property
     def maxaddress(self) -> int:
+        """How many entries learning may fill the table with (0: no limit)."""
         return self.t.maxaddress
 
     @maxaddress.setter
     def maxaddress(self, value) -> None:
-        self.t.maxaddress = int(value)
+        if not 0 <= value < (1 << 32):
+            raise ValueError(f"maxaddress {value} is out of range")
+        self.t.maxaddress = value
 
     @property
     def learning(self) -> bool:
