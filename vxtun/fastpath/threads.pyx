@@ -38,7 +38,7 @@ from vxtun.fastpath.send cimport (
     BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
     fp_txctx_init)
 from vxtun.fastpath.state cimport (
-    QLEN, fp_dp, ROLE_RX, ROLE_TX, fp_queue, fp_thread, fp_underlay, fp_vtep)
+    QLEN, ROLE_RX, ROLE_TX, fp_dp, fp_queue, fp_thread, fp_underlay, fp_vtep)
 from vxtun.fastpath.wire cimport D_TAP_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
 
 cdef enum:

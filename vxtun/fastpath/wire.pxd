@@ -101,15 +101,39 @@ cdef inline void fp_pack_vnet(const fp_vnet* h, uint8_t* out) noexcept nogil:
     putle16(out + 8, h.csum_offset)
 
 
+# --- the VXLAN header (vxtun/wire/vxlan.py; RFC 7348 section 5 as vxlan_rcv() checks it) ----
+
+cdef inline int fp_decode_header(const uint8_t* p, size_t n, uint32_t* vni) noexcept nogil:
+    """vxlan.decode_header: -1 when Linux accepts the header, else a drop-reason index."""
+    if n < 8:
+        return D_TRUNCATED
+    if not (p[0] & 0x08):
+        return D_NOT_VXLAN
+    vni[0] = (<uint32_t>p[4] << 16) | (<uint32_t>p[5] << 8) | p[6]
+    return -1
+
+cdef inline bint fp_reserved_bits_set(const uint8_t* p) noexcept nogil:
+    """vxlan.reserved_bits_set: any bit but the I flag and the VNI."""
+    return p[0] != 0x08 or p[1] != 0 or p[2] != 0 or p[3] != 0 or p[7] != 0
+
+cdef inline void fp_encode_header(uint8_t* p, uint32_t vni) noexcept nogil:
+    """vxlan.encode_header: the I flag, the VNI, every reserved bit 0."""
+    p[0] = 0x08
+    p[1] = 0
+    p[2] = 0
+    p[3] = 0
+    p[4] = (vni >> 16) & 0xFF
+    p[5] = (vni >> 8) & 0xFF
+    p[6] = vni & 0xFF
+    p[7] = 0
+
+
 # --- the rules -------------------------------------------------------------------------------
 
 cdef uint32_t fp_fold(uint64_t s) noexcept nogil
 cdef uint32_t fp_csum_be(const uint8_t* p, size_t n) noexcept nogil
 cdef uint32_t fp_csum_add(const uint8_t* p, size_t n, uint32_t initial) noexcept nogil
 cdef int fp_complete_checksum(uint8_t* f, size_t n, size_t start, size_t off) noexcept nogil
-cdef int fp_decode_header(const uint8_t* p, size_t n, uint32_t* vni) noexcept nogil
-cdef bint fp_reserved_bits_set(const uint8_t* p) noexcept nogil
-cdef void fp_encode_header(uint8_t* p, uint32_t vni) noexcept nogil
 cdef uint16_t fp_source_port(const uint8_t* f, size_t n, uint32_t lo, uint32_t hi) noexcept nogil
 cdef void fp_rx_vnet_header(const uint8_t* f, size_t n, int mtu, fp_vnet* h) noexcept nogil
 cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n) noexcept nogil

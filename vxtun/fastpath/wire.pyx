@@ -90,32 +90,8 @@ cdef int fp_complete_checksum(uint8_t* f, size_t n, size_t start, size_t off) no
     return 0
 
 
-# --- VXLAN header (vxtun/wire/vxlan.py) --------------------------------------------------
-
-cdef int fp_decode_header(const uint8_t* p, size_t n, uint32_t* vni) noexcept nogil:
-    """vxlan.decode_header: -1 when Linux accepts the header, else a drop-reason index."""
-    if n < 8:
-        return D_TRUNCATED
-    if not (p[0] & 0x08):
-        return D_NOT_VXLAN
-    vni[0] = (<uint32_t>p[4] << 16) | (<uint32_t>p[5] << 8) | p[6]
-    return -1
-
-cdef bint fp_reserved_bits_set(const uint8_t* p) noexcept nogil:
-    """vxlan.reserved_bits_set: any bit but the I flag and the VNI."""
-    return p[0] != 0x08 or p[1] != 0 or p[2] != 0 or p[3] != 0 or p[7] != 0
-
-
-cdef void fp_encode_header(uint8_t* p, uint32_t vni) noexcept nogil:
-    """vxlan.encode_header: the I flag, the VNI, every reserved bit 0."""
-    p[0] = 0x08
-    p[1] = 0
-    p[2] = 0
-    p[3] = 0
-    p[4] = (vni >> 16) & 0xFF
-    p[5] = (vni >> 8) & 0xFF
-    p[6] = vni & 0xFF
-    p[7] = 0
+# (The VXLAN header's rules, vxtun/wire/vxlan.py, are inline in wire.pxd: every datagram
+# runs them.)
 
 
 # --- source port (vxlan.source_port: FNV-1a over the flow key, the kernel's fold and scale) --
