@@ -2,20 +2,21 @@
 
 The pure modules state the rules (vxtun/wire, vxtun/fdb, vxtun/core); vxtun._fastpath repeats
 them in C for the threads that run without the GIL.  These properties hold the two equal: same
-result on every input, and neither ever raises on network input.
+result on every input, and neither ever raises on network input.  Here: the wire rules and the
+FDB stores; the per-packet decisions are in tests/unit/test_fastpath_decide.py.
 """
 from __future__ import annotations
 
 import struct
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vxtun import _fastpath as fp
-from vxtun.core import Demux, Vtep, VtepConfig
-from vxtun.core.vtep import Deliver
 from vxtun.errors import FdbError
-from vxtun.fdb import Fdb, Remote
+from vxtun.fdb import DictStore, Fdb, FdbEntry, Remote
 from vxtun.wire import ecn, offload, vxlan
 
 SETTINGS = settings(max_examples=400, deadline=None,
@@ -143,63 +144,11 @@ def test_ecn_agrees(frame, outer_tos):
         assert fp.ecn_decapsulate(frame, outer_tos) == ecn.decapsulate(frame, outer_tos)
 
 
-# --- decapsulation: the C checks in vxlan_rcv() order vs Demux + Vtep ---------------------
-
-OWN = bytes.fromhex("02aabbccddee")
-
-
-@st.composite
-def datagrams(draw) -> bytes:
-    kind = draw(st.sampled_from(["random", "header", "header", "header"]))
-    if kind == "random":
-        return draw(st.binary(max_size=80))
-    flags = draw(st.sampled_from([0x08, 0x08, 0x08, 0x00, 0x0C, 0x88]))
-    res = draw(st.sampled_from([b"\0\0\0", b"\0\0\0", b"\0\1\0"]))
-    vni = draw(st.sampled_from([42, 42, 42, 43]))
-    last = draw(st.sampled_from([0, 0, 0, 1]))
-    hdr = bytes([flags]) + res + vni.to_bytes(3, "big") + bytes([last])
-    dst = draw(st.binary(min_size=6, max_size=6))
-    src = draw(st.sampled_from([OWN, bytes(6), b"\x01" + bytes(5), bytes.fromhex("0211223344")
-                                + bytes([draw(st.integers(0, 255))])]))
-    inner = dst + src + draw(st.one_of(st.binary(max_size=4), l4_frames().map(lambda f: f[12:]),
-                                       ds_frames().map(lambda f: f[12:])))
-    return (hdr + inner)[:draw(st.integers(0, 8 + len(inner)))] if draw(st.booleans()) \
-        else hdr + inner
+# The receive and transmit decisions (vxlan_rcv(), vxlan_xmit()) are compared with Demux + Vtep
+# on whole sequences in tests/unit/test_fastpath_decide.py.
 
 
-def _decap_agrees(data: bytes, mtu: int, outer_tos: int) -> None:
-    cfg = VtepConfig(vni=42, mtu=mtu, mac=OWN, learning=False)
-    vtep = Vtep(cfg)
-    demux = Demux()
-    demux.add(vtep)
-    actions = demux.handle_datagram(data, "192.0.2.1", 0.0, outer_tos)
-    reasons = [r for r, n in list(vtep.stats.to_json()["drops"].items())
-               + list(demux.stats.to_json()["drops"].items()) if n]
-    reason, vnet, frame = fp.decap(data, 42, OWN, mtu, outer_tos)
-    if actions:
-        (a,) = actions
-        assert isinstance(a, Deliver)
-        assert reason is None and (vnet, frame) == (a.vnet, a.frame)
-    else:
-        assert [reason] == reasons and vnet is None and frame is None
-
-
-@SETTINGS
-@given(datagrams(), mtus, st.sampled_from([0, 1, 2, 3, 0xB8, 0xBB, 0x41]))
-def test_decap_agrees(data, mtu, outer_tos):
-    _decap_agrees(data, mtu, outer_tos)
-
-
-@SETTINGS
-@given(ds_frames(), mtus, st.integers(0, 255))
-def test_decap_ecn_agrees(inner, mtu, outer_tos):
-    """A good header and source MAC, so every datagram reaches the ECN rules (and the vnet
-    header is computed on the frame they changed)."""
-    data = vxlan.encode_header(42) + bytes(6) + bytes.fromhex("021122334455") + inner[12:]
-    _decap_agrees(data, mtu, outer_tos)
-
-
-# --- the FDB: random operation sequences on Fdb and CFdb ----------------------------------
+# --- the FDB: random operation sequences on Fdb over DictStore and over CFdb ---------------
 
 MACS = [bytes(6), bytes.fromhex("ffffffffffff"), bytes.fromhex("01005e000001"),
         bytes.fromhex("020000000001"), bytes.fromhex("020000000002"),
@@ -222,6 +171,9 @@ ops = st.one_of(
     st.tuples(st.just("get"), macs),
     st.tuples(st.just("flush"), st.booleans()),
     st.tuples(st.just("tick"), st.sampled_from([0.0, 0.5, 1.0, 3.0, 10.0])),
+    st.tuples(st.just("put"), macs, st.lists(remotes, max_size=3),
+              st.sampled_from(["permanent", "static", "dynamic"])),
+    st.tuples(st.just("remove"), macs),
 )
 
 
@@ -249,6 +201,11 @@ def _apply(t, op, now):
             return _entry(t.get(op[1]))
         if kind == "flush":
             return t.flush(op[1])
+        if kind == "put":           # the raw store, under the rules
+            t.store.put(FdbEntry(op[1], op[2], op[3], now, now))
+            return _entry(t.store.get(op[1]))
+        if kind == "remove":
+            return _entry(t.store.remove(op[1]))
     except FdbError as e:
         return ("FdbError", str(e))
     raise AssertionError(kind)
@@ -258,7 +215,8 @@ def _apply(t, op, now):
 @given(st.lists(ops, max_size=60), st.sampled_from([0.0, 1.0, 2.5, 300.0]),
        st.sampled_from([0, 0, 2, 4]), st.booleans())
 def test_fdb_agrees(seq, ageing, maxaddress, learning):
-    py, c = Fdb(ageing, maxaddress, learning), fp.CFdb(ageing, maxaddress, learning)
+    py = Fdb(store=DictStore(ageing, maxaddress, learning))
+    c = Fdb(store=fp.CFdb(ageing, maxaddress, learning))
     assert (c.ageing, c.maxaddress, c.learning) == (py.ageing, py.maxaddress, py.learning)
     now = 100.0
     for op in seq:
@@ -274,7 +232,7 @@ def test_fdb_many_entries_lookup_and_delete():
     """Growth and backward-shift deletion keep every entry reachable (a dense random workload)."""
     import random
     rnd = random.Random(5)
-    c, py = fp.CFdb(ageing=1e9), Fdb(ageing=1e9)
+    c, py = Fdb(store=fp.CFdb(ageing=1e9)), Fdb(ageing=1e9)
     keys = [rnd.getrandbits(48).to_bytes(6, "big") for _ in range(5000)]
     for i, k in enumerate(keys):
         r = Remote(f"192.0.2.{i % 250 + 1}")
@@ -288,4 +246,19 @@ def test_fdb_many_entries_lookup_and_delete():
     assert len(c) == len(py)
     for k in keys:
         assert c.lookup(k, 2.0) == py.lookup(k, 2.0)
-    assert c.memory_bytes() > 0
+    assert c.store.memory_bytes() > 0
+
+
+def test_cfdb_put_refuses_what_the_c_table_cannot_hold():
+    """ValueError, and nothing changed, for a remote that is not an IP address or whose port
+    or VNI is out of range (the C table keeps addresses in binary, ports in 16 bits)."""
+    c = fp.CFdb()
+    m = bytes.fromhex("020000000001")
+    c.put(FdbEntry(m, [Remote("192.0.2.1")], "static", 1.0, 1.0))
+    for bad in (Remote("not-an-ip"), Remote("192.0.2.2", port=70000),
+                Remote("192.0.2.2", vni=1 << 24)):
+        with pytest.raises(ValueError):
+            c.put(FdbEntry(m, [Remote("192.0.2.3"), bad], "permanent", 2.0, 2.0))
+        assert _entry(c.get(m)) == (m, [Remote("192.0.2.1")], "static", 1.0, 1.0)
+    assert _entry(c.remove(m)) == (m, [Remote("192.0.2.1")], "static", 1.0, 1.0)
+    assert c.remove(m) is None and c.get(m) is None and len(c) == 0

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vxtun._fastpath import CFdb
 from vxtun.errors import FdbError
 from vxtun.fdb import (LEARN_FULL, LEARN_MOVED, LEARN_NEW, LEARN_OFF, LEARN_PINNED,
                        LEARN_REFRESH, DictStore, Fdb, Remote)
@@ -22,7 +23,7 @@ A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 
 # Every rule runs over both stores: the pure one, and the fast path's C table (the same
 # administrative rules in Fdb, its data-path rules in C).
-STORES = {"dict": DictStore}
+STORES = {"dict": DictStore, "cfdb": CFdb}
 pytestmark = pytest.mark.parametrize("store", list(STORES.values()), ids=list(STORES))
 
 

@@ -247,7 +247,7 @@ def port(request):
     cfg = VtepConfig(vni=42, name="vxtun0", local="192.0.2.1", remote="192.0.2.9", dev="eth0",
                      dstport=4789, proxy=True)
     fdb = (Fdb(cfg.ageing, cfg.maxaddress, cfg.learning) if request.param == "pure"
-           else _fastpath.CFdb(cfg.ageing, cfg.maxaddress, cfg.learning))
+           else Fdb(store=_fastpath.CFdb(cfg.ageing, cfg.maxaddress, cfg.learning)))
     return SimpleNamespace(config=cfg, vtep=Vtep(cfg, fdb=fdb))
 
 

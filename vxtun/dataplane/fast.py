@@ -1,8 +1,10 @@
-"""The fast dataplane: the per-packet loop in C threads without the GIL (vxtun/_fastpath.pyx).
+"""The fast dataplane: the per-packet loop in C threads without the GIL (vxtun/fastpath/).
 
 The common path never enters Python: a TX thread reads every TAP (TAP -> underlay) and an RX
-thread reads every underlay socket (underlay -> TAP).  What is rare comes back here through the
-Dataplane's punt queue, whose eventfd the Node's selector watches:
+thread reads every underlay socket (underlay -> TAP); each asks the C decisions
+(vxtun/fastpath/decide.pyx, the mirror of vxtun/core) what to do and does it.  What is rare
+comes back here through the Dataplane's punt queue, whose eventfd the Node's selector watches,
+and ``handle_punt`` gives it to the core:
 
 * a frame from the TAP that the core must decide (ARP/NS with ``proxy``, or no FDB entry and
   no default entry: the core counts ``no_remote`` and raises the L2 miss), run through
@@ -41,6 +43,7 @@ import time
 
 from .. import _fastpath
 from ..core.stats import Stats
+from ..fdb import Fdb
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 
 SOL_UDP = 17
@@ -77,6 +80,22 @@ def probe_udp_gro(sock: socket.socket) -> bool:
         return False
 
 
+def handle_punt(vtep, kind: int, data: bytes, now: float) -> list:
+    """What the core makes of one record the C threads punted: the actions to carry out.
+
+    C decides only "fast, or hand it back"; the core decides everything rare: a punted frame
+    goes through ``Vtep.handle_frame`` (proxy, L2 miss, ``no_remote``), and a learn
+    notification (the MAC the RX thread just learned or moved) becomes an FdbChange event.
+    """
+    if kind == PUNT_FRAME:
+        return vtep.handle_frame(data, now)
+    if kind == PUNT_LEARN:
+        e = vtep.fdb.get(data)
+        if e is not None:
+            vtep.fdb_changed("new", e)
+    return []
+
+
 class FastBackend:
     name = "fast"
     # The TAP opens with offloads off (what every kernel accepts); attach() then asks for more.
@@ -84,17 +103,17 @@ class FastBackend:
 
     def __init__(self, node) -> None:
         self.node = node
-        self.dp = _fastpath.Dataplane()
+        self._off = disabled()
+        self.dp = _fastpath.Dataplane(poll_other="poll_other" not in self._off)
         self._uids: dict = {}          # id(Underlay) -> underlay id in C
         self._vids: dict = {}          # id(Port) -> VTEP id in C
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._watching = False
-        self._off = disabled()
-        self.dp.poll_other = "poll_other" not in self._off
 
     def make_fdb(self, config):
-        return _fastpath.CFdb(config.ageing, config.maxaddress, config.learning)
+        """The core's rules over the C table the threads share (``fdb.store``)."""
+        return Fdb(store=_fastpath.CFdb(config.ageing, config.maxaddress, config.learning))
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -143,7 +162,7 @@ class FastBackend:
         uid = self._uids[id(port.underlay)][0]
         vid = self.dp.add_vtep(uid, cfg.vni, port.tap_fd, tx.fileno(), cfg.mac, cfg.mtu,
                                cfg.srcport[0], cfg.srcport[1], cfg.dstport, cfg.proxy,
-                               port.vtep.fdb, tso, "udp_gso" not in self._off,
+                               port.vtep.fdb.store, tso, "udp_gso" not in self._off,
                                "tap_coalesce" not in self._off)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
@@ -168,12 +187,6 @@ class FastBackend:
         for f in extra:
             self._unuse(f)
 
-    def update(self, port) -> None:
-        """Tell the C side about a changed ``proxy`` flag or MTU of a running VTEP."""
-        vid = self._vids.get(id(port), (None,))[0]
-        if vid is not None:
-            self.dp.set_vtep(vid, proxy=port.config.proxy, mtu=port.config.mtu)
-
     # --- counters --------------------------------------------------------------------------
 
     def stats(self, port) -> dict:
@@ -189,7 +202,8 @@ class FastBackend:
 
     @property
     def punts_lost(self) -> int:
-        """Frames and learn notifications the C threads dropped: the punt queue was full."""
+        """Records the threads could not punt because the queue was full (each counted as the
+        drop the core would have counted)."""
         return self.dp.punts_lost
 
     def features(self) -> list[str]:
@@ -208,13 +222,9 @@ class FastBackend:
             if port is None:            # detached since: nothing to do
                 continue
             touched[vid] = port
-            vtep = port.vtep
-            if kind == PUNT_FRAME:
-                self.node.execute(port, vtep.handle_frame(data, now))
-            elif kind == PUNT_LEARN:
-                e = vtep.fdb.get(data)
-                if e is not None:
-                    vtep.fdb_changed("new", e)
+            actions = handle_punt(port.vtep, kind, data, now)
+            if actions:
+                self.node.execute(port, actions)
         for port in touched.values():
             self.node.after_core(port)
 

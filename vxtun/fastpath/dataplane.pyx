@@ -1,0 +1,290 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""``Dataplane``: the Python face of the two threads (vxtun/fastpath/threads.pyx).
+
+Python adds underlay sockets and VTEPs, reads counters and drains the punt queue.  Attaching or
+detaching a VTEP or a socket stops both threads, changes the tables and restarts them, so the
+threads never see a table change under them.
+"""
+from libc.errno cimport errno
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+from posix.unistd cimport close, read, write
+
+from vxtun.fastpath.decide cimport fp_demux_build, fp_stats_json, fp_vstate
+from vxtun.fastpath.fdb cimport CFdb
+from vxtun.fastpath.libc cimport (
+    EFD_CLOEXEC, EFD_NONBLOCK, eventfd, pthread_mutex_destroy, pthread_mutex_init,
+    pthread_mutex_lock, pthread_mutex_unlock)
+from vxtun.fastpath.send cimport fp_gso_close_all, fp_probe_gso
+from vxtun.fastpath.state cimport QLEN, fp_dp, fp_punt, fp_underlay, fp_vtep
+from vxtun.fastpath.threads cimport dp_start, dp_stop
+
+
+cdef void* _new_member(void*** arr, int n, size_t size) except NULL:
+    """A zeroed struct of ``size`` bytes, and room for a pointer to it after the ``n`` of
+    ``arr[0]`` (grown in place); the caller stores it there once the threads are paused."""
+    cdef void* p = calloc(1, size)
+    cdef void** grown
+    if p == NULL:
+        raise MemoryError()
+    grown = <void**>realloc(arr[0], (n + 1) * sizeof(void*))
+    if grown == NULL:
+        free(p)
+        raise MemoryError()
+    arr[0] = grown
+    return p
+
+
+cdef int _drop_member(void** arr, int n, void* p) noexcept nogil:
+    """Take ``p`` out of the ``n`` pointers of ``arr``, keeping the order; the new count."""
+    cdef int i, k = 0
+    for i in range(n):
+        if arr[i] != p:
+            arr[k] = arr[i]
+            k += 1
+    return k
+
+
+cdef class Dataplane:
+    """The two per-direction threads and the tables they run over.
+
+    Python adds underlay sockets and VTEPs (each change stops the threads, edits the tables and
+    restarts them), reads counters, and drains the punt queue when ``fileno()`` is readable.
+    The file descriptors stay owned by the caller; they must outlive their registration.
+    """
+    cdef fp_dp dp
+    cdef dict _fdbs
+    cdef uint32_t _next_id
+
+    def __cinit__(self, bint poll_other=True):
+        memset(&self.dp, 0, sizeof(fp_dp))
+        pthread_mutex_init(&self.dp.q.lock, NULL)
+        self.dp.q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        self.dp.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.dp.q.efd < 0 or self.dp.stop_fd < 0:
+            raise OSError(errno, "eventfd")
+        self._fdbs = {}
+        self._next_id = 1
+        self.dp.poll_other = poll_other
+
+    def __dealloc__(self):
+        cdef int i
+        cdef uint32_t k
+        with nogil:
+            dp_stop(&self.dp)
+        for i in range(self.dp.nvteps):
+            fp_gso_close_all(self.dp.vteps[i])
+            free(self.dp.vteps[i])
+        free(self.dp.vteps)
+        for i in range(self.dp.nuls):
+            free(self.dp.uls[i].dm.vnis)
+            free(self.dp.uls[i])
+        free(self.dp.uls)
+        for k in range(self.dp.q.count):
+            free(self.dp.q.slots[(self.dp.q.head + k) % QLEN].data)
+        if self.dp.q.efd >= 0:
+            close(self.dp.q.efd)
+        if self.dp.stop_fd >= 0:
+            close(self.dp.stop_fd)
+        pthread_mutex_destroy(&self.dp.q.lock)
+
+    def fileno(self) -> int:
+        """Readable when punted records wait (an eventfd)."""
+        return self.dp.q.efd
+
+    @property
+    def poll_other(self) -> bool:
+        """Each thread tries the other direction once after its own work (lower latency)."""
+        return bool(self.dp.poll_other)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.dp.running)
+
+    def start(self) -> None:
+        cdef int r
+        with nogil:
+            r = dp_start(&self.dp)
+        if r < 0:
+            raise OSError(errno, "cannot start the fast-path threads")
+
+    def stop(self) -> None:
+        with nogil:
+            dp_stop(&self.dp)
+
+    cdef bint _pause(self):
+        cdef bint was = self.dp.running
+        with nogil:
+            dp_stop(&self.dp)
+        return was
+
+    cdef void _resume(self, bint was) except *:
+        if was:
+            self.start()
+
+    cdef fp_underlay* _underlay(self, uint32_t uid) except NULL:
+        cdef int i
+        for i in range(self.dp.nuls):
+            if self.dp.uls[i].id == uid:
+                return self.dp.uls[i]
+        raise KeyError(f"no underlay {uid}")
+
+    cdef fp_vtep* _vtep(self, uint32_t vid) except NULL:
+        cdef int i
+        for i in range(self.dp.nvteps):
+            if self.dp.vteps[i].s.id == vid:
+                return self.dp.vteps[i]
+        raise KeyError(f"no VTEP {vid}")
+
+    cdef int _rebuild_vnis(self, fp_underlay* us) except -1:
+        """The VNI table of one socket (fp_demux_build over its VTEPs)."""
+        cdef fp_vstate** vs = <fp_vstate**>malloc((self.dp.nvteps + 1) * sizeof(void*))
+        cdef int i, n = 0, r
+        if vs == NULL:
+            raise MemoryError()
+        for i in range(self.dp.nvteps):
+            if self.dp.vteps[i].us == us:
+                vs[n] = &self.dp.vteps[i].s
+                n += 1
+        r = fp_demux_build(&us.dm, vs, n)
+        free(vs)
+        if r < 0:
+            raise MemoryError()
+        return 0
+
+    def add_underlay(self, int rx_fd, int tx_fd, int family, bint gro=False) -> int:
+        """Serve a receive socket (and its default send socket); returns its id."""
+        cdef fp_underlay* us = <fp_underlay*>_new_member(<void***>&self.dp.uls, self.dp.nuls,
+                                                         sizeof(fp_underlay))
+        us.id = self._next_id
+        self._next_id += 1
+        pthread_mutex_init(&us.rxlock, NULL)
+        us.rx_fd = rx_fd
+        us.tx_fd = tx_fd
+        us.family = family
+        us.gro = gro
+        was = self._pause()
+        self.dp.uls[self.dp.nuls] = us
+        self.dp.nuls += 1
+        self._rebuild_vnis(us)
+        self._resume(was)
+        return us.id
+
+    def remove_underlay(self, uint32_t uid) -> None:
+        cdef fp_underlay* us = self._underlay(uid)
+        cdef int i
+        for i in range(self.dp.nvteps):
+            if self.dp.vteps[i].us == us:
+                raise ValueError("detach the VTEPs of an underlay before the underlay")
+        was = self._pause()
+        self.dp.nuls = _drop_member(<void**>self.dp.uls, self.dp.nuls, us)
+        free(us.dm.vnis)
+        pthread_mutex_destroy(&us.rxlock)
+        free(us)
+        self._resume(was)
+
+    def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
+                 uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
+                 CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
+                 bint coalesce=True) -> int:
+        """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
+        cdef fp_underlay* us = self._underlay(uid)
+        cdef fp_vtep* v
+        cdef int i
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        if not sport_lo < sport_hi <= 65536:
+            raise ValueError("bad source port range")
+        for i in range(self.dp.nvteps):
+            if self.dp.vteps[i].us == us and self.dp.vteps[i].s.vni == vni:
+                raise ValueError(f"VNI {vni} is served twice on this socket")
+        v = <fp_vtep*>_new_member(<void***>&self.dp.vteps, self.dp.nvteps, sizeof(fp_vtep))
+        v.s.id = self._next_id
+        self._next_id += 1
+        pthread_mutex_init(&v.txlock, NULL)
+        v.s.vni = vni
+        v.s.mtu = mtu
+        mb = bytes(mac)
+        memcpy(v.s.mac, <const char*>mb, 6)
+        v.s.sport_lo = sport_lo
+        v.s.sport_hi = sport_hi
+        v.s.dstport = <uint16_t>dstport
+        v.s.proxy = proxy
+        v.s.fdb = fdb.t
+        v.tap_fd = tap_fd
+        v.tx_fd = tx_fd
+        v.tap_tso = tap_tso
+        v.tap_coalesce = coalesce
+        v.us = us
+        if udp_gso:
+            fp_probe_gso(v)
+        was = self._pause()
+        self.dp.vteps[self.dp.nvteps] = v
+        self.dp.nvteps += 1
+        try:
+            self._rebuild_vnis(us)
+        finally:
+            self._resume(was)
+        self._fdbs[v.s.id] = fdb
+        return v.s.id
+
+    def remove_vtep(self, uint32_t vid) -> dict:
+        """Stop serving a VTEP; returns its final counters."""
+        cdef fp_vtep* v = self._vtep(vid)
+        was = self._pause()
+        self.dp.nvteps = _drop_member(<void**>self.dp.vteps, self.dp.nvteps, v)
+        try:
+            self._rebuild_vnis(v.us)
+        finally:
+            self._resume(was)
+        out = fp_stats_json(&v.s.st[0], &v.s.st[1])
+        fp_gso_close_all(v)
+        pthread_mutex_destroy(&v.txlock)
+        free(v)
+        self._fdbs.pop(vid, None)
+        return out
+
+    def vtep_features(self, uint32_t vid) -> list:
+        cdef fp_vtep* v = self._vtep(vid)
+        return (["udp_gso"] if v.gso_on else []) + (["tap_coalesce"] if v.tap_coalesce else [])
+
+    def vtep_stats(self, uint32_t vid) -> dict:
+        cdef fp_vtep* v = self._vtep(vid)
+        return fp_stats_json(&v.s.st[0], &v.s.st[1])
+
+    def underlay_stats(self, uint32_t uid) -> dict:
+        cdef fp_underlay* us = self._underlay(uid)
+        return fp_stats_json(&us.dm.st[0], &us.dm.st[1])
+
+    @property
+    def punts_lost(self) -> int:
+        return self.dp.q.lost
+
+    def pop(self, int maximum=256) -> list:
+        """Punted records, oldest first: ``(kind, vtep_id, bytes)``; kind in PUNT_KINDS."""
+        cdef uint64_t v
+        cdef fp_punt* got = <fp_punt*>malloc(maximum * sizeof(fp_punt))
+        cdef int k = 0, i
+        cdef bint more
+        cdef uint64_t one = 1
+        if got == NULL:
+            raise MemoryError()
+        read(self.dp.q.efd, &v, 8)
+        with nogil:
+            pthread_mutex_lock(&self.dp.q.lock)
+            while k < maximum and self.dp.q.count:
+                got[k] = self.dp.q.slots[self.dp.q.head]
+                self.dp.q.head = (self.dp.q.head + 1) % QLEN
+                self.dp.q.count -= 1
+                k += 1
+            more = self.dp.q.count > 0
+            pthread_mutex_unlock(&self.dp.q.lock)
+        if more:
+            write(self.dp.q.efd, &one, 8)     # come back for the rest
+        try:
+            return [(got[i].kind, got[i].vid, got[i].data[:got[i].len]) for i in range(k)]
+        finally:
+            for i in range(k):
+                free(got[i].data)
+            free(got)

@@ -1,0 +1,84 @@
+# cython: language_level=3
+"""The C-level interface of vxtun.fastpath.decide: the per-packet decisions of the threads.
+
+Each is a function of (the datagram or frame, the VTEP state, ``now``) that fills an action
+struct and updates counters, and nothing else: no file descriptor, no system call, no lock but
+the FDB's.  The threads (vxtun/fastpath/threads.pyx) carry the actions out.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+from vxtun.fastpath.fdb cimport fp_fdb, fp_remote
+from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_vnet
+
+cdef struct fp_stats:
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t learned
+    uint64_t moved
+    uint64_t drops[NDROPS]
+
+cdef struct fp_vstate:
+    # what the decisions know of one VTEP (the first member of the threads' fp_vtep)
+    uint32_t id           # in punted records
+    uint32_t vni
+    int mtu
+    uint8_t mac[6]
+    uint32_t sport_lo
+    uint32_t sport_hi
+    uint16_t dstport
+    int proxy
+    fp_fdb* fdb
+    fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
+
+cdef struct fp_demux:
+    # one UDP socket's VTEPs by VNI (vxlan_vs_find_vni), and the drops before a VNI is known
+    void** vnis           # fp_vstate*, open addressing, at most half full
+    uint32_t vmask
+    fp_stats st[2]
+
+# what happens to a datagram or a frame
+cdef enum:
+    A_DROP = 0            # counted already: ``reason``
+    A_DELIVER = 1         # write vnet + frame to the VTEP's TAP
+    A_SEND = 2            # send each segment to each remote, from ``sport`` under ``tos``
+    A_PUNT = 3            # hand each segment to Python (Vtep.handle_frame); if Python cannot
+                          # take one, count ``reason`` (the drop the core would have counted)
+
+cdef struct fp_rx_action:
+    int kind              # A_DROP or A_DELIVER
+    int reason
+    fp_vstate* v          # the VTEP; NULL when dropped before the VNI was known
+    int learn             # vxlan_snoop's LEARN_* code: NEW or MOVED asks for an FdbChange
+    uint8_t* frame        # A_DELIVER: the inner frame, its ECN field already carried over
+    size_t len
+    fp_vnet vnet
+
+cdef struct fp_tx_action:
+    int kind              # A_DROP, A_SEND or A_PUNT
+    int reason
+    int nseg              # the frame, or its TSO segments, in segs[0:nseg]
+    int nr                # A_SEND: the remotes, copied under the FDB lock, in rem[0:nr]
+    uint16_t sport
+    uint8_t tos
+    # the caller's buffers, reused from one frame to the next (fp_tx_action_init)
+    fp_seg* segs          # MAXSEG
+    uint8_t* segh         # MAXSEG * SEGH_MAX: the segments' headers
+    fp_remote* rem
+    uint32_t remcap
+
+cdef fp_vstate* fp_demux_find(fp_demux* d, uint32_t vni) noexcept nogil
+cdef int fp_demux_build(fp_demux* d, fp_vstate** vs, int n) noexcept nogil
+cdef void fp_rx_decide(fp_demux* d, uint8_t* data, size_t n, int family, const uint8_t* addr,
+                       uint8_t outer_tos, double now, int tid, fp_rx_action* a) noexcept nogil
+cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int tid,
+                       fp_tx_action* a) noexcept nogil
+cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil
+cdef void fp_tx_action_free(fp_tx_action* a) noexcept nogil
+cdef object fp_stats_json(const fp_stats* a, const fp_stats* b)
+
+# what the threads hand to Python (fp_punt.kind in vxtun/fastpath/state.pxd)
+cdef enum:
+    PUNT_FRAME = 1        # a frame from the TAP for Vtep.handle_frame
+    PUNT_LEARN = 2        # data = the MAC just learned or moved: emit FdbChange

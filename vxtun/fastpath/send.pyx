@@ -1,0 +1,396 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Carrying out an A_SEND: the datagrams of one frame (or of its TSO segments) to each remote.
+
+Small frames of a burst share one sendmmsg() on the VTEP's raw UDP socket (we write the UDP
+header, so the source port can follow the inner flow).  The segments of a TCP super-frame for
+one unicast remote leave as UDP GSO trains (UDP_SEGMENT) from a UDP socket bound to the
+flow's source port (a small LRU per VTEP), so the kernel handles one packet instead of ~45.
+The outer TOS / traffic class of each send is a control message when it is not 0.
+"""
+from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+from posix.unistd cimport close
+
+from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
+from vxtun.fastpath.fdb cimport fp_remote
+from vxtun.fastpath.libc cimport (
+    AF_INET, AF_INET6, CMSG_DATA, CMSG_LEN, CMSG_SPACE, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TOS,
+    IP_TTL, IPPROTO_IP, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT, IPV6_TCLASS,
+    IPV6_UNICAST_HOPS, IPV6_V6ONLY, POLLOUT, SO_ATTACH_FILTER, SO_SNDBUF, SO_SNDBUFFORCE,
+    SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, bind, cmsghdr, fp_now, getsockname,
+    getsockopt, msghdr, poll, pollfd, sendmmsg, sendmsg, setsockopt, sock_filter, sock_fprog,
+    sockaddr, sockaddr_in, socket, socklen_t)
+from vxtun.fastpath.state cimport GSO_SOCKS, fp_gsosock
+from vxtun.fastpath.wire cimport D_TX_ERROR, VXLAN_HLEN, fp_encode_header, fp_seg, put16
+
+
+cdef void fp_txctx_free(fp_txctx* c) noexcept nogil:
+    free(c.buf)
+    fp_tx_action_free(&c.act)
+    free(c.msgs)
+    free(c.iov)
+    free(c.uh)
+    free(c.addrs)
+    free(c.small)
+    free(c.ctl)
+
+cdef int fp_txctx_init(fp_txctx* c, int tid) noexcept nogil:
+    memset(c, 0, sizeof(fp_txctx))
+    c.tid = tid
+    if fp_tx_action_init(&c.act) < 0:
+        return -1
+    c.buf = <uint8_t*>malloc(TAPBUF)
+    c.msgs = <mmsghdr*>calloc(TXBATCH, sizeof(mmsghdr))
+    c.iov = <iovec*>calloc(TXBATCH * 3, sizeof(iovec))
+    c.uh = <uint8_t*>malloc(TXBATCH * 16)
+    c.addrs = <sockaddr_in6*>calloc(TXBATCH, sizeof(sockaddr_in6))
+    c.small = <uint8_t*>malloc(TXBATCH * SMALLBUF)
+    c.ctl = <uint64_t*>calloc(TXBATCH * 4, sizeof(uint64_t))
+    if (c.small == NULL or c.ctl == NULL or c.buf == NULL or c.msgs == NULL or c.iov == NULL
+            or c.uh == NULL or c.addrs == NULL):
+        fp_txctx_free(c)
+        return -1
+    return 0
+
+cdef bint _retry(int fd, int* waits) noexcept nogil:
+    """After a failed send: True to try again.  A full socket buffer (EAGAIN, ENOBUFS) is
+    waited out, up to 50 times 2 ms, rather than dropped; EINTR is retried at once."""
+    cdef pollfd pfd
+    if (errno == EAGAIN or errno == ENOBUFS) and waits[0] < 50:
+        pfd.fd = fd
+        pfd.events = POLLOUT
+        pfd.revents = 0
+        poll(&pfd, 1, 2)
+        waits[0] += 1
+        return True
+    return errno == EINTR
+
+cdef void _tx_flush(fp_txctx* c, fp_vtep* v, int m) noexcept nogil:
+    """sendmmsg() the batch; wait for room when the socket is full rather than drop."""
+    cdef int i = 0, r, waits = 0
+    while i < m:
+        r = sendmmsg(v.tx_fd, c.msgs + i, m - i, 0)
+        if r > 0:
+            i += r
+            continue
+        if _retry(v.tx_fd, &waits):
+            continue
+        v.s.st[c.tid].drops[D_TX_ERROR] += 1      # no route, message too long, ...: skip this one
+        i += 1
+
+cdef void fp_tx_pend_flush(fp_txctx* c, fp_vtep* v) noexcept nogil:
+    """Send the small frames' datagrams still waiting (see fp_txctx.pend)."""
+    if c.pend:
+        _tx_flush(c, v, c.pend)
+    c.pend = 0
+    c.npend_frames = 0
+
+cdef inline uint16_t _htons(uint32_t v) noexcept nogil:
+    cdef uint8_t b[2]
+    cdef uint16_t r
+    b[0] = (v >> 8) & 0xFF
+    b[1] = v & 0xFF
+    memcpy(&r, b, 2)
+    return r
+
+cdef sock_filter _DROP_ALL[1]
+_DROP_ALL[0].code = 0x06        # BPF_RET | BPF_K 0: the socket receives nothing
+_DROP_ALL[0].jt = 0
+_DROP_ALL[0].jf = 0
+_DROP_ALL[0].k = 0
+
+cdef inline void _copy_opt(int src, int dst, int level, int name) noexcept nogil:
+    """Give socket ``dst`` the value ``src`` has for the int option ``level``/``name``."""
+    cdef int val
+    cdef socklen_t len = sizeof(int)
+    if getsockopt(src, level, name, &val, &len) == 0:
+        setsockopt(dst, level, name, &val, sizeof(int))
+
+cdef int _open_gso_sock(fp_vtep* v, uint32_t sport) noexcept nogil:
+    """A UDP socket that sends like tx_fd: its options (no DF, TTL / hop limit, flow label 0:
+    vxtun.io.underlay.open_tx states them) are copied from tx_fd, and it is bound to tx_fd's
+    address and ``sport``; it receives nothing.  -1 if the port is taken (the caller falls
+    back to tx_fd)."""
+    cdef int fd, one = 1, size = 4 << 20
+    cdef sockaddr_in6 sa = v.local
+    cdef sock_fprog prog
+    fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return -1
+    prog.len = 1
+    prog.filter = _DROP_ALL
+    setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog))
+    if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int)) < 0:
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
+    if sa.sin6_family == AF_INET:
+        _copy_opt(v.tx_fd, fd, IPPROTO_IP, IP_MTU_DISCOVER)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IP, IP_TTL)
+    else:
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(int))
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS)
+        _copy_opt(v.tx_fd, fd, IPPROTO_IPV6, IPV6_AUTOFLOWLABEL)
+    sa.sin6_port = _htons(sport)        # where sockaddr_in has sin_port too
+    if bind(fd, <sockaddr*>&sa, v.local_len) < 0:
+        close(fd)
+        return -1
+    return fd
+
+cdef int _gso_fd(fp_vtep* v, uint32_t sport, double now) noexcept nogil:
+    """The GSO socket of ``sport`` (opened on first use; the least recently used idle one is
+    closed when all slots are taken), or -1 to send through tx_fd."""
+    cdef int k = v.gso_slot[sport], i, best = -1, fd
+    if k == 255:
+        return -1
+    if k:
+        v.gso[k - 1].used = now
+        return v.gso[k - 1].fd
+    for i in range(GSO_SOCKS):
+        if v.gso[i].fd < 0:
+            best = i
+            break
+        if now - v.gso[i].used > 1.0 and (best < 0 or v.gso[i].used < v.gso[best].used):
+            best = i
+    if best < 0:
+        return -1
+    fd = _open_gso_sock(v, sport)
+    if fd < 0:
+        v.gso_slot[sport] = 255
+        return -1
+    if v.gso[best].fd >= 0:
+        close(v.gso[best].fd)
+        v.gso_slot[v.gso[best].sport] = 0
+    v.gso[best].fd = fd
+    v.gso[best].sport = sport
+    v.gso[best].used = now
+    v.gso_slot[sport] = <uint8_t>(best + 1)
+    return fd
+
+cdef void fp_gso_close_all(fp_vtep* v) noexcept nogil:
+    cdef int i
+    if v.gso != NULL:
+        for i in range(GSO_SOCKS):
+            if v.gso[i].fd >= 0:
+                close(v.gso[i].fd)
+    free(v.gso)
+    free(v.gso_slot)
+    v.gso = NULL
+    v.gso_slot = NULL
+    v.gso_on = 0
+
+cdef inline size_t _put_tos_cmsg(void* buf, int fam, uint8_t tos) noexcept nogil:
+    """Write the control message that gives one send the outer TOS / traffic class ``tos``
+    (IP_TOS / IPV6_TCLASS, an int) at ``buf`` (aligned); its CMSG_SPACE.  The sockets' own
+    value is 0, so a datagram with TOS 0 goes without one."""
+    cdef cmsghdr* cm = <cmsghdr*>buf
+    cdef int val = tos
+    memset(buf, 0, CMSG_SPACE(sizeof(int)))
+    cm.cmsg_level = IPPROTO_IP if fam == 4 else IPPROTO_IPV6
+    cm.cmsg_type = IP_TOS if fam == 4 else IPV6_TCLASS
+    cm.cmsg_len = CMSG_LEN(sizeof(int))
+    memcpy(CMSG_DATA(cm), &val, sizeof(int))
+    return CMSG_SPACE(sizeof(int))
+
+cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
+                 uint8_t tos) noexcept nogil:
+    """Send the segments as UDP GSO trains (UDP_SEGMENT): the kernel, not us, cuts them into
+    datagrams, and a peer with UDP_GRO can take the train whole.  Every segment but the last
+    has the same size (headers + MSS), as UDP GSO requires.  Every datagram of the train gets
+    the outer TOS ``tos``.  -1: send through tx_fd instead."""
+    cdef uint32_t dport = r.port if r.port else v.s.dstport
+    cdef uint8_t* vx = c.uh
+    cdef fp_seg* segs = c.act.segs
+    cdef uint32_t gso_size = VXLAN_HLEN + segs[0].hlen + segs[0].plen
+    cdef int per = GSO_MAXBYTES // gso_size
+    cdef int i = 0, k, j, waits = 0
+    cdef ssize_t sent
+    cdef msghdr mh
+    cdef sockaddr_in a4
+    cdef sockaddr_in6 a6
+    cdef uint64_t ctrl[8]          # 64 bytes, aligned for cmsghdr
+    cdef size_t clen
+    cdef cmsghdr* cm
+    cdef uint16_t gs = <uint16_t>gso_size
+    if per > GSO_MAXSEG:
+        per = GSO_MAXSEG
+    if per < 2:
+        return -1
+    fp_encode_header(vx, <uint32_t>r.vni if r.vni >= 0 else v.s.vni)
+    memset(&mh, 0, sizeof(mh))
+    if v.us.family == 4:
+        memset(&a4, 0, sizeof(a4))
+        a4.sin_family = AF_INET
+        a4.sin_port = _htons(dport)
+        memcpy(&a4.sin_addr, r.addr, 4)
+        mh.msg_name = &a4
+        mh.msg_namelen = sizeof(a4)
+    else:
+        memset(&a6, 0, sizeof(a6))
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = _htons(dport)
+        memcpy(a6.sin6_addr.s6_addr, r.addr, 16)
+        mh.msg_name = &a6
+        mh.msg_namelen = sizeof(a6)
+    while i < nseg:
+        k = nseg - i if nseg - i < per else per
+        for j in range(k):
+            c.iov[3 * j].iov_base = vx
+            c.iov[3 * j].iov_len = 8
+            c.iov[3 * j + 1].iov_base = <void*>segs[i + j].h
+            c.iov[3 * j + 1].iov_len = segs[i + j].hlen
+            c.iov[3 * j + 2].iov_base = <void*>segs[i + j].p
+            c.iov[3 * j + 2].iov_len = segs[i + j].plen
+        mh.msg_iov = c.iov
+        mh.msg_iovlen = 3 * k
+        clen = 0
+        if k > 1:
+            memset(ctrl, 0, sizeof(ctrl))
+            cm = <cmsghdr*>ctrl
+            cm.cmsg_level = SOL_UDP
+            cm.cmsg_type = UDP_SEGMENT
+            cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+            memcpy(CMSG_DATA(cm), &gs, sizeof(uint16_t))
+            clen = CMSG_SPACE(sizeof(uint16_t))
+        if tos:
+            clen += _put_tos_cmsg(<uint8_t*>ctrl + clen, v.us.family, tos)
+        mh.msg_control = ctrl if clen else NULL
+        mh.msg_controllen = clen
+        sent = sendmsg(fd, &mh, 0)
+        if sent < 0:
+            if _retry(fd, &waits):
+                continue
+            if i == 0:
+                return -1           # this kernel or route refuses GSO: the caller uses tx_fd
+            v.s.st[c.tid].drops[D_TX_ERROR] += k
+        i += k
+    return 0
+
+cdef inline bint _is_multicast(const fp_remote* r) noexcept nogil:
+    if r.family == 4:
+        return (r.addr[0] & 0xF0) == 0xE0
+    return r.addr[0] == 0xFF
+
+cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
+    """Carry out an A_SEND (c.act): one VXLAN datagram per segment per remote (head-end
+    replication for flood lists), each with the outer TOS / traffic class ``tos`` (a control
+    message, when it is not 0).  A small frame may wait for the next ones (fp_txctx.pend)."""
+    cdef int nr = c.act.nr, nseg = c.act.nseg
+    cdef uint16_t sport = c.act.sport
+    cdef uint8_t tos = c.act.tos
+    cdef fp_seg* segs = c.act.segs
+    cdef fp_remote* rem = c.act.rem
+    cdef int ri, si, m = 0
+    cdef fp_remote* r
+    cdef fp_seg* s
+    cdef uint8_t* uh
+    cdef uint32_t dport, vni, ulen
+    cdef sockaddr_in* a4
+    cdef sockaddr_in6* a6
+    cdef msghdr* mh
+    cdef int fam = v.us.family, gfd
+    cdef size_t tlen = 0
+    cdef bint defer = nseg == 1 and nr <= TXBATCH and segs[0].hlen <= SMALLBUF
+    cdef void* ctl
+    cdef uint8_t* slot
+    if nseg > 1 and nr == 1 and v.gso_on and rem[0].family == fam \
+            and not _is_multicast(&rem[0]):
+        gfd = _gso_fd(v, sport, fp_now())
+        if gfd >= 0:
+            fp_tx_pend_flush(c, v)                # the frames read before go first
+            if _tx_gso(c, v, &rem[0], nseg, gfd, tos) == 0:
+                return
+    if not defer or c.pend + nr > TXBATCH:
+        fp_tx_pend_flush(c, v)
+    m = c.pend
+    if defer:
+        # the next read reuses c.buf: the frame waits in a slot of its own
+        slot = c.small + c.npend_frames * SMALLBUF
+        memcpy(slot, segs[0].h, segs[0].hlen)
+        segs[0].h = slot
+        c.npend_frames += 1
+    ctl = &c.ctl[4 * m] if defer else <void*>c.tosctl
+    if tos:
+        # one control message for all datagrams of the frame: they have the same TOS
+        tlen = _put_tos_cmsg(ctl, fam, tos)
+    for ri in range(nr):
+        r = &rem[ri]
+        if r.family != fam:
+            v.s.st[c.tid].drops[D_TX_ERROR] += nseg
+            continue
+        dport = r.port if r.port else v.s.dstport
+        vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
+        for si in range(nseg):
+            s = &segs[si]
+            uh = c.uh + m * 16
+            ulen = 16 + s.hlen + s.plen
+            put16(uh, sport)
+            put16(uh + 2, dport)
+            put16(uh + 4, ulen if ulen <= 0xFFFF else 0)
+            uh[6] = 0       # IPv4: no UDP checksum, like the kernel's default (noudpcsum);
+            uh[7] = 0       # IPv6: the kernel fills it in (IPV6_CHECKSUM on the raw socket)
+            fp_encode_header(uh + 8, vni)
+            mh = &c.msgs[m].msg_hdr
+            if fam == 4:
+                a4 = <sockaddr_in*>&c.addrs[m]
+                memset(a4, 0, sizeof(sockaddr_in))
+                a4.sin_family = AF_INET
+                memcpy(&a4.sin_addr, r.addr, 4)
+                mh.msg_namelen = sizeof(sockaddr_in)
+            else:
+                a6 = &c.addrs[m]
+                memset(a6, 0, sizeof(sockaddr_in6))
+                a6.sin6_family = AF_INET6
+                memcpy(a6.sin6_addr.s6_addr, r.addr, 16)
+                mh.msg_namelen = sizeof(sockaddr_in6)
+            mh.msg_name = &c.addrs[m]
+            c.iov[3 * m].iov_base = uh
+            c.iov[3 * m].iov_len = 16
+            c.iov[3 * m + 1].iov_base = <void*>s.h
+            c.iov[3 * m + 1].iov_len = s.hlen
+            c.iov[3 * m + 2].iov_base = <void*>s.p
+            c.iov[3 * m + 2].iov_len = s.plen
+            mh.msg_iov = &c.iov[3 * m]
+            mh.msg_iovlen = 3 if s.plen else 2
+            mh.msg_control = ctl if tlen else NULL
+            mh.msg_controllen = tlen
+            mh.msg_flags = 0
+            m += 1
+            if m == TXBATCH:            # never when defer: the frame's datagrams fit
+                _tx_flush(c, v, m)
+                m = 0
+    if defer:
+        c.pend = m
+        if c.pend == TXBATCH or c.npend_frames == TXBATCH:
+            fp_tx_pend_flush(c, v)
+        return
+    if m:
+        _tx_flush(c, v, m)
+
+cdef void fp_probe_gso(fp_vtep* v) noexcept nogil:
+    """Turn UDP GSO on for ``v`` if this kernel has UDP_SEGMENT; learn tx_fd's address."""
+    cdef int fd, gs = 1400
+    memset(&v.local, 0, sizeof(v.local))
+    v.local_len = sizeof(v.local)
+    if (getsockname(v.tx_fd, <sockaddr*>&v.local, &v.local_len) != 0
+            or v.local.sin6_family != (AF_INET if v.us.family == 4 else AF_INET6)):
+        memset(&v.local, 0, sizeof(v.local))          # not bound: any address
+        v.local.sin6_family = AF_INET if v.us.family == 4 else AF_INET6
+        v.local_len = sizeof(sockaddr_in) if v.us.family == 4 else sizeof(sockaddr_in6)
+    fd = socket(AF_INET if v.us.family == 4 else AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return
+    if setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gs, sizeof(int)) == 0:
+        v.gso = <fp_gsosock*>malloc(GSO_SOCKS * sizeof(fp_gsosock))
+        v.gso_slot = <uint8_t*>calloc(65536, 1)
+        if v.gso != NULL and v.gso_slot != NULL:
+            for fd2 in range(GSO_SOCKS):
+                v.gso[fd2].fd = -1
+            v.gso_on = 1
+        else:
+            free(v.gso)
+            free(v.gso_slot)
+            v.gso = NULL
+            v.gso_slot = NULL
+    close(fd)

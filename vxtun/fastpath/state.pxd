@@ -1,0 +1,78 @@
+# cython: language_level=3
+"""The tables the two threads run over (declarations only; vxtun/fastpath/dataplane.pyx builds
+them, vxtun/fastpath/threads.pyx and send.pyx run over them).
+
+Each struct wraps what the decisions see (vxtun/fastpath/decide.pxd) with the file
+descriptors, locks and sockets only the threads use: an ``fp_vtep`` begins with its
+``fp_vstate`` and an ``fp_underlay`` with its ``fp_demux``, so a decision's pointer is the
+thread's pointer.
+"""
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from vxtun.fastpath.decide cimport fp_demux, fp_vstate
+from vxtun.fastpath.libc cimport pthread_mutex_t, pthread_t, sockaddr_in6, socklen_t
+
+cdef enum:
+    QLEN = 1024           # punt queue length
+    GSO_SOCKS = 128       # UDP GSO sockets per VTEP (one per active source port)
+    ROLE_TX = 0           # a thread's role, and the counter block (fp_stats) it writes
+    ROLE_RX = 1
+
+cdef struct fp_underlay:
+    fp_demux dm           # first: the VTEPs by VNI and the drops before a VNI is known
+    uint32_t id
+    int rx_fd
+    int tx_fd
+    int family            # 4 or 6
+    int gro               # UDP_GRO is on: a read may hold several datagrams
+    pthread_mutex_t rxlock    # held by the thread reading this socket (in-order delivery)
+
+cdef struct fp_gsosock:
+    int fd
+    uint32_t sport
+    double used
+
+cdef struct fp_vtep:
+    fp_vstate s           # first: what the decisions see (VNI, MAC, FDB, counters, ...)
+    int tap_fd
+    int tx_fd             # this VTEP's send socket (raw UDP: we write the UDP header)
+    int tap_tso           # the TAP hands us TSO super-frames / partial checksums
+    int tap_coalesce      # we may write TCP super-frames (GSO) to the TAP
+    fp_underlay* us
+    # UDP GSO (UDP_SEGMENT) needs a UDP socket bound to each source port: a small LRU of them
+    int gso_on            # probed at attach; 0: every datagram goes through tx_fd
+    sockaddr_in6 local    # tx_fd's address (a sockaddr_in on IPv4), where GSO sockets bind
+    socklen_t local_len
+    fp_gsosock* gso       # GSO_SOCKS slots
+    uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
+    pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
+
+cdef struct fp_punt:
+    uint32_t kind         # PUNT_FRAME or PUNT_LEARN (decide.pxd)
+    uint32_t vid
+    uint32_t len
+    uint8_t* data
+
+cdef struct fp_queue:
+    pthread_mutex_t lock
+    fp_punt slots[QLEN]
+    uint32_t head
+    uint32_t count
+    int efd               # eventfd the Python loop watches
+    uint64_t lost
+
+cdef struct fp_thread:
+    void* dp              # the fp_dp it belongs to
+    int role              # ROLE_TX: reads the TAPs; ROLE_RX: reads the sockets
+    pthread_t tid
+
+cdef struct fp_dp:
+    fp_vtep** vteps
+    int nvteps
+    fp_underlay** uls
+    int nuls
+    int running
+    int poll_other        # after its own work, each thread tries the other direction once
+    int stop_fd
+    fp_thread th[2]       # [role]
+    fp_queue q

@@ -1,0 +1,385 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The two threads: they read, ask vxtun/fastpath/decide.pyx what to do, and do it.
+
+* TX (role ROLE_TX, TAP -> underlay): read a frame (or a 64 KB TSO super-frame) from each
+  ready TAP, ``fp_tx_decide`` it, and carry out the action: send (vxtun/fastpath/send.pyx),
+  punt the frame to Python through the queue, or nothing (a counted drop).
+* RX (role ROLE_RX, underlay -> TAP): read datagrams (recvmmsg; UDP GRO trains are split)
+  with their outer TOS / traffic class (a control message), ``fp_rx_decide`` each, punt a
+  learn notification when the FDB changed, and write a delivered frame to its TAP behind its
+  virtio-net header; in-order TCP segments of one flow are first merged into one GSO
+  super-frame (vxtun/fastpath/coalesce.pyx).
+* After its own work each thread tries the other direction once (the answer to what it just
+  delivered or sent is often already there), under per-TAP / per-socket locks that keep every
+  flow in order.
+
+Both threads run ``fp_thread_main`` with their role; neither ever takes the GIL.  Rare things
+reach Python through a bounded queue and an eventfd (``Dataplane.fileno``).
+"""
+from libc.errno cimport EINTR, errno
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+from posix.uio cimport iovec
+from posix.unistd cimport close, read, write
+
+from vxtun.fastpath.coalesce cimport COALBUF, coal_add, coal_finish, coal_start, fp_coal
+from vxtun.fastpath.decide cimport (
+    A_DELIVER, A_PUNT, A_SEND, PUNT_FRAME, PUNT_LEARN, fp_rx_action, fp_rx_decide, fp_tx_action,
+    fp_tx_decide)
+from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
+from vxtun.fastpath.libc cimport (
+    AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, IP_TOS,
+    IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT, SIG_BLOCK, cmsghdr, epoll_create1,
+    epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
+    pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock, pthread_sigmask, recvmmsg,
+    sigfillset, sigset_t, sockaddr_in, sockaddr_in6)
+from vxtun.fastpath.send cimport (
+    BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
+    fp_txctx_init)
+from vxtun.fastpath.state cimport (
+    QLEN, ROLE_RX, ROLE_TX, fp_dp, fp_queue, fp_thread, fp_underlay, fp_vtep)
+from vxtun.fastpath.wire cimport D_TAP_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
+
+cdef enum:
+    RXBATCH = 32          # datagrams per recvmmsg()
+    RXHEAD = 16           # room before each datagram: the vnet header overwrites the VXLAN one
+    RXBUF = 65536 + RXHEAD + 64
+    CTRLWORDS = 8         # control-message room per datagram, in 8-byte words
+    CTRLLEN = CTRLWORDS * 8
+    TOUCHED_MAX = 8
+
+
+# --- the punt queue: rare frames and notifications for the Python loop ----------------------
+
+cdef int q_push(fp_queue* q, uint32_t kind, uint32_t vid, const uint8_t* a, uint32_t na,
+                const uint8_t* b, uint32_t nb) noexcept nogil:
+    """Queue a copy of a+b for Python; -1 when the queue is full (the caller counts a drop)."""
+    cdef uint8_t* data = <uint8_t*>malloc(na + nb + 1)
+    cdef uint32_t i
+    cdef bint wake
+    cdef uint64_t one = 1
+    if data == NULL:
+        return -1
+    memcpy(data, a, na)
+    if nb:
+        memcpy(data + na, b, nb)
+    pthread_mutex_lock(&q.lock)
+    if q.count == QLEN:
+        q.lost += 1
+        pthread_mutex_unlock(&q.lock)
+        free(data)
+        return -1
+    i = (q.head + q.count) % QLEN
+    q.slots[i].kind = kind
+    q.slots[i].vid = vid
+    q.slots[i].len = na + nb
+    q.slots[i].data = data
+    q.count += 1
+    wake = q.count == 1
+    pthread_mutex_unlock(&q.lock)
+    if wake:        # Python drains until empty, so one wake-up per non-empty period is enough
+        write(q.efd, &one, 8)
+    return 0
+
+
+# --- TAP -> underlay ------------------------------------------------------------------------
+
+cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
+    """Do what fp_tx_decide decided for the frame in c.buf."""
+    cdef fp_tx_action* a = &c.act
+    cdef int i
+    if a.kind == A_SEND:
+        fp_tx_send(c, v)
+    elif a.kind == A_PUNT:
+        for i in range(a.nseg):
+            if q_push(q, PUNT_FRAME, v.s.id, a.segs[i].h, a.segs[i].hlen, a.segs[i].p,
+                      a.segs[i].plen) < 0:
+                v.s.st[c.tid].drops[a.reason] += 1  # queue full: the drop the core would count
+
+cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil:
+    """Read and send up to BURST frames of one TAP, holding its txlock so the two threads never
+    interleave one TAP's frames (a flow stays in order).  ``wait`` False: give up at once if
+    the other thread holds it.  Returns how many frames were read."""
+    cdef int k, n = 0
+    cdef ssize_t r
+    if wait:
+        pthread_mutex_lock(&v.txlock)
+    elif pthread_mutex_trylock(&v.txlock) != 0:
+        return 0
+    for k in range(BURST):
+        r = read(v.tap_fd, c.buf, TAPBUF)
+        if r <= 0:
+            break
+        n += 1
+        fp_tx_decide(&v.s, c.buf, <size_t>r, fp_now(), c.tid, &c.act)
+        _tx_carry_out(&dp.q, v, c)
+    fp_tx_pend_flush(c, v)
+    pthread_mutex_unlock(&v.txlock)
+    return n
+
+
+# --- underlay -> TAP ------------------------------------------------------------------------
+
+cdef struct fp_rxslot:
+    # what recvmmsg() fills for one datagram besides its bytes
+    iovec iov
+    sockaddr_in6 addr
+    uint64_t ctrl[CTRLWORDS]          # control messages (aligned for cmsghdr)
+
+cdef struct fp_rxctx:
+    int tid
+    fp_vtep* touched[TOUCHED_MAX]     # VTEPs whose TAP this drain wrote to (replies may wait)
+    int ntouched
+    fp_coal co
+    uint8_t* bufs                     # RXBATCH datagrams of RXBUF bytes
+    mmsghdr* msgs
+    fp_rxslot* slots
+
+cdef void _rxctx_free(fp_rxctx* c) noexcept nogil:
+    free(c.co.buf)
+    free(c.bufs)
+    free(c.msgs)
+    free(c.slots)
+
+cdef int _rxctx_init(fp_rxctx* c, int tid) noexcept nogil:
+    memset(c, 0, sizeof(fp_rxctx))
+    c.bufs = <uint8_t*>malloc(<size_t>RXBATCH * RXBUF)
+    c.msgs = <mmsghdr*>calloc(RXBATCH, sizeof(mmsghdr))
+    c.slots = <fp_rxslot*>calloc(RXBATCH, sizeof(fp_rxslot))
+    c.co.buf = <uint8_t*>malloc(COALBUF)
+    c.tid = tid
+    if c.bufs == NULL or c.msgs == NULL or c.slots == NULL or c.co.buf == NULL:
+        _rxctx_free(c)
+        return -1
+    return 0
+
+cdef inline void _touch(fp_rxctx* c, fp_vtep* v) noexcept nogil:
+    cdef int i
+    for i in range(c.ntouched):
+        if c.touched[i] == v:
+            return
+    if c.ntouched < TOUCHED_MAX:
+        c.touched[c.ntouched] = v
+        c.ntouched += 1
+
+cdef void _coal_write(fp_rxctx* c) noexcept nogil:
+    cdef fp_coal* co = &c.co
+    cdef fp_vtep* v = <fp_vtep*>co.owner
+    cdef size_t k = coal_finish(co)
+    if k and write(v.tap_fd, co.buf, k) < 0:
+        v.s.st[c.tid].drops[D_TAP_ERROR] += 1
+
+cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
+                       const uint8_t* addr, uint8_t tos, double now) noexcept nogil:
+    """Decide one datagram received under the outer TOS / traffic class ``tos`` and do it;
+    ``d`` has RXHEAD bytes of room before it (for the virtio-net header)."""
+    cdef fp_rx_action a
+    cdef fp_vtep* v
+    cdef int k
+    fp_rx_decide(&us.dm, d, n, fam, addr, tos, now, c.tid, &a)
+    if a.learn == LEARN_NEW or a.learn == LEARN_MOVED:
+        q_push(&dp.q, PUNT_LEARN, a.v.id, d + VXLAN_HLEN + 6, 6, NULL, 0)
+    if a.kind != A_DELIVER:
+        return
+    v = <fp_vtep*>a.v
+    _touch(c, v)
+    if v.tap_coalesce:
+        k = coal_add(&c.co, v, v.s.mtu, a.frame, a.len)
+        if k == 1:
+            return
+        _coal_write(c)          # what is pending goes first: order is kept
+        if k == 2:
+            coal_start(&c.co, v, v.s.mtu, a.frame, a.len)
+            return
+    fp_pack_vnet(&a.vnet, a.frame - VNET_HDR_LEN)    # over the VXLAN header and 2 bytes of room
+    if write(v.tap_fd, a.frame - VNET_HDR_LEN, a.len + VNET_HDR_LEN) < 0:
+        v.s.st[c.tid].drops[D_TAP_ERROR] += 1
+cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
+    cdef int i, r, rounds, gso, fam, tclass
+    cdef uint8_t tos
+    cdef size_t n, off, seg
+    cdef uint8_t* d
+    cdef const uint8_t* addr
+    cdef msghdr* mh
+    cdef cmsghdr* cm
+    cdef double now
+    for rounds in range(16):
+        for i in range(RXBATCH):
+            c.slots[i].iov.iov_base = c.bufs + <size_t>i * RXBUF + RXHEAD
+            c.slots[i].iov.iov_len = RXBUF - RXHEAD
+            mh = &c.msgs[i].msg_hdr
+            mh.msg_name = &c.slots[i].addr
+            mh.msg_namelen = sizeof(sockaddr_in6)
+            mh.msg_iov = &c.slots[i].iov
+            mh.msg_iovlen = 1
+            # always: the outer TOS / traffic class comes as a control message (IP_RECVTOS /
+            # IPV6_RECVTCLASS on the socket), with the GRO segment size when UDP_GRO is on
+            mh.msg_control = c.slots[i].ctrl
+            mh.msg_controllen = CTRLLEN
+            mh.msg_flags = 0
+        r = recvmmsg(us.rx_fd, c.msgs, RXBATCH, MSG_DONTWAIT, NULL)
+        if r <= 0:
+            break
+        now = fp_now()
+        for i in range(r):
+            n = c.msgs[i].msg_len
+            d = c.bufs + <size_t>i * RXBUF + RXHEAD
+            mh = &c.msgs[i].msg_hdr
+            if c.slots[i].addr.sin6_family == AF_INET:
+                fam = 4
+                addr = <const uint8_t*>&(<sockaddr_in*>&c.slots[i].addr).sin_addr
+            else:
+                fam = 6
+                addr = c.slots[i].addr.sin6_addr.s6_addr
+            gso = 0
+            tos = 0
+            if mh.msg_controllen:
+                cm = CMSG_FIRSTHDR(mh)
+                while cm != NULL:
+                    if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                        memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+                    elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                        tos = CMSG_DATA(cm)[0]          # one byte (ip_cmsg_recv_tos)
+                    elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                        memcpy(&tclass, CMSG_DATA(cm), sizeof(int))
+                        tos = <uint8_t>tclass
+                    cm = CMSG_NXTHDR(mh, cm)
+            if gso > 0 and n > <size_t>gso:
+                # UDP GRO glued datagrams of one 4-tuple together: every one but the last is
+                # exactly gso bytes; GRO merges only datagrams with the same outer TOS / traffic
+                # class (inet_gro_receive, ipv6_gro_receive), so one ``tos`` holds for all
+                off = 0
+                while off < n:
+                    seg = n - off if n - off < <size_t>gso else <size_t>gso
+                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, tos, now)
+                    off += seg
+            else:
+                _rx_datagram(c, dp, us, d, n, fam, addr, tos, now)
+        if r < RXBATCH:
+            break
+    _coal_write(c)      # the socket is empty: nothing more will join the pending frame
+
+
+cdef int _rx_poll(fp_dp* dp, fp_underlay* us, fp_rxctx* c, bint wait) noexcept nogil:
+    """Drain one socket holding its rxlock (so delivery stays in order); as _tx_burst."""
+    if wait:
+        pthread_mutex_lock(&us.rxlock)
+    elif pthread_mutex_trylock(&us.rxlock) != 0:
+        return 0
+    c.ntouched = 0
+    _rx_drain(dp, us, c)
+    pthread_mutex_unlock(&us.rxlock)
+    return c.ntouched
+
+
+# --- one thread main for both roles ---------------------------------------------------------
+#
+# Latency: a frame written to a TAP is usually answered within the write() itself (the stack
+# runs in our context), and a datagram sent over veth to a kernel peer is answered within the
+# sendmsg().  So after delivering, the RX thread tries the TAPs it wrote to once, and after
+# sending, the TX thread tries the socket once, instead of waking the other thread for it
+# (each wake-up costs several microseconds of round trip).  The locks keep each TAP and each
+# socket to one reader at a time; a try never waits.
+
+cdef inline void _epoll_watch(int ep, int fd, void* ptr) noexcept nogil:
+    cdef epoll_event ev
+    ev.events = EPOLLIN
+    ev.data.ptr = ptr
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)
+
+cdef void _on_ready(fp_dp* dp, int role, void* ptr, fp_txctx* tc, fp_rxctx* rc) noexcept nogil:
+    """One ready fd: a TAP (ROLE_TX) or a socket (ROLE_RX); then the other direction once."""
+    cdef fp_vtep* touched[TOUCHED_MAX]
+    cdef fp_vtep* v
+    cdef int k, m
+    if role == ROLE_TX:
+        v = <fp_vtep*>ptr
+        if _tx_burst(dp, v, tc, True) and dp.poll_other:
+            _rx_poll(dp, v.us, rc, False)
+        return
+    m = _rx_poll(dp, <fp_underlay*>ptr, rc, True)
+    if dp.poll_other:
+        for k in range(m):          # _tx_burst may drain (and reset) rc: copy the list first
+            touched[k] = rc.touched[k]
+        for k in range(m):
+            _tx_burst(dp, touched[k], tc, False)
+
+cdef void* fp_thread_main(void* arg) noexcept nogil:
+    """The TX or the RX thread (th.role): the TAPs or the sockets in one epoll set, with the
+    stop eventfd (reported with a NULL pointer)."""
+    cdef fp_thread* th = <fp_thread*>arg
+    cdef fp_dp* dp = <fp_dp*>th.dp
+    cdef fp_txctx tc
+    cdef fp_rxctx rc
+    cdef sigset_t all
+    cdef epoll_event evs[16]
+    cdef int ep, i, n
+    cdef bint stop = False
+    sigfillset(&all)
+    pthread_sigmask(SIG_BLOCK, &all, NULL)      # signals are for the Python thread
+    if fp_txctx_init(&tc, th.role) < 0:
+        return NULL
+    if _rxctx_init(&rc, th.role) < 0:
+        fp_txctx_free(&tc)
+        return NULL
+    ep = epoll_create1(EPOLL_CLOEXEC)
+    _epoll_watch(ep, dp.stop_fd, NULL)
+    if th.role == ROLE_TX:
+        for i in range(dp.nvteps):
+            _epoll_watch(ep, dp.vteps[i].tap_fd, dp.vteps[i])
+    else:
+        for i in range(dp.nuls):
+            _epoll_watch(ep, dp.uls[i].rx_fd, dp.uls[i])
+    while not stop:
+        n = epoll_wait(ep, evs, 16, -1)
+        if n < 0:
+            if errno == EINTR:
+                continue
+            break
+        for i in range(n):
+            if evs[i].data.ptr == NULL:
+                stop = True
+                break
+            _on_ready(dp, th.role, evs[i].data.ptr, &tc, &rc)
+    close(ep)
+    _rxctx_free(&rc)
+    fp_txctx_free(&tc)
+    return NULL
+
+
+# --- start and stop -------------------------------------------------------------------------
+
+cdef inline void _dp_signal_stop(fp_dp* dp) noexcept nogil:
+    cdef uint64_t one = 1
+    write(dp.stop_fd, &one, 8)
+
+cdef inline void _dp_clear_stop(fp_dp* dp) noexcept nogil:
+    cdef uint64_t v
+    read(dp.stop_fd, &v, 8)
+
+cdef int dp_start(fp_dp* dp) noexcept nogil:
+    cdef int role
+    if dp.running:
+        return 0
+    for role in range(2):
+        dp.th[role].dp = dp
+        dp.th[role].role = role
+    if pthread_create(&dp.th[ROLE_TX].tid, NULL, fp_thread_main, &dp.th[ROLE_TX]) != 0:
+        return -1
+    if pthread_create(&dp.th[ROLE_RX].tid, NULL, fp_thread_main, &dp.th[ROLE_RX]) != 0:
+        _dp_signal_stop(dp)
+        pthread_join(dp.th[ROLE_TX].tid, NULL)
+        _dp_clear_stop(dp)
+        return -1
+    dp.running = 1
+    return 0
+
+cdef void dp_stop(fp_dp* dp) noexcept nogil:
+    if not dp.running:
+        return
+    _dp_signal_stop(dp)         # level-triggered: both threads see it
+    pthread_join(dp.th[ROLE_TX].tid, NULL)
+    pthread_join(dp.th[ROLE_RX].tid, NULL)
+    _dp_clear_stop(dp)
+    dp.running = 0
