@@ -88,6 +88,11 @@ def _copy(e: FdbEntry) -> FdbEntry:
     return FdbEntry(e.mac, list(e.remotes), e.state, e.updated, e.used)
 
 
+def _order(e: FdbEntry) -> tuple[bool, bytes]:
+    """The default (all-zeros) entry first, then by MAC, as ``bridge fdb show`` lists them."""
+    return (e.mac != ZERO_MAC, e.mac)
+
+
 def _expired(e: FdbEntry, ageing: float, now: float) -> bool:
     return e.state == "dynamic" and now - e.updated >= ageing
 
@@ -215,7 +220,9 @@ class Fdb:
         return self.store.learn(mac, ip, now)
 
     def expire(self, now: float) -> list[FdbEntry]:
-        return self.store.expire(now)
+        """The dynamic entries aged out, in ``entries()`` order: each store finds them in its
+        own order, and the FdbChange events that report them must not depend on that."""
+        return sorted(self.store.expire(now), key=_order)
 
     # --- the control path (bridge fdb add/append/replace/del) -----------------------------
 
@@ -297,7 +304,7 @@ class Fdb:
 
     def entries(self) -> list[FdbEntry]:
         """All entries, the default (all-zeros) one first, then by MAC."""
-        return sorted(self.store.entries(), key=lambda e: (e.mac != ZERO_MAC, e.mac))
+        return sorted(self.store.entries(), key=_order)
 
     def __len__(self) -> int:
         return len(self.store)
