@@ -126,10 +126,12 @@ def exchange(host: Host, dev: str, frames: list[bytes], wait: float) -> list[str
                           timeout=120)["replies"]
 
 
-def flood_unicast(host: Host, dev: str, n: int, src: str) -> dict:
+def flood_unicast(host: Host, dev: str, n: int, src: str, first: int = 0) -> dict:
     """Write ``n`` IPv4 frames from MAC ``src`` on ``dev``, each to its own unknown unicast MAC
-    (``traffic.flood_unicast``); what the program said (``{"sent": n}``)."""
-    return traffic.run_in(host, "flood-unicast", dev, n, src.replace(":", ""), timeout=120)
+    (02:aa:00:00:00:00 + ``first`` + i, ``traffic.flood_unicast``); what the program said
+    (``{"sent": n}``)."""
+    return traffic.run_in(host, "flood-unicast", dev, n, src.replace(":", ""), first,
+                          timeout=120)
 
 
 class RxFrames:

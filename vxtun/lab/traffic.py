@@ -17,7 +17,8 @@ only (no ping, no tcpdump, no iperf3).
     xchg IFACE SECS HEX...           write each frame on IFACE, then print the ARP replies and
                                      Neighbour Advertisements it receives in the next SECS
     inject IFACE HEX...              write Ethernet frames on IFACE (a packet socket)
-    flood-unicast IFACE N SRC        write N IPv4 frames from MAC SRC to N different unicast MACs
+    flood-unicast IFACE N SRC [FIRST]
+                                     write N IPv4 frames from MAC SRC to N different unicast MACs
     udp HOST PORT HEX...             send each HEX as one UDP datagram to HOST:PORT
     udp-tos HOST PORT TOS:HEX...     the same, each under its own IPv4 TOS / IPv6 traffic class
     vxlan-flood HOST PORT VNI N      N VXLAN broadcast frames in VNI, each from a random MAC
@@ -268,12 +269,13 @@ def inject(iface: str, *hexes: str) -> None:
     _say(sent=len(hexes))
 
 
-def flood_unicast(iface: str, n: int, src_hex: str) -> None:
-    """``n`` IPv4 frames from MAC ``src_hex``, to 02:aa:00:00:00:00 + i: n unknown MACs."""
+def flood_unicast(iface: str, n: int, src_hex: str, first: int = 0) -> None:
+    """``n`` IPv4 frames from MAC ``src_hex``, to 02:aa:00:00:00:00 + first + i: n unknown
+    MACs."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     body = bytes.fromhex(src_hex) + b"\x08\x00" + bytes(46)
-    for i in range(n):
+    for i in range(first, first + n):
         s.send(b"\x02\xaa" + i.to_bytes(4, "big") + body)
     _say(sent=n)
 
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     elif cmd == "inject":
         inject(args[0], *args[1:])
     elif cmd == "flood-unicast":
-        flood_unicast(args[0], int(args[1]), args[2])
+        flood_unicast(args[0], int(args[1]), args[2], *map(int, args[3:4]))
     elif cmd == "udp":
         udp(args[0], int(args[1]), *args[2:])
     elif cmd == "udp-tos":
