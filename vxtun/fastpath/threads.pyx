@@ -38,8 +38,8 @@ from vxtun.fastpath.decide cimport (
 from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
     AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
-    EPOLLERR, EPOLLHUP, EPOLLIN, IP_TOS, IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT, SIG_BLOCK, cmsghdr, epoll_create1,
-    epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
+    EPOLLERR, EPOLLHUP, EPOLLIN, IP_TOS, IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT,
+    SIG_BLOCK, cmsghdr, epoll_create1, epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
     pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock, pthread_sigmask, recvmmsg,
     sigfillset, sigset_t, sockaddr_in, sockaddr_in6)
 from vxtun.fastpath.send cimport (
@@ -329,7 +329,7 @@ cdef void _on_ready(fp_dp* dp, int role, void* ptr, fp_txctx* tc, fp_rxctx* rc) 
         for k in range(m):
             _tx_burst(dp, touched[k], tc, False)
 
-cdef void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events) noexcept nogil:
+cdef inline void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events) noexcept nogil:
     """After the TX thread served an event of ``v``'s TAP: stop watching a TAP that failed.
     EPOLLERR/EPOLLHUP whose read did not fail (EOF) counts as failed too, or epoll would
     report it again at once, forever."""
