@@ -39,9 +39,10 @@ from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
     AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
     EPOLLERR, EPOLLHUP, EPOLLIN, IP_TOS, IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT,
-    SIG_BLOCK, cmsghdr, epoll_create1, epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
-    pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock, pthread_sigmask, recvmmsg,
-    sigfillset, sigset_t, sockaddr_in, sockaddr_in6)
+    SIG_BLOCK, cmsghdr, epoll_create1, epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr,
+    msghdr, pthread_create, pthread_join, pthread_mutex_lock, pthread_mutex_trylock,
+    pthread_mutex_unlock, pthread_sigmask, recvmmsg, sigfillset, sigset_t, sockaddr_in,
+    sockaddr_in6)
 from vxtun.fastpath.send cimport (
     BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
     fp_txctx_init)
