@@ -9,7 +9,9 @@ and ``handle_punt`` gives it to the core:
 * a frame from the TAP that the core must decide (ARP/NS with ``proxy``, or no FDB entry and
   no default entry: the core counts ``no_remote`` and raises the L2 miss), run through
   ``Vtep.handle_frame`` and carried out here (``node.transmit``, or a write to the TAP);
-* an FDB learn or move by the RX thread: the core emits the FdbChange event.
+* an FDB learn or move by the RX thread: the core emits the FdbChange event;
+* a TAP that failed (deleted by ``ip link del``: the TX thread's read gave EBADFD, or epoll
+  EPOLLERR; vxtun/fastpath/threads.pyx no longer watches it): the node removes the VTEP.
 
 Offloads are probed when a TAP or socket is attached, with a fallback for each, and listed by
 ``features()`` (and so by ``vxtun show``):
@@ -39,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import time
 
 from .. import _fastpath
@@ -50,6 +53,7 @@ SOL_UDP = 17
 UDP_GRO = 104
 PUNT_FRAME = _fastpath.PUNT_KINDS["frame"]
 PUNT_LEARN = _fastpath.PUNT_KINDS["learn"]
+PUNT_TAP_GONE = _fastpath.PUNT_KINDS["tap_gone"]
 POP_MAX = 256       # punted records handled per wake-up before the selector looks elsewhere
 # Offloads can be turned off one by one to measure what each brings (and to work around a
 # kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce,poll_other
@@ -216,10 +220,14 @@ class FastBackend:
 
     def _on_punt(self) -> None:
         touched = {}
+        gone = []
         now = time.monotonic()
         for kind, vid, data in self.dp.pop(POP_MAX):
             port = self._ports.get(vid)
             if port is None:            # detached since: nothing to do
+                continue
+            if kind == PUNT_TAP_GONE:
+                gone.append((port, int.from_bytes(data, sys.byteorder, signed=True)))
                 continue
             touched[vid] = port
             actions = handle_punt(port.vtep, kind, data, now)
@@ -227,4 +235,6 @@ class FastBackend:
                 self.node.execute(port, actions)
         for port in touched.values():
             self.node.after_core(port)
+        for port, err in gone:          # detach() pauses the threads: after the records
+            self.node.tap_gone(port, err)
 

@@ -12,11 +12,14 @@
 
 The node is also what backends and ``commands.handle`` see: ``watch``/``unwatch`` an fd,
 ``execute`` the core's actions, ``after_core`` to publish its events, ``stats``, ``down``,
-``subscribe``.
+``subscribe``, and ``tap_gone`` when a backend finds a VTEP's TAP deleted under it.
 """
 from __future__ import annotations
 
+import sys
+
 from ..core import VtepConfig
+from ..io import tap
 from ..io.netlink import Netlink
 from . import counters, use_pure
 from .fanout import Fanout
@@ -44,6 +47,7 @@ class Node:
         self.vteps = Vteps(self.backend, self.nl)
         self.control = ControlServer(self.loop, self, self.fanout)
         self.on_down = None             # set by the owner: down removes one VTEP, not all
+        self.on_tap_gone = None         # set by the owner: tells the up that held the VTEP
 
     @property
     def ports(self) -> dict[str, Port]:
@@ -79,6 +83,23 @@ class Node:
             self.stop()
         else:
             self.on_down(port, conn)
+
+    def tap_gone(self, port: Port, err: int) -> None:
+        """A read of ``port``'s TAP failed with ``err`` (EBADFD: ``ip link del``, see
+        vxtun/io/tap.py): log one line and remove the VTEP as ``vxtun down`` would (control
+        socket, group, FDB, the backend's tables), which frees its name.  The backends call this
+        once per VTEP, from the loop; the other VTEPs run on."""
+        if self.ports.get(port.config.name) is not port:
+            return
+        reason = tap.failure(err)
+        print(f"vxtun: {port.config.name}: {reason}; removing the VTEP", file=sys.stderr,
+              flush=True)
+        if self.on_tap_gone is not None:
+            self.on_tap_gone(port, reason)
+            return
+        self.remove(port)
+        if not self.ports:
+            self.stop()
 
     # --- the loop ----------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ Protocol on ``@vxtun-owner`` (JSON lines, root only, like the control sockets):
        or {"ok": false, "error": "device vxtun0 already exists"}
     -> {"cmd": "release"}          <- {"ok": true, "result": null}     (then EOF)
     <- {"event": "down"}           (vxtun down took the lease's last VTEP; then EOF)
+    <- {"event": "gone", "name": "vxtun0", "error": "the TAP was deleted (ip link del)"}
+                                   (that VTEP's TAP vanished and the VTEP is removed; after
+                                    the lease's last VTEP, EOF follows and up exits 1)
 """
 from __future__ import annotations
 
@@ -112,6 +115,7 @@ class Owner:
         self.listener = listener
         self.node = node
         node.on_down = self._down
+        node.on_tap_gone = self._tap_gone
         self.leases: dict[Channel, _Lease] = {}
         self._ending: set[Channel] = set()     # released leases whose last line is going out
         self._idle_since: float | None = time.monotonic()
@@ -232,6 +236,20 @@ class Owner:
                 self._end(lease, {"event": "down"})
         # The answer to this down is queued when this returns, before the loop looks at
         # running again: stopping now does not lose it.
+        self._maybe_exit()
+
+    def _tap_gone(self, port, reason: str) -> None:
+        """The VTEP's TAP vanished (Node.tap_gone logged it): the VTEP goes, and its up is told;
+        an up left with no VTEP exits non-zero.  Other leases are not touched."""
+        lease = port.lease
+        self.node.remove(port)
+        if isinstance(lease, _Lease) and port in lease.ports:
+            lease.ports.remove(port)
+            event = {"event": "gone", "name": port.config.name, "error": reason}
+            if lease.ports:
+                lease.chan.send(event)
+            else:
+                self._end(lease, event)
         self._maybe_exit()
 
     def _maybe_exit(self) -> None:
@@ -367,20 +385,29 @@ class Lease:
 
     def wait(self) -> int:
         """Until SIGINT/SIGTERM/SIGHUP (release, exit 0), ``vxtun down`` (exit 0) or the
-        owner's death (exit 1)."""
+        owner's death (exit 1).  A VTEP whose TAP vanished is said on stderr; once none is
+        left, exit 1."""
         def stop(*_):
             raise _Stop()
         old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        left = {v["name"] for v in self.vteps}
         try:
             while True:
                 msg = self.chan.read(None)
+                if msg is not None and msg.get("event") == "gone":
+                    print(f"vxtun: {msg.get('name')}: {msg.get('error')}; the VTEP is gone",
+                          file=sys.stderr, flush=True)
+                    left.discard(msg.get("name"))
+                    if not left:
+                        return 1
+                    continue
                 if msg is None:
                     names = ", ".join(v["name"] for v in self.vteps)
                     print(f"vxtun: the port owner (pid {self.result.get('pid')}) exited; "
                           f"{names} is gone", file=sys.stderr)
                     return 1
                 if msg.get("event") == "down":
-                    return 0
+                    return 0 if len(left) == len(self.vteps) else 1
         except _Stop:
             for s in old:
                 signal.signal(s, signal.SIG_IGN)

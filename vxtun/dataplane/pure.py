@@ -71,7 +71,10 @@ class PureBackend:
                 data = os.read(fd, 65536 + 10)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as e:
+                # ip link del: the fd stays readable (EPOLLERR) and every read fails (EBADFD).
+                # Returning would spin the loop on it; the VTEP goes instead.
+                self.node.tap_gone(port, e.errno or 0)
                 return
             frame = data[10:]
             if data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM:

@@ -262,7 +262,8 @@ cdef class Dataplane:
         return self.dp.q.lost
 
     def pop(self, int maximum=256) -> list:
-        """Punted records, oldest first: ``(kind, vtep_id, bytes)``; kind in PUNT_KINDS."""
+        """Punted records, oldest first: ``(kind, vtep_id, bytes)``; kind in PUNT_KINDS (for
+        ``tap_gone`` the bytes are the read's errno, an int32 in native order, 0 for EPOLLHUP)."""
         cdef uint64_t v
         cdef fp_punt* got = <fp_punt*>malloc(maximum * sizeof(fp_punt))
         cdef int k = 0, i

@@ -82,3 +82,4 @@ cdef object fp_stats_json(const fp_stats* a, const fp_stats* b)
 cdef enum:
     PUNT_FRAME = 1        # a frame from the TAP for Vtep.handle_frame
     PUNT_LEARN = 2        # data = the MAC just learned or moved: emit FdbChange
+    PUNT_TAP_GONE = 3     # data = errno (int32): the TAP failed (ip link del); not read again

@@ -35,7 +35,7 @@ from vxtun.fastpath.wire cimport (
 from vxtun.core.stats import DROP_REASONS
 from vxtun.core.vtep import Deliver, Transmit
 
-PUNT_KINDS = {"frame": PUNT_FRAME, "learn": PUNT_LEARN}
+PUNT_KINDS = {"frame": PUNT_FRAME, "learn": PUNT_LEARN, "tap_gone": PUNT_TAP_GONE}
 
 
 # --- demux (vxlan_vs_find_vni) -------------------------------------------------------------

@@ -74,7 +74,10 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_wait(int epfd, epoll_event* evs, int maxevents, int timeout)
     int EPOLL_CLOEXEC
     int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
     uint32_t EPOLLIN
+    uint32_t EPOLLERR
+    uint32_t EPOLLHUP
 
 
 cdef extern from "<sys/socket.h>" nogil:

@@ -46,9 +46,11 @@ cdef struct fp_vtep:
     fp_gsosock* gso       # GSO_SOCKS slots
     uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
+    int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and
+                          # the TX thread no longer watches it (set under txlock)
 
 cdef struct fp_punt:
-    uint32_t kind         # PUNT_FRAME or PUNT_LEARN (decide.pxd)
+    uint32_t kind         # PUNT_FRAME, PUNT_LEARN or PUNT_TAP_GONE (decide.pxd)
     uint32_t vid
     uint32_t len
     uint8_t* data

@@ -15,9 +15,17 @@
 
 Both threads run ``fp_thread_main`` with their role; neither ever takes the GIL.  Rare things
 reach Python through a bounded queue and an eventfd (``Dataplane.fileno``).
+
+A TAP deleted under us (``ip link del``): tun_detach_all() detaches it from our fd, after which
+tun_chr_poll() reports EPOLLERR forever and tun_chr_read_iter() fails with EBADFD.  The TX thread
+would spin on that level-triggered event; instead the first failed read (or an EPOLLERR/EPOLLHUP
+on the TAP) sets ``fp_vtep.tap_gone``, punts one PUNT_TAP_GONE record (its errno), and the TX
+thread stops watching the fd.  Python then removes the VTEP as ``vxtun down`` would
+(vxtun/dataplane/fast.py).  The common path pays nothing: the errno is looked at only when a
+burst ends on a failed read, and the event flags once per epoll event.
 """
-from libc.errno cimport EINTR, errno
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
@@ -25,15 +33,16 @@ from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.coalesce cimport COALBUF, coal_add, coal_finish, coal_start, fp_coal
 from vxtun.fastpath.decide cimport (
-    A_DELIVER, A_PUNT, A_SEND, PUNT_FRAME, PUNT_LEARN, fp_rx_action, fp_rx_decide, fp_tx_action,
-    fp_tx_decide)
+    A_DELIVER, A_PUNT, A_SEND, PUNT_FRAME, PUNT_LEARN, PUNT_TAP_GONE, fp_rx_action, fp_rx_decide,
+    fp_tx_action, fp_tx_decide)
 from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
-    AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, IP_TOS,
-    IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT, SIG_BLOCK, cmsghdr, epoll_create1,
-    epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr, msghdr, pthread_create, pthread_join,
-    pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock, pthread_sigmask, recvmmsg,
-    sigfillset, sigset_t, sockaddr_in, sockaddr_in6)
+    AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
+    EPOLLERR, EPOLLHUP, EPOLLIN, IP_TOS, IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT,
+    SIG_BLOCK, cmsghdr, epoll_create1, epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr,
+    msghdr, pthread_create, pthread_join, pthread_mutex_lock, pthread_mutex_trylock,
+    pthread_mutex_unlock, pthread_sigmask, recvmmsg, sigfillset, sigset_t, sockaddr_in,
+    sockaddr_in6)
 from vxtun.fastpath.send cimport (
     BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
     fp_txctx_init)
@@ -53,8 +62,9 @@ cdef enum:
 # --- the punt queue: rare frames and notifications for the Python loop ----------------------
 
 cdef int q_push(fp_queue* q, uint32_t kind, uint32_t vid, const uint8_t* a, uint32_t na,
-                const uint8_t* b, uint32_t nb) noexcept nogil:
-    """Queue a copy of a+b for Python; -1 when the queue is full (the caller counts a drop)."""
+                const uint8_t* b, uint32_t nb, bint count_lost) noexcept nogil:
+    """Queue a copy of a+b for Python; -1 when the queue is full (the caller counts a drop;
+    ``count_lost``: the queue counts it in ``lost`` too, i.e. the record is not tried again)."""
     cdef uint8_t* data = <uint8_t*>malloc(na + nb + 1)
     cdef uint32_t i
     cdef bint wake
@@ -66,7 +76,8 @@ cdef int q_push(fp_queue* q, uint32_t kind, uint32_t vid, const uint8_t* a, uint
         memcpy(data + na, b, nb)
     pthread_mutex_lock(&q.lock)
     if q.count == QLEN:
-        q.lost += 1
+        if count_lost:
+            q.lost += 1
         pthread_mutex_unlock(&q.lock)
         free(data)
         return -1
@@ -85,6 +96,18 @@ cdef int q_push(fp_queue* q, uint32_t kind, uint32_t vid, const uint8_t* a, uint
 
 # --- TAP -> underlay ------------------------------------------------------------------------
 
+cdef void _tap_gone(fp_queue* q, fp_vtep* v, int err) noexcept nogil:
+    """A read of ``v``'s TAP failed with ``err`` (0: EPOLLHUP and nothing to read): tell Python
+    once.  Called with v.txlock held.  While the queue is full the flag stays clear, the TX
+    thread keeps watching the fd, and the next event tries again."""
+    cdef int32_t e = err
+    if v.tap_gone:
+        return
+    if q_push(q, PUNT_TAP_GONE, v.s.id, <const uint8_t*>&e, sizeof(int32_t), NULL, 0,
+              False) == 0:
+        v.tap_gone = 1
+
+
 cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
     """Do what fp_tx_decide decided for the frame in c.buf."""
     cdef fp_tx_action* a = &c.act
@@ -94,7 +117,7 @@ cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
     elif a.kind == A_PUNT:
         for i in range(a.nseg):
             if q_push(q, PUNT_FRAME, v.s.id, a.segs[i].h, a.segs[i].hlen, a.segs[i].p,
-                      a.segs[i].plen) < 0:
+                      a.segs[i].plen, True) < 0:
                 v.s.st[c.tid].drops[a.reason] += 1  # queue full: the drop the core would count
 
 cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil:
@@ -110,6 +133,8 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
     for k in range(BURST):
         r = read(v.tap_fd, c.buf, TAPBUF)
         if r <= 0:
+            if r < 0 and errno != EAGAIN and errno != EINTR:
+                _tap_gone(&dp.q, v, errno)
             break
         n += 1
         fp_tx_decide(&v.s, c.buf, <size_t>r, fp_now(), c.tid, &c.act)
@@ -179,7 +204,7 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
     cdef int k
     fp_rx_decide(&us.dm, d, n, fam, addr, tos, now, c.tid, &a)
     if a.learn == LEARN_NEW or a.learn == LEARN_MOVED:
-        q_push(&dp.q, PUNT_LEARN, a.v.id, d + VXLAN_HLEN + 6, 6, NULL, 0)
+        q_push(&dp.q, PUNT_LEARN, a.v.id, d + VXLAN_HLEN + 6, 6, NULL, 0, True)
     if a.kind != A_DELIVER:
         return
     v = <fp_vtep*>a.v
@@ -305,6 +330,21 @@ cdef void _on_ready(fp_dp* dp, int role, void* ptr, fp_txctx* tc, fp_rxctx* rc) 
         for k in range(m):
             _tx_burst(dp, touched[k], tc, False)
 
+cdef inline void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events) noexcept nogil:
+    """After the TX thread served an event of ``v``'s TAP: stop watching a TAP that failed.
+    EPOLLERR/EPOLLHUP whose read did not fail (EOF) counts as failed too, or epoll would
+    report it again at once, forever."""
+    cdef bint gone
+    if not (events & (EPOLLERR | EPOLLHUP)) and not v.tap_gone:
+        return
+    pthread_mutex_lock(&v.txlock)
+    if events & (EPOLLERR | EPOLLHUP):
+        _tap_gone(&dp.q, v, 0)
+    gone = v.tap_gone
+    pthread_mutex_unlock(&v.txlock)
+    if gone:
+        epoll_ctl(ep, EPOLL_CTL_DEL, v.tap_fd, NULL)
+
 cdef void* fp_thread_main(void* arg) noexcept nogil:
     """The TX or the RX thread (th.role): the TAPs or the sockets in one epoll set, with the
     stop eventfd (reported with a NULL pointer)."""
@@ -327,7 +367,8 @@ cdef void* fp_thread_main(void* arg) noexcept nogil:
     _epoll_watch(ep, dp.stop_fd, NULL)
     if th.role == ROLE_TX:
         for i in range(dp.nvteps):
-            _epoll_watch(ep, dp.vteps[i].tap_fd, dp.vteps[i])
+            if not dp.vteps[i].tap_gone:        # said already; Python is removing it
+                _epoll_watch(ep, dp.vteps[i].tap_fd, dp.vteps[i])
     else:
         for i in range(dp.nuls):
             _epoll_watch(ep, dp.uls[i].rx_fd, dp.uls[i])
@@ -342,6 +383,8 @@ cdef void* fp_thread_main(void* arg) noexcept nogil:
                 stop = True
                 break
             _on_ready(dp, th.role, evs[i].data.ptr, &tc, &rc)
+            if th.role == ROLE_TX:
+                _tap_check(ep, dp, <fp_vtep*>evs[i].data.ptr, evs[i].events)
     close(ep)
     _rxctx_free(&rc)
     fp_txctx_free(&tc)

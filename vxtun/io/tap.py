@@ -2,9 +2,14 @@
 
 The TAP is not persistent: it disappears when the last file descriptor closes, so a VTEP that
 exits for any reason leaves no device behind.
+
+The other way round, ``ip link del`` can delete the TAP while we hold its fd: tun_detach_all()
+detaches the fd, which then polls EPOLLERR (tun_chr_poll) and fails every read with EBADFD
+(tun_chr_read_iter).  ``failure`` words that for the operator.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -52,3 +57,13 @@ def open_tap(name: str, offload: int = 0) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def failure(err: int) -> str:
+    """What a failed read of a TAP (``err``: its errno; 0 for EPOLLHUP without an error) means,
+    in words for a log line."""
+    if err == errno.EBADFD:
+        return "the TAP was deleted (ip link del)"
+    if err == 0:
+        return "the TAP was closed under us (EPOLLHUP)"
+    return f"the TAP failed ({errno.errorcode.get(err, err)}: {os.strerror(err)})"
