@@ -15,7 +15,7 @@ import subprocess
 
 from helpers import links, stop, wait_exit
 
-from vxtun.lab.netns import python
+from vxtun.lab.netns import python, run
 
 ARGS = ["--vni", "42", "--remote", "192.0.2.2", "--local", "192.0.2.1", "--dev", "eth0",
         "--dstport", "4789"]
@@ -107,7 +107,7 @@ def test_root_refuses_to_talk_to_a_squatter(topo, dataplane):
 
     # Nothing changed: no TAP, no port owner started, and the squatter heard nothing.
     assert links(h) == baseline
-    pids = set(h.sh(f"ip netns pids {h.ns}").split())
+    pids = set(run(f"ip netns pids {h.ns}").stdout.split())
     assert pids == {str(impostor.pid)}, pids
     assert requests_seen(impostor) == []
 

@@ -71,20 +71,26 @@ class _Reserve:
 
     def __init__(self) -> None:
         self.fd: int | None = None
+        self._pid = 0
 
     def keep(self) -> bool:
         """Hold the reserve (again); False if not even one descriptor is free."""
+        if self._pid != os.getpid():
+            # Kept by the process we were forked from: its number may have been closed
+            # (the port owner closes every inherited descriptor) and reused since.
+            self.fd = None
         if self.fd is None:
             try:
                 self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return False
+            self._pid = os.getpid()
         return True
 
     def release(self) -> None:
-        if self.fd is not None:
+        if self.fd is not None and self._pid == os.getpid():
             os.close(self.fd)
-            self.fd = None
+        self.fd = None
 
 
 _reserve = _Reserve()
