@@ -201,7 +201,7 @@ def test_up_validation_messages(argv, message):
                                       "address is no VTEP"),
     (["--ageing", "nan"], "invalid ageing nan: must be a finite number of seconds"),
     (["--ageing", "inf"], "invalid ageing inf: must be a finite number of seconds"),
-    (["--ageing", "-inf"], "invalid ageing -inf"),
+    (["--ageing=-inf"], "invalid ageing -inf"),
     (["--ageing", "4294967296"], "invalid ageing 4.29497e+09: at most 4294967295 seconds"),
     (["--reachable-time", "nan"], "invalid reachable time nan"),
     (["--gc-stale-time", "inf"], "invalid gc stale time inf"),
