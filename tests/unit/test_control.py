@@ -13,6 +13,7 @@ import resource
 import select
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -225,6 +226,32 @@ def test_a_full_backlog_is_busy_not_gone(monkeypatch):
         lst.close()
     with pytest.raises(ControlError, match=f"no vxtun VTEP named {dev} is running"):
         control.Client(dev)
+
+
+def test_a_monitor_does_not_wait_for_ever_on_a_full_backlog(monkeypatch):
+    monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 0)
+    monkeypatch.setattr(control, "CONNECT_TIMEOUT", 0.2)
+    dev = unique_dev()
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(control.address(dev))
+    lst.listen(0)
+    first = control.Client(dev, timeout=None)
+    assert first.chan.timeout is None            # its reads wait for ever, as before
+    said: list = []
+
+    def second() -> None:
+        try:
+            control.Client(dev, timeout=None).close()
+        except ControlError as e:
+            said.append(str(e))
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    t.join(5)
+    first.close()
+    lst.close()                                  # lets a connect that hangs end, too
+    t.join(5)
+    assert said and said[0].startswith(f"VTEP {dev} is busy"), said
 
 
 # --- out of descriptors: never a spinning loop ----------------------------------------------------

@@ -25,6 +25,7 @@ from ..errors import ControlError
 from . import jsonlines
 
 PREFIX = "vxtun/"
+CONNECT_TIMEOUT = 5.0       # for a client without a timeout of its own (monitor)
 
 
 def address(dev: str) -> str:
@@ -174,7 +175,12 @@ class Client:
     def __init__(self, dev: str, timeout: float | None = 5.0) -> None:
         self.dev = dev
         try:
-            self.chan = jsonlines.connect(address(dev), timeout)
+            # A monitor waits for ever for its events, never for its connection: a server
+            # whose backlog is full is busy, and connect() would otherwise block until it
+            # is not.
+            self.chan = jsonlines.connect(address(dev), CONNECT_TIMEOUT if timeout is None
+                                          else timeout)
+            self.chan.timeout = timeout
         except OSError as e:
             if jsonlines.is_busy(e):
                 raise ControlError(f"VTEP {dev} is busy: it does not accept another control "
