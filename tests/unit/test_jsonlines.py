@@ -308,8 +308,8 @@ def test_a_long_answer_in_small_pieces_is_read_in_linear_time():
     big = 16 << 20
     payload = b'{"ok": true, "result": "' + b"y" * big + b'"}\n'
     sock = ChunkSocket(0, 1)
-    pieces = [payload[i:i + 4096] for i in range(0, len(payload), 4096)]
-    sock.recv = lambda n: pieces.pop(0) if pieces else b""
+    pieces = iter([payload[i:i + 4096] for i in range(0, len(payload), 4096)])
+    sock.recv = lambda n: next(pieces, b"")
     chan = Channel(sock, max_line=64 << 20, timeout=None)
     start = time.monotonic()
     msg = chan.read()
