@@ -20,7 +20,9 @@ the CLI see and change the same tables.  A malformed argument (a bad MAC or addr
 unknown nud state) raises ``vxtun.errors.LocalError`` before anything is sent; a request the
 VTEP refuses (``add`` of an existing entry, ``del`` of a missing one) or a VTEP that is not
 running raises ``vxtun.errors.ControlError`` with the message the CLI would print.  Both derive
-from ``VxtunError``.
+from ``VxtunError``.  So does a control socket held by anyone but root (an abstract name can
+be bound by any user of the namespace): the controller refuses it before sending anything, and
+a VTEP that serves too many connections already answers that it is busy.
 
 Events are the dataclasses of ``vxtun.core.events``: ``L3Miss`` (``.ip``), ``L2Miss``
 (``.mac``, ``.lladdr``), ``NeighChange`` (``.action`` ``new``/``del``, ``.ip``, ``.lladdr``,

@@ -362,6 +362,7 @@ def test_bad_invocations_fail_clearly_and_leave_no_tap(topo, dataplane):
     up_fails(ok + ["--name", "eth0"], "device eth0 already exists")
     # fails after the TAP exists: the TAP must still go
     up_fails(ok + ["--address", "10.20.1.3/99"], "cannot add address 10.20.1.3/99")
+    up_fails(ok + ["--master", "nosuch0"], "device 'nosuch0' does not exist")
 
     # a UDP port held by another program in the namespace: a plain socket on local:4789 ...
     holder = h.popen(python("-c", "import socket, sys, time\n"

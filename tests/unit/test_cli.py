@@ -188,6 +188,92 @@ def test_up_validation_messages(argv, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("argv,message", [
+    # vxlan_config_validate(): "Local address cannot be multicast"
+    (["--local", "239.1.1.1"], "invalid local address 239.1.1.1: a local address cannot be "
+                               "multicast"),
+    (["--local", "ff02::1", "--remote", "2001:db8::1"], "invalid local address ff02::1"),
+    (["--remote", "0.0.0.0"], "invalid remote address 0.0.0.0: the any address is no VTEP "
+                              "(leave --remote out for no default destination)"),
+    (["--remote", "::", "--local", "2001:db8::2"], "invalid remote address ::: the any "
+                                                   "address is no VTEP"),
+    (["--remote", "255.255.255.255"], "invalid remote address 255.255.255.255: the broadcast "
+                                      "address is no VTEP"),
+    (["--ageing", "nan"], "invalid ageing nan: must be a finite number of seconds"),
+    (["--ageing", "inf"], "invalid ageing inf: must be a finite number of seconds"),
+    (["--ageing=-inf"], "invalid ageing -inf"),
+    (["--ageing", "4294967296"], "invalid ageing 4.29497e+09: at most 4294967295 seconds"),
+    (["--reachable-time", "nan"], "invalid reachable time nan"),
+    (["--gc-stale-time", "inf"], "invalid gc stale time inf"),
+    # eth_prepare_mac_addr_change(): is_valid_ether_addr(), else EADDRNOTAVAIL
+    (["--mac", "01:00:5e:00:00:01"], "invalid MAC address 01:00:5e:00:00:01: a device's "
+                                     "address cannot be multicast or broadcast"),
+    (["--mac", "ff:ff:ff:ff:ff:ff"], "cannot be multicast or broadcast"),
+    (["--mac", "00:00:00:00:00:00"], "invalid MAC address 00:00:00:00:00:00: a device's "
+                                     "address cannot be all zeros"),
+    (["--address", "2001:db8::/200"], "cannot add address 2001:db8::/200: the prefix length "
+                                      "must be 0..128 for IPv6"),
+    (["--address", "10.20.1.3/33"], "cannot add address 10.20.1.3/33: the prefix length must "
+                                    "be 0..32 for IPv4"),
+    (["--address", "10.20.1.3/x"], "the prefix length must be 0..32"),
+    (["--address", "10.20.1.3/"], "the prefix length must be 0..32"),
+    (["--address", "10.20.1.300/24"], "cannot add address '10.20.1.300/24': '10.20.1.300' is "
+                                      "not an IP address"),
+])
+def test_up_refuses_what_the_kernel_refuses(argv, message):
+    with pytest.raises(LocalError) as e:
+        config(UP_OK + argv)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--address", "10.20.1.3"], ["--address", "10.20.1.3/0"], ["--address", "fd00::3/128"],
+    ["--mac", "02:00:00:00:00:01"], ["--ageing", "0"], ["--ageing", "4294967295"],
+])
+def test_up_takes_what_the_kernel_takes(argv):
+    config(UP_OK + argv)
+
+
+def test_an_mtu_above_the_lower_device_is_clamped_as_the_kernel_does():
+    # vxlan_config_apply(): max_mtu = lowerdev->mtu - headroom; dev->mtu = min(mtu, max_mtu)
+    cfg = config(UP_OK + ["--mtu", "1451"])
+    assert cfg.max_mtu(1500) == 1450
+    note = cfg.fit_mtu(1500)
+    assert cfg.mtu == 1450
+    assert note == ("vxtun0: mtu 1451 does not fit eth0 (mtu 1500, less 50 for the VXLAN "
+                    "headers): using 1450, as the kernel does")
+    v6 = config(["--vni", "1", "--remote", "2001:db8::1", "--dev", "eth0", "--mtu", "1500"])
+    assert v6.fit_mtu(1500) and v6.mtu == 1430
+    fits = config(UP_OK + ["--mtu", "1450"])
+    assert fits.fit_mtu(1500) is None and fits.mtu == 1450
+    tiny = config(UP_OK + ["--mtu", "1400"])
+    assert tiny.fit_mtu(100) and tiny.mtu == 68           # never below ETH_MIN_MTU
+
+
+def test_up_clamps_the_mtu_before_the_owner_sees_it(monkeypatch, capsys):
+    from vxtun.cli import main as cli_main
+    from vxtun.dataplane import owner
+    sent = []
+
+    def acquire(configs, fdb=None):
+        sent.extend(configs)
+        raise LocalError("stop here")
+
+    monkeypatch.setattr(cli_main, "underlay_mtu", lambda dev: 1500 if dev == "eth0" else None)
+    monkeypatch.setattr(owner.Lease, "acquire", staticmethod(acquire))
+    assert main(["up"] + UP_OK + ["--dstport", "4789", "--mtu", "1451"]) == 1
+    assert [c.mtu for c in sent] == [1450]
+    err = capsys.readouterr().err
+    assert "vxtun: vxtun0: mtu 1451 does not fit eth0 (mtu 1500" in err
+    assert "using 1450, as the kernel does" in err
+
+
+def test_underlay_mtu_reads_this_namespaces_device():
+    from vxtun.cli.main import underlay_mtu
+    assert underlay_mtu("lo") == int(open("/sys/class/net/lo/mtu").read())
+    assert underlay_mtu("vxt-no-such-dev") is None
+
+
 def test_group_needs_a_device_and_must_be_multicast():
     with pytest.raises(LocalError, match="needs the underlay device"):
         VtepConfig(vni=1, group="239.1.1.1").validate()

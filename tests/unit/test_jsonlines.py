@@ -20,7 +20,7 @@ from vxtun.dataplane.loop import Loop
 from vxtun.dataplane.owner import Owner
 from vxtun.dataplane.server import ControlServer
 from vxtun.errors import ControlError
-from vxtun.io.jsonlines import OUT_MAX, BadLine, Channel
+from vxtun.io.jsonlines import MAX_LINE, OUT_MAX, BadLine, Channel
 
 
 @pytest.fixture
@@ -277,3 +277,66 @@ def test_stats_show_punts_lost_and_the_taps_drops():
     assert "dropped 5" not in text and "    dropped 0" in text
     plain = output.format_stats({"ifname": "vxtun0", "vni": 42, **s.to_json()})
     assert "punts" not in plain and "tap" not in plain
+
+
+# --- bounded, linear input -------------------------------------------------------------------
+
+class ChunkSocket:
+    """A socket whose recv() hands out ``total`` bytes of ``fill`` in ``size``-byte pieces,
+    then ``tail``: what a peer writing one long line looks like to the reader."""
+
+    def __init__(self, total: int, size: int, fill: bytes = b"x", tail: bytes = b"") -> None:
+        self.left = total
+        self.piece = fill * size
+        self.tail = tail
+
+    def recv(self, n: int) -> bytes:
+        if self.left > 0:
+            piece = self.piece[:min(n, self.left)]
+            self.left -= len(piece)
+            return piece
+        tail, self.tail = self.tail, b""
+        return tail
+
+    def settimeout(self, t) -> None:
+        pass
+
+
+def test_a_long_answer_in_small_pieces_is_read_in_linear_time():
+    # 16 MB in 4 KB pieces: appending and searching only the new piece is 16 MB of work;
+    # re-joining the kept part with each piece (buf = kept + data) would copy ~32 GB.
+    big = 16 << 20
+    payload = b'{"ok": true, "result": "' + b"y" * big + b'"}\n'
+    sock = ChunkSocket(0, 1)
+    pieces = iter([payload[i:i + 4096] for i in range(0, len(payload), 4096)])
+    sock.recv = lambda n: next(pieces, b"")
+    chan = Channel(sock, max_line=64 << 20, timeout=None)
+    start = time.monotonic()
+    msg = chan.read()
+    assert time.monotonic() - start < 3.0
+    assert len(msg["result"]) == big
+
+
+def test_a_100_mb_line_without_newline_is_refused_fast_and_never_kept():
+    chan = Channel(ChunkSocket(100 << 20, 65536, tail=b'\n{"cmd": "show"}\n'))
+    got: list = []
+    kept = 0
+    start = time.monotonic()
+    while True:
+        lines = chan.receive()
+        kept = max(kept, len(chan._in))
+        if lines is None:
+            break
+        got += lines
+        if got and got[-1] == {"cmd": "show"}:
+            break
+    assert time.monotonic() - start < 5.0
+    assert got == [BadLine(f"line longer than {MAX_LINE} bytes"), {"cmd": "show"}]
+    assert kept <= MAX_LINE + 65536
+
+
+def test_a_whole_line_longer_than_max_line_in_one_piece_is_refused(pair):
+    ours, theirs = pair
+    chan = Channel(ours, max_line=100)
+    theirs.sendall(b'"' + b"x" * 200 + b'"\n{"cmd": "show"}\n')
+    assert chan.receive() == [BadLine("line longer than 100 bytes"), {"cmd": "show"}]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 from ..errors import ControlError, LocalError, VxtunError
@@ -110,9 +112,14 @@ def cmd_up(argv: list[str]) -> int:
         configs = config_from_args(a)
     for c in configs:
         c.validate()
-    note = dstport_note(a)
-    if note:            # said once, and only for an invocation that is otherwise valid
-        print(f"{PROG}: {note}", file=sys.stderr)
+    notes = [dstport_note(a)]
+    for c in configs:
+        lower = underlay_mtu(c.dev) if c.dev and c.mtu else None
+        if lower:
+            notes.append(c.fit_mtu(lower))
+    for note in notes:      # said once, and only for an invocation that is otherwise valid
+        if note:
+            print(f"{PROG}: {note}", file=sys.stderr)
     lease = Lease.acquire(configs, fdb)
     mtus = {v["name"]: v["mtu"] for v in lease.vteps}
     for c in configs:
@@ -121,6 +128,22 @@ def cmd_up(argv: list[str]) -> int:
         print(f"{c.name}: up, vni {c.vni}, {peer}, dstport {c.dstport}, mtu {mtus[c.name]}, "
               f"dataplane {lease.result['dataplane']}", flush=True)
     return lease.wait()
+
+
+def underlay_mtu(dev: str) -> int | None:
+    """The MTU of device ``dev`` in this network namespace (SIOCGIFMTU on a socket, which
+    belongs to the caller's namespace, unlike /sys); None if there is no such device: the
+    port owner then says so."""
+    import fcntl
+    import socket
+    import struct
+    SIOCGIFMTU = 0x8921
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            ifreq = struct.pack("16si20x", dev.encode()[:15], 0)      # struct ifreq, 40 bytes
+            return struct.unpack_from("16si", fcntl.ioctl(s, SIOCGIFMTU, ifreq))[1]
+    except (OSError, UnicodeError):
+        return None
 
 
 def _targets(req: Command, all_ok: bool) -> list[str]:
@@ -220,6 +243,24 @@ USAGE = __doc__
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()          # here, where a reader that has gone can be told apart
+        return status
+    except BrokenPipeError:
+        # Whoever read our output has gone (vxtun show | head -1): end quietly, as ip does
+        # (it dies of SIGPIPE; Python ignores SIGPIPE, so the write raised instead).  What
+        # is still buffered goes to /dev/null, else the flush at exit would fail again.
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     js = False
     while argv and argv[0] in ("-j", "-json", "--json"):

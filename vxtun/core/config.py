@@ -1,11 +1,18 @@
 """The configuration of one VTEP, named as ``ip link add ... type vxlan`` names it."""
 from __future__ import annotations
 
+import ipaddress
+import math
 from dataclasses import dataclass, field
 
 from ..errors import LocalError
 from ..wire.addr import parse_ip
-from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT, VNI_MAX
+from ..wire.ether import is_multicast_mac, mac_to_str
+from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT, OVERHEAD_V4, OVERHEAD_V6, VNI_MAX
+
+ETH_MIN_MTU = 68
+ETH_MAX_MTU = 65535
+AGEING_MAX = 0xFFFFFFFF             # IFLA_VXLAN_AGEING is a u32 of seconds
 
 
 @dataclass
@@ -61,21 +68,76 @@ class VtepConfig:
                 raise LocalError(f"group {self.group} is not a multicast address")
             if self.dev is None:
                 raise LocalError("a multicast group needs the underlay device: add --dev IFACE")
-        if self.remote is not None and parse_ip(self.remote).is_multicast:
-            raise LocalError(f"remote {self.remote} is multicast: use --group")
+        if self.remote is not None:
+            remote = parse_ip(self.remote)
+            if remote.is_multicast:
+                raise LocalError(f"remote {self.remote} is multicast: use --group")
+            # The any address is no peer: the kernel takes "remote 0.0.0.0" as no default
+            # destination at all (__vxlan_dev_create() skips vxlan_addr_any()), which is
+            # what leaving --remote out says plainly.  The limited broadcast address is no
+            # single VTEP either, and a socket may not send to it without SO_BROADCAST.
+            if remote.is_unspecified:
+                raise LocalError(f"invalid remote address {self.remote}: the any address is "
+                                 "no VTEP (leave --remote out for no default destination)")
+            if remote == ipaddress.IPv4Address("255.255.255.255"):
+                raise LocalError(f"invalid remote address {self.remote}: the broadcast "
+                                 "address is no VTEP (use --group to reach several)")
+        # vxlan_config_validate(): "Local address cannot be multicast".
+        if self.local is not None and parse_ip(self.local).is_multicast:
+            raise LocalError(f"invalid local address {self.local}: a local address cannot be "
+                             "multicast (use --group for the group)")
         if self.ttl is not None and not 0 <= self.ttl <= 255:
             raise LocalError(f"invalid ttl {self.ttl}: must be 0..255")
+        for what, value in (("ageing", self.ageing), ("reachable time", self.reachable_time),
+                            ("gc stale time", self.gc_stale_time)):
+            # float("nan") compares false with everything: refuse it before any comparison.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise LocalError(f"invalid {what} {value!r}: must be a finite number of "
+                                 "seconds")
         if self.ageing < 0:
             raise LocalError("ageing must not be negative")
+        if self.ageing > AGEING_MAX:
+            raise LocalError(f"invalid ageing {self.ageing:g}: at most {AGEING_MAX} seconds")
         if self.reachable_time <= 0 or self.gc_stale_time <= 0:
             raise LocalError("reachable time and gc stale time must be positive")
         if self.maxaddress < 0:
             raise LocalError("maxaddress must not be negative")
-        if self.mtu is not None and not 68 <= self.mtu <= 65535:
-            raise LocalError(f"invalid mtu {self.mtu}: must be 68..65535")
+        if self.mtu is not None and not ETH_MIN_MTU <= self.mtu <= ETH_MAX_MTU:
+            raise LocalError(f"invalid mtu {self.mtu}: must be {ETH_MIN_MTU}..{ETH_MAX_MTU}")
+        # eth_prepare_mac_addr_change() refuses what is_valid_ether_addr() refuses, with
+        # EADDRNOTAVAIL: a device's own address is unicast and not all zeros.
+        if self.mac:
+            if len(self.mac) != 6:
+                raise LocalError(f"invalid MAC address {self.mac!r}: six octets expected")
+            if is_multicast_mac(self.mac):
+                raise LocalError(f"invalid MAC address {mac_to_str(self.mac)}: a device's "
+                                 "address cannot be multicast or broadcast")
+            if not any(self.mac):
+                raise LocalError(f"invalid MAC address {mac_to_str(self.mac)}: a device's "
+                                 "address cannot be all zeros")
+        for a in self.address:
+            check_overlay_address(a)
         if not self.name or len(self.name) > 15 or "/" in self.name or " " in self.name:
             raise LocalError(f"invalid device name {self.name!r}: "
                              "1..15 characters, no '/' or space")
+
+    def max_mtu(self, lower_mtu: int) -> int:
+        """The largest MTU over a lower device (``--dev``) of ``lower_mtu``: its MTU less the
+        VXLAN headroom, as vxlan_config_apply() computes it (never below ETH_MIN_MTU)."""
+        headroom = OVERHEAD_V6 if self.family == 6 else OVERHEAD_V4
+        return max(ETH_MIN_MTU, lower_mtu - headroom)
+
+    def fit_mtu(self, lower_mtu: int) -> str | None:
+        """Clamp ``mtu`` to what the lower device carries, as vxlan_config_apply() does to a
+        new device's ``mtu`` ("if (dev->mtu > max_mtu) dev->mtu = max_mtu"); what changed, for
+        the user, or None."""
+        top = self.max_mtu(lower_mtu)
+        if self.mtu is None or self.mtu <= top:
+            return None
+        asked, self.mtu = self.mtu, top
+        return (f"{self.name}: mtu {asked} does not fit {self.dev} (mtu {lower_mtu}, less "
+                f"{lower_mtu - top} for the VXLAN headers): using {top}, as the kernel does")
 
     @property
     def family(self) -> int:
@@ -93,3 +155,22 @@ class VtepConfig:
             "ageing": self.ageing, "maxaddress": self.maxaddress, "proxy": self.proxy,
             "l2miss": self.l2miss, "l3miss": self.l3miss,
         }
+
+
+def check_overlay_address(text) -> None:
+    """``ADDRESS[/PREFIX]`` as ``ip address add`` takes it; LocalError, in the words of the
+    failure it prevents ("cannot add address ..."), for anything else."""
+    if not isinstance(text, str):
+        raise LocalError(f"cannot add address of type {type(text).__name__}: expected "
+                         "ADDRESS/PREFIX")
+    ip, slash, plen = text.partition("/")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise LocalError(f"cannot add address {text[:64]!r}: {ip[:64]!r} is not an IP "
+                         "address") from None
+    if slash:
+        top = addr.max_prefixlen
+        if not (plen.isascii() and plen.isdigit()) or not 0 <= int(plen) <= top:
+            raise LocalError(f"cannot add address {text}: the prefix length must be 0..{top} "
+                             f"for IPv{addr.version}")

@@ -122,6 +122,7 @@ class Node:
             self.backend.stop()
 
     def _tick(self, now: float) -> None:
+        self.control.tick(now)
         for port in list(self.ports.values()):
             port.vtep.expire(now)
             self.after_core(port)

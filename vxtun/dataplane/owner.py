@@ -432,7 +432,9 @@ class Lease:
 
 
 def _connect() -> Channel | None:
-    """A client channel to this namespace's owner; None if none listens (yet)."""
+    """A client channel to this namespace's owner; None if none listens (yet).  ControlError,
+    before the attach is sent and before any owner is started, if ``@vxtun-owner`` is held
+    by a user other than root (vxtun/io/jsonlines.py ``connect``)."""
     try:
         # The owner opens TAPs and joins groups before it answers an attach.
         return jsonlines.connect(ADDRESS, timeout=START_TIMEOUT + 20)

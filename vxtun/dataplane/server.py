@@ -5,8 +5,18 @@ Answers are ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``
 the requests came; a line that is not a JSON object gets an error answer and the connection
 lives on.  Every answer goes through the channel's bounded buffer (vxtun/io/jsonlines.py), so
 a client that does not read cannot hold up the loop.
+
+The number of connections is bounded too: past ``MAX_CLIENTS`` for the whole node, a new
+connection is told in one line that the VTEP is busy and closed, so ``vxtun show`` says so
+instead of hanging or finding nobody, and the process never runs out of descriptors because of
+idle clients.  Should it run out anyway (a low RLIMIT_NOFILE), vxtun/io/control.py sheds the
+waiting connections with its reserve descriptor, and if even that fails the listeners are left
+unwatched for ``PAUSE`` seconds (or until a connection closes) instead of spinning on a
+listener that stays readable.
 """
 from __future__ import annotations
+
+import time
 
 from ..errors import VxtunError
 from ..io import control
@@ -16,18 +26,50 @@ from .fanout import Fanout
 from .loop import Loop
 
 
+# Control connections one node serves at once (monitors included), far below the default
+# RLIMIT_NOFILE of 1024 that the TAPs and sockets share.
+MAX_CLIENTS = 256
+# Seconds the listeners rest when not even the reserve descriptor can accept.
+PAUSE = 1.0
+
+
 class ControlServer:
     def __init__(self, loop: Loop, node, fanout: Fanout) -> None:
         self.loop = loop
         self.node = node                # what commands.handle gets as ``node``
         self.fanout = fanout
+        self.max_clients = MAX_CLIENTS
         self.clients: dict[Channel, object] = {}       # channel -> the Port it talks to
-        self._serving: set = set()                     # Ports whose listener is watched
+        self._serving: set = set()                     # Ports whose listener is served
         self._last: set[Channel] = set()               # to close once answered (vxtun down)
+        self._paused_until: float | None = None        # listeners unwatched: out of fds
 
     def listen(self, port) -> None:
         self._serving.add(port)
+        if self._paused_until is None:
+            self._watch(port)
+
+    def _watch(self, port) -> None:
         self.loop.watch(port.listener.fileno(), lambda: self._accept(port))
+
+    def tick(self, now: float) -> None:
+        """Once a second: listeners that rested (no descriptor left) are served again."""
+        if self._paused_until is not None and now >= self._paused_until:
+            self._resume()
+
+    def _starved(self) -> None:
+        if self._paused_until is not None:
+            return
+        self._paused_until = time.monotonic() + PAUSE
+        for port in self._serving:
+            self.loop.unwatch(port.listener.fileno())
+
+    def _resume(self) -> None:
+        if self._paused_until is None:
+            return
+        self._paused_until = None
+        for port in self._serving:
+            self._watch(port)
 
     def forget(self, port, keep: Channel | None = None) -> None:
         """``port`` goes away: stop accepting and close its connections, except ``keep``, the
@@ -48,9 +90,15 @@ class ControlServer:
             chan.close()
 
     def _accept(self, port) -> None:
-        conn = control.accept_root(port.listener)
-        if conn is not None:
-            self.serve_connection(port, conn)
+        conn = control.accept_root(port.listener, self._starved)
+        if conn is None:
+            return
+        if len(self.clients) >= self.max_clients:
+            control.refuse(conn, f"VTEP {port.config.name} is busy: {len(self.clients)} "
+                                 "control connections are open, the most one vxtun process "
+                                 "serves; try again later")
+            return
+        self.serve_connection(port, conn)
 
     def serve_connection(self, port, conn) -> Channel:
         """Serve one accepted (non-blocking) connection to ``port``'s control socket."""
@@ -63,6 +111,7 @@ class ControlServer:
         self.clients.pop(chan, None)
         self._last.discard(chan)
         self.fanout.unsubscribe(chan)
+        self._resume()                  # a descriptor is free again
 
     def _answer(self, chan: Channel, req) -> None:
         port = self.clients[chan]

@@ -2,19 +2,30 @@
 
 An abstract Unix socket named ``@vxtun/<dev>``: abstract names belong to the network namespace,
 so two namespaces can each run a ``vxtun0`` and nothing is left on disk after a crash.  Only
-root (uid 0, checked with SO_PEERCRED) may use it.  The protocol is one JSON object per line:
-request ``{"cmd": "show", ...}``, answer ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "..."}``; ``monitor`` turns the connection into a stream of events.
+root (uid 0, checked with SO_PEERCRED) may use it, and only root may serve it: any user can
+bind an abstract name first, so the client checks who holds the socket before it says a word
+(vxtun/io/jsonlines.py ``connect``).  The protocol is one JSON object per line: request
+``{"cmd": "show", ...}``, answer ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
+"..."}``; ``monitor`` turns the connection into a stream of events.
+
+Accepting never spins.  When the process has no descriptor left (EMFILE, or ENFILE for the
+whole system), accept() fails and leaves the connection queued, so the listener stays readable
+and a selector loop would call us again at once, for ever.  One descriptor is kept in reserve
+(``_Reserve``, the trick of libev and nginx): it is given up for a moment to accept that
+connection, tell its client why, and close it.
 """
 from __future__ import annotations
 
+import errno
+import os
 import socket
-import struct
+from collections.abc import Callable
 
 from ..errors import ControlError
 from . import jsonlines
 
 PREFIX = "vxtun/"
+CONNECT_TIMEOUT = 5.0       # for a client without a timeout of its own (monitor)
 
 
 def address(dev: str) -> str:
@@ -27,33 +38,117 @@ def listen(dev: str) -> socket.socket:
         s.bind(address(dev))
     except OSError:
         s.close()
+        holder = holder_uid(address(dev))
+        if holder not in (None, 0):
+            raise ControlError(f"the control socket @{PREFIX}{dev} is held by uid {holder}, "
+                               f"not root: cannot start {dev}") from None
         raise ControlError(f"a vxtun VTEP named {dev} is already running in this namespace") \
             from None
     s.listen(16)
     s.setblocking(False)
+    _reserve.keep()
     return s
 
 
-def peer_is_root(conn: socket.socket) -> bool:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == 0
-
-
-def accept_root(listener: socket.socket) -> socket.socket | None:
-    """Accept one connection on ``listener``, non-blocking, if its peer is root; else None.
-
-    A non-root peer gets one refusal line and is closed."""
+def holder_uid(addr: str) -> int | None:
+    """The uid of whoever listens on ``addr`` (None if nobody does, or it cannot be told)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.setblocking(False)
     try:
-        conn, _ = listener.accept()
+        s.connect(addr)
+        return jsonlines.peer_uid(s)
     except OSError:
         return None
+    finally:
+        s.close()
+
+
+def peer_is_root(conn: socket.socket) -> bool:
+    return jsonlines.peer_uid(conn) == 0
+
+
+class _Reserve:
+    """One descriptor (on /dev/null) held back for accept() at EMFILE."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self._pid = 0
+
+    def keep(self) -> bool:
+        """Hold the reserve (again); False if not even one descriptor is free."""
+        if self._pid != os.getpid():
+            # Kept by the process we were forked from: its number may have been closed
+            # (the port owner closes every inherited descriptor) and reused since.
+            self.fd = None
+        if self.fd is None:
+            try:
+                self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return False
+            self._pid = os.getpid()
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None and self._pid == os.getpid():
+            os.close(self.fd)
+        self.fd = None
+
+
+_reserve = _Reserve()
+
+
+def refuse(conn: socket.socket, error: str) -> None:
+    """Tell a client in one line why it is not served, and close its connection.  A fresh
+    connection's buffer takes the line at once; a client that is gone loses nothing."""
+    try:
+        conn.setblocking(False)
+        conn.send(jsonlines.encode({"ok": False, "error": error}))
+    except OSError:
+        pass
+    conn.close()
+
+
+def accept_root(listener: socket.socket,
+                on_starved: Callable[[], None] | None = None) -> socket.socket | None:
+    """Accept one connection on ``listener``, non-blocking, if its peer is root; else None.
+
+    A non-root peer gets one refusal line and is closed.  At EMFILE/ENFILE the reserve
+    descriptor lets the waiting client be told and closed; if even that fails,
+    ``on_starved()`` is called: the caller must stop watching the listener for a while, or
+    its loop would spin."""
+    try:
+        conn, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE) and not _shed(listener) \
+                and on_starved is not None:
+            on_starved()
+        return None
     if not peer_is_root(conn):
-        conn.sendall(jsonlines.encode({"ok": False, "error": "permission denied: root only"}))
-        conn.close()
+        refuse(conn, "permission denied: root only")
         return None
     conn.setblocking(False)
     return conn
+
+
+def _shed(listener: socket.socket) -> bool:
+    """Out of descriptors: accept the waiting connection on the reserve's, tell its client,
+    close it.  False if that did not work either (no reserve, or ENFILE taken by others)."""
+    if _reserve.fd is None and not _reserve.keep():
+        return False
+    _reserve.release()
+    try:
+        conn, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        conn = None
+    except OSError:
+        _reserve.keep()
+        return False
+    if conn is not None:
+        refuse(conn, "the VTEP is busy: its process has no file descriptor left for another "
+                     "control connection; try again later")
+    return _reserve.keep()
 
 
 def running() -> list[str]:
@@ -72,13 +167,24 @@ def running() -> list[str]:
 
 
 class Client:
-    """A blocking connection to one VTEP's control socket (vxtun/io/jsonlines.py frames it)."""
+    """A blocking connection to one VTEP's control socket (vxtun/io/jsonlines.py frames it).
+
+    ControlError if nobody serves ``dev``, if its server does not accept connections now (a
+    full backlog: busy, not gone), or if the socket is not held by root."""
 
     def __init__(self, dev: str, timeout: float | None = 5.0) -> None:
         self.dev = dev
         try:
-            self.chan = jsonlines.connect(address(dev), timeout)
-        except OSError:
+            # A monitor waits for ever for its events, never for its connection: a server
+            # whose backlog is full is busy, and connect() would otherwise block until it
+            # is not.
+            self.chan = jsonlines.connect(address(dev), CONNECT_TIMEOUT if timeout is None
+                                          else timeout)
+            self.chan.timeout = timeout
+        except OSError as e:
+            if jsonlines.is_busy(e):
+                raise ControlError(f"VTEP {dev} is busy: it does not accept another control "
+                                   "connection now; try again later") from None
             raise ControlError(f"no vxtun VTEP named {dev} is running in this network "
                                "namespace") from None
 

@@ -17,12 +17,23 @@ A ``Channel`` is used in one of two ways:
 
 Input is bounded too: a line longer than ``max_line`` bytes, or one that is not a JSON object,
 is a ``BadLine`` in the loop (answered as a bad request; the connection lives on) and a
-ControlError for a client.  Neither raises into the loop.
+ControlError for a client.  Neither raises into the loop.  Buffering is linear: what arrives
+is appended to one bytearray and only the new bytes are searched for the end of the line, so a
+line of N bytes costs O(N) whatever the size of the pieces it comes in; the rest of a line
+already refused as too long is skipped without being kept.
+
+Who is on the other end matters as much as what it sends.  The sockets are abstract names
+(``@vxtun-owner``, ``@vxtun/<dev>``), which any user of the network namespace can bind first;
+so ``connect()`` asks the kernel who holds the socket (SO_PEERCRED, the credentials the server
+had when it called listen()) and refuses to talk to anyone but root, before a byte is sent.
+The servers check the same of their clients (vxtun/io/control.py ``accept_root``).
 """
 from __future__ import annotations
 
+import errno
 import json
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +74,7 @@ class Channel:
         self.lost = 0                    # droppable messages dropped since the last notice
         self.on_backlog: Callable[[bool], None] | None = None
         self.on_close: Callable[[], None] | None = None
-        self._in = b""
+        self._in = bytearray()           # the start of a line whose end has not come yet
         self._skipping = False           # inside a line that was too long: drop to its end
         self._out = bytearray()
         self._waiting = False            # on_backlog(True) was said last
@@ -81,24 +92,36 @@ class Channel:
     # --- framing --------------------------------------------------------------------------
 
     def _lines(self, data: bytes) -> list:
-        """Split what arrived into messages (dicts) and BadLines; keep a partial line."""
-        out = []
-        buf = self._in + data
+        """Split what arrived into messages (dicts) and BadLines; keep a partial line.
+
+        Linear in what arrives: ``data`` is appended once, only it is searched for newlines
+        (what was kept has none), and the consumed lines are cut off once at the end."""
+        out: list = []
+        if self._skipping:
+            # The rest of a line already refused: drop it up to its end, keeping nothing.
+            nl = data.find(b"\n")
+            if nl < 0:
+                return out
+            self._skipping = False
+            data = data[nl + 1:]
+        buf = self._in
+        scan = len(buf)
+        buf += data
+        start = 0
         while True:
-            line, nl, rest = buf.partition(b"\n")
-            if not nl:
+            nl = buf.find(b"\n", scan)
+            if nl < 0:
                 break
-            buf = rest
-            if self._skipping:
-                self._skipping = False
-                continue
-            out.append(_decode(line))
-        if len(buf) > self.max_line:
-            if not self._skipping:
+            if nl - start > self.max_line:
                 out.append(BadLine(f"line longer than {self.max_line} bytes"))
+            else:
+                out.append(_decode(bytes(buf[start:nl])))
+            start = scan = nl + 1
+        del buf[:start]
+        if len(buf) > self.max_line:
+            out.append(BadLine(f"line longer than {self.max_line} bytes"))
             self._skipping = True
-            buf = b""
-        self._in = buf
+            buf.clear()
         return out
 
     # --- in a loop: never blocks ----------------------------------------------------------
@@ -221,8 +244,22 @@ class Channel:
         return msg
 
     def request(self, msg) -> dict | None:
-        """Send ``msg`` and read its answer (None if the peer closed instead)."""
-        self.write(msg)
+        """Send ``msg`` and read its answer (None if the peer closed instead).
+
+        A server that refuses a connection (busy, not root) says why in one line and closes
+        it, maybe before our request arrives: the write then fails (EPIPE, or ECONNRESET
+        when our request was left unread, see unix_release_sock()), but that line is still
+        in our receive queue, and it is the answer."""
+        try:
+            self.write(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            try:
+                ans = self.read()
+            except OSError:
+                ans = None
+            if ans is None:
+                raise
+            return ans
         return self.read()
 
 
@@ -238,14 +275,42 @@ def _decode(line: bytes):
     return msg
 
 
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process on the other end of a connected Unix socket (SO_PEERCRED: for
+    the client of a listening socket, the credentials its server had at listen())."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def shown(address: str) -> str:
+    """An address as ss and /proc/net/unix show it: an abstract name with a leading ``@``."""
+    return "@" + address[1:] if address.startswith("\0") else address
+
+
 def connect(address: str, timeout: float | None = 5.0, max_line: int = ANSWER_MAX) -> Channel:
     """A blocking client channel to the abstract or path Unix socket ``address`` (OSError if
-    nobody listens)."""
+    nobody listens: ECONNREFUSED, or EAGAIN/TimeoutError when its backlog is full).
+
+    ControlError, before anything is sent, if the socket is not held by root: an abstract
+    name can be bound by any user of the namespace, and such a server would be told our
+    requests and could answer them with anything."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
         sock.connect(address)
+        uid = peer_uid(sock)
     except OSError:
         sock.close()
         raise
+    if uid != 0:
+        sock.close()
+        raise ControlError(f"the control socket {shown(address)} is held by uid {uid}, not "
+                           "root: refusing to talk to it")
     return Channel(sock, max_line=max_line, timeout=timeout)
+
+
+def is_busy(e: OSError) -> bool:
+    """A connect() that failed because the server does not accept (its backlog is full), as
+    opposed to nobody listening at all."""
+    return isinstance(e, TimeoutError) or e.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
