@@ -27,22 +27,13 @@ from vxtun.errors import ControlError
 from vxtun.io import control, jsonlines
 from vxtun.lab.netns import child_env, python
 
+from stubs import StubNode
+
 _names = itertools.count()
 
 
 def unique_dev() -> str:
     return f"t{os.getpid() % 100000}x{next(_names)}"
-
-
-class StubNode:
-    def __init__(self, fanout: Fanout) -> None:
-        self.fanout = fanout
-
-    def after_core(self, port) -> None:
-        self.fanout.publish(port)
-
-    def subscribe(self, port, conn) -> None:
-        self.fanout.subscribe(port, conn)
 
 
 @pytest.fixture

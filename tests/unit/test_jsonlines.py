@@ -22,6 +22,8 @@ from vxtun.dataplane.server import ControlServer
 from vxtun.errors import ControlError
 from vxtun.io.jsonlines import MAX_LINE, OUT_MAX, BadLine, Channel
 
+from stubs import OwnerNode, StubNode, read_lines
+
 
 @pytest.fixture
 def pair():
@@ -30,21 +32,6 @@ def pair():
     yield ours, theirs
     ours.close()
     theirs.close()
-
-
-def read_lines(sock: socket.socket) -> list[dict]:
-    """Everything ``sock`` has now, as JSON lines."""
-    sock.setblocking(False)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return [json.loads(x) for x in data.split(b"\n") if x]
 
 
 def spin(loop: Loop, rounds: int = 5) -> None:
@@ -184,19 +171,6 @@ def test_request_sends_one_line_and_reads_the_answer():
 
 # --- the node's control server -------------------------------------------------------------------
 
-class StubNode:
-    """What commands.handle needs of a node for ``monitor``."""
-
-    def __init__(self, fanout: Fanout) -> None:
-        self.fanout = fanout
-
-    def after_core(self, port) -> None:
-        self.fanout.publish(port)
-
-    def subscribe(self, port, conn) -> None:
-        self.fanout.subscribe(port, conn)
-
-
 def test_control_server_answers_bad_lines_and_streams_events_without_text(pair):
     ours, theirs = pair
     loop = Loop()
@@ -207,13 +181,13 @@ def test_control_server_answers_bad_lines_and_streams_events_without_text(pair):
     chan = server.serve_connection(port, ours)
     theirs.sendall(b'garbage\n{"cmd": "monitor"}\n')
     spin(loop)
-    assert read_lines(theirs) == [
+    assert read_lines(theirs)[0] == [
         {"ok": False, "error": "bad request: not JSON: Expecting value: line 1 column 1 "
                                "(char 0)"},
         {"ok": True, "result": {"ifname": "vxtun0"}}]
     port.vtep._emit(L3Miss("vxtun0", "10.20.1.3", 42))
     fanout.publish(port)
-    assert read_lines(theirs) == [
+    assert read_lines(theirs)[0] == [
         {"ok": True, "event": L3Miss("vxtun0", "10.20.1.3", 42).to_json()}]
     # The VTEP goes: its connections close, and its monitors are forgotten.
     server.forget(port)
@@ -225,22 +199,6 @@ def test_control_server_answers_bad_lines_and_streams_events_without_text(pair):
 
 
 # --- the port owner never blocks on a lease ----------------------------------------------
-
-class OwnerNode:
-    def __init__(self) -> None:
-        self.loop = Loop()
-        self.on_down = None
-        self.stopped = False
-
-    def watch(self, fd, callback) -> None:
-        self.loop.watch(fd, callback)
-
-    def unwatch(self, fd) -> None:
-        self.loop.unwatch(fd)
-
-    def stop(self) -> None:
-        self.stopped = True
-
 
 def test_a_lease_whose_up_does_not_read_is_dropped(pair):
     ours, theirs = pair

@@ -20,11 +20,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from vxtun.dataplane.loop import Loop
 from vxtun.dataplane.owner import Lease, Owner
 from vxtun.dataplane.pure import PureBackend
 from vxtun.io import tap
 from vxtun.io.jsonlines import Channel
+
+from stubs import OwnerNode, read_lines
 
 DELETED = "the TAP was deleted (ip link del)"
 
@@ -114,43 +115,6 @@ def test_the_tx_thread_stops_watching_a_failed_tap_and_says_so_once(event):
 
 
 # --- the owner and the lease ----------------------------------------------------------------
-
-
-class OwnerNode:
-    def __init__(self) -> None:
-        self.loop = Loop()
-        self.on_down = None
-        self.on_tap_gone = None
-        self.stopped = False
-        self.removed: list = []
-
-    def watch(self, fd, callback) -> None:
-        self.loop.watch(fd, callback)
-
-    def unwatch(self, fd) -> None:
-        self.loop.unwatch(fd)
-
-    def remove(self, port, keep=None) -> None:
-        self.removed.append(port)
-
-    def stop(self) -> None:
-        self.stopped = True
-
-
-def read_lines(sock: socket.socket) -> tuple[list[dict], bool]:
-    """What ``sock`` has now, as JSON lines, and whether the peer closed."""
-    sock.setblocking(False)
-    data, eof = b"", False
-    while True:
-        try:
-            chunk = sock.recv(1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            eof = True
-            break
-        data += chunk
-    return [json.loads(x) for x in data.split(b"\n") if x], eof
 
 
 def test_the_owner_removes_the_vtep_and_tells_its_lease_only():
