@@ -36,6 +36,16 @@ def unique_dev() -> str:
     return f"t{os.getpid() % 100000}x{next(_names)}"
 
 
+def listener(backlog: int = 4) -> tuple[str, socket.socket]:
+    """A bound, listening ``@vxtun/<dev>`` under a fresh device name: a server to connect to
+    (or a squatter of the name)."""
+    dev = unique_dev()
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(control.address(dev))
+    lst.listen(backlog)
+    return dev, lst
+
+
 @pytest.fixture
 def served(monkeypatch):
     """A ControlServer on a real listener ``@vxtun/<dev>``, every peer taken as root."""
@@ -83,10 +93,7 @@ def read_all(s: socket.socket) -> list[dict]:
 # --- who serves: SO_PEERCRED on the client side -------------------------------------------------
 
 def test_a_client_refuses_a_socket_not_held_by_root(monkeypatch):
-    dev = unique_dev()
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(control.address(dev))
-    lst.listen(4)
+    dev, lst = listener()
     monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 65534)
     try:
         with pytest.raises(ControlError) as e:
@@ -126,10 +133,7 @@ def test_vxtun_up_refuses_a_port_owner_not_held_by_root_and_starts_none(monkeypa
 
 
 def test_a_client_talks_to_root(monkeypatch):
-    dev = unique_dev()
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(control.address(dev))
-    lst.listen(4)
+    dev, lst = listener()
     monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 0)
     c = control.Client(dev)
     conn, _ = lst.accept()
@@ -148,10 +152,7 @@ def test_peer_uid_is_the_listeners():
 
 
 def test_a_squatted_name_is_reported_when_the_vtep_starts(monkeypatch):
-    dev = unique_dev()
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(control.address(dev))
-    lst.listen(4)
+    dev, lst = listener()
     monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 65534)
     with pytest.raises(ControlError) as e:
         control.listen(dev)
@@ -200,10 +201,7 @@ def test_past_the_limit_a_client_is_told_the_vtep_is_busy(served):
 
 def test_a_full_backlog_is_busy_not_gone(monkeypatch):
     monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 0)
-    dev = unique_dev()
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(control.address(dev))
-    lst.listen(0)                       # nobody accepts: the second connect waits
+    dev, lst = listener(0)                       # nobody accepts: the second connect waits
     held = []
     try:
         with pytest.raises(ControlError) as e:
@@ -222,10 +220,7 @@ def test_a_full_backlog_is_busy_not_gone(monkeypatch):
 def test_a_monitor_does_not_wait_for_ever_on_a_full_backlog(monkeypatch):
     monkeypatch.setattr(jsonlines, "peer_uid", lambda sock: 0)
     monkeypatch.setattr(control, "CONNECT_TIMEOUT", 0.2)
-    dev = unique_dev()
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(control.address(dev))
-    lst.listen(0)
+    dev, lst = listener(0)
     first = control.Client(dev, timeout=None)
     assert first.chan.timeout is None            # its reads wait for ever, as before
     said: list = []
