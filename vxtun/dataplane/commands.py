@@ -8,6 +8,7 @@ or raises LocalError and changes nothing.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from ..core.requests import (Down, FdbDelete, FdbFlush, FdbShow, FdbUpdate, Monitor,
@@ -30,7 +31,7 @@ def _show(node, port, conn, req):
     d = cfg.to_json()
     d.update({"mtu": cfg.mtu, "address": mac_to_str(cfg.mac), "addresses": cfg.address,
               "master": cfg.master, "dataplane": node.backend.name,
-              "features": node.backend.features(), "pid": __import__("os").getpid()})
+              "features": node.backend.features(), "pid": os.getpid()})
     return d
 
 
