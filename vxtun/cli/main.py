@@ -6,6 +6,7 @@
     vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
     vxtun neigh add|replace|del|show ...        (as ip neigh)
     vxtun monitor [dev NAME] [-j]               (as ip monitor)
+    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 
 from ..errors import ControlError, LocalError, VxtunError
 from . import output
-from .requests import Command, parse_dev_only, parse_fdb, parse_neigh
+from .requests import Command, parse_dev_only, parse_fdb, parse_neigh, parse_trace
 
 PROG = "vxtun"
 
@@ -239,6 +240,35 @@ def cmd_monitor(req: Command) -> int:
         c.close()
 
 
+def cmd_trace(req: Command) -> int:
+    """``vxtun trace``: one record per frame or datagram the VTEP handles, as they come."""
+    from ..io import control
+    devs = _targets(req, all_ok=True)
+    if len(devs) > 1:
+        raise LocalError(f"several VTEPs run here ({', '.join(devs)}): say dev NAME")
+    c = control.Client(devs[0], timeout=None)
+    try:
+        c.call(req.body)
+        while True:
+            msg = c.read()
+            if msg is None:
+                return 0
+            rec = msg.get("trace")
+            if msg.get("lost"):
+                # records the VTEP dropped because this reader did not keep up
+                rec = {"type": "lost", "dev": devs[0], "count": msg["lost"]}
+            if rec is None:
+                continue
+            if req.json:
+                print(json.dumps(rec), flush=True)
+            else:
+                print(output.format_trace(rec, with_dev=req.dev is None), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        c.close()
+
+
 USAGE = __doc__
 
 
@@ -291,6 +321,10 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js
             return cmd_monitor(req)
+        if cmd == "trace":
+            req = parse_trace(rest)
+            req.json = req.json or js
+            return cmd_trace(req)
         return _err(f"unknown command {cmd!r}; try '{PROG} help'")
     except VxtunError as e:
         return _err(str(e))

@@ -48,6 +48,8 @@ from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+from ..trace.reference import trace_frame
+from ..trace.summary import HEAD
 
 SOL_UDP = 17
 UDP_GRO = 104
@@ -216,6 +218,11 @@ class FastBackend:
             base.append("poll_other")
         return base + sorted(self._features)
 
+    # --- vxtun trace -----------------------------------------------------------------------
+
+    def trace_changed(self, port, on: bool) -> None:
+        """The first tracer of ``port`` came, or its last one left."""
+
     # --- what the C threads hand back ------------------------------------------------------
 
     def _on_punt(self) -> None:
@@ -230,7 +237,12 @@ class FastBackend:
                 gone.append((port, int.from_bytes(data, sys.byteorder, signed=True)))
                 continue
             touched[vid] = port
-            actions = handle_punt(port.vtep, kind, data, now)
+            if kind == PUNT_FRAME and self.node.traces.watching(port):
+                # the core decides a punted frame: its record is the pure core's
+                actions, rec = trace_frame(port.vtep, data, now)
+                self.node.traces.publish(port, rec, data[:HEAD])
+            else:
+                actions = handle_punt(port.vtep, kind, data, now)
             if actions:
                 self.node.execute(port, actions)
         for port in touched.values():
