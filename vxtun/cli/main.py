@@ -208,40 +208,9 @@ def cmd_table(req: Command, kind: str) -> int:
     return 0
 
 
-def cmd_monitor(req: Command) -> int:
-    from ..io import control
-    devs = _targets(req, all_ok=True)
-    if len(devs) > 1:
-        raise LocalError(f"several VTEPs run here ({', '.join(devs)}): say dev NAME")
-    from ..core.events import event_from_json
-    c = control.Client(devs[0], timeout=None)
-    try:
-        c.call({"cmd": "monitor"})
-        while True:
-            msg = c.read()
-            if msg is None:
-                return 0
-            if msg.get("lost"):
-                # Like ip monitor's "No buffer space available": the VTEP dropped events
-                # because this listener did not keep up; packets were not held back.
-                print(f"{PROG}: {msg['lost']} events lost (the listener was too slow)",
-                      file=sys.stderr, flush=True)
-            if "event" not in msg:
-                continue
-            if req.json:
-                print(json.dumps(msg["event"]), flush=True)
-            else:
-                # As ip monitor: "dev NAME" only when no device was named.
-                ev = event_from_json(msg["event"])
-                print(output.format_event(ev, with_dev=req.dev is None), flush=True)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        c.close()
-
-
-def cmd_trace(req: Command) -> int:
-    """``vxtun trace``: one record per frame or datagram the VTEP handles, as they come."""
+def _stream(req: Command, show) -> int:
+    """Send ``req`` to its one VTEP and hand every line that follows the answer to
+    ``show(dev, msg)`` until the VTEP goes or the user presses ^C (monitor, trace)."""
     from ..io import control
     devs = _targets(req, all_ok=True)
     if len(devs) > 1:
@@ -253,20 +222,47 @@ def cmd_trace(req: Command) -> int:
             msg = c.read()
             if msg is None:
                 return 0
-            rec = msg.get("trace")
-            if msg.get("lost"):
-                # records the VTEP dropped because this reader did not keep up
-                rec = {"type": "lost", "dev": devs[0], "count": msg["lost"]}
-            if rec is None:
-                continue
-            if req.json:
-                print(json.dumps(rec), flush=True)
-            else:
-                print(output.format_trace(rec, with_dev=req.dev is None), flush=True)
+            show(devs[0], msg)
     except KeyboardInterrupt:
         return 0
     finally:
         c.close()
+
+
+def cmd_monitor(req: Command) -> int:
+    from ..core.events import event_from_json
+
+    def show(dev: str, msg: dict) -> None:
+        if msg.get("lost"):
+            # Like ip monitor's "No buffer space available": the VTEP dropped events
+            # because this listener did not keep up; packets were not held back.
+            print(f"{PROG}: {msg['lost']} events lost (the listener was too slow)",
+                  file=sys.stderr, flush=True)
+        if "event" not in msg:
+            return
+        if req.json:
+            print(json.dumps(msg["event"]), flush=True)
+        else:
+            # As ip monitor: "dev NAME" only when no device was named.
+            ev = event_from_json(msg["event"])
+            print(output.format_event(ev, with_dev=req.dev is None), flush=True)
+    return _stream(req, show)
+
+
+def cmd_trace(req: Command) -> int:
+    """``vxtun trace``: one record per frame or datagram the VTEP handles, as they come."""
+    def show(dev: str, msg: dict) -> None:
+        rec = msg.get("trace")
+        if msg.get("lost"):
+            # records the VTEP dropped because this reader did not keep up
+            rec = {"type": "lost", "dev": dev, "count": msg["lost"]}
+        if rec is None:
+            return
+        if req.json:
+            print(json.dumps(rec), flush=True)
+        else:
+            print(output.format_trace(rec, with_dev=req.dev is None), flush=True)
+    return _stream(req, show)
 
 
 USAGE = __doc__

@@ -48,6 +48,7 @@ from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+from ..trace.records import from_ring
 from ..trace.reference import trace_frame
 from ..trace.summary import HEAD
 
@@ -116,6 +117,9 @@ class FastBackend:
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._watching = False
+        self._traced: set = set()      # Ports with a tracer (vxtun trace)
+        self._tracing = False
+        self._trace_lost = 0
 
     def make_fdb(self, config):
         """The core's rules over the C table the threads share (``fdb.store``)."""
@@ -221,7 +225,45 @@ class FastBackend:
     # --- vxtun trace -----------------------------------------------------------------------
 
     def trace_changed(self, port, on: bool) -> None:
-        """The first tracer of ``port`` came, or its last one left."""
+        """The first tracer of ``port`` came, or its last one left: the threads record into
+        the trace ring while any VTEP is traced (vxtun/fastpath/trace.pyx), and the ring's
+        eventfd is watched meanwhile."""
+        if on:
+            self._traced.add(port)
+        else:
+            self._traced.discard(port)
+        want = bool(self._traced)
+        if want == self._tracing:
+            return
+        self._tracing = want
+        self.dp.trace(want)
+        if want:
+            self._trace_lost = self.dp.trace_lost
+            self.node.watch(self.dp.trace_fileno(), self._on_trace)
+        else:
+            self.node.unwatch(self.dp.trace_fileno())
+
+    def _on_trace(self) -> None:
+        """Format what the threads recorded and hand it to the tracers (off the hot path)."""
+        traces = self.node.traces
+        offset = time.time() - time.monotonic()     # the threads' clock is CLOCK_MONOTONIC
+        for raw in self.dp.trace_pop(POP_MAX):
+            vid = raw["vid"]
+            if vid:
+                ports = [p for p in (self._ports.get(vid),) if p is not None]
+            else:       # dropped before a VTEP was known: every VTEP of that socket is told
+                ports = [p for p in self._ports.values()
+                         if self._uids.get(id(p.underlay), (None,))[0] == raw["uid"]]
+            ports = [p for p in ports if traces.watching(p)]
+            if ports:
+                rec = from_ring(raw, ports[0].config if vid else None, raw["now"] + offset)
+                for p in ports:
+                    traces.publish(p, rec, raw["head"])
+        lost = self.dp.trace_lost
+        if lost != self._trace_lost:
+            for p in list(self._traced):
+                traces.lost(p, lost - self._trace_lost)
+            self._trace_lost = lost
 
     # --- what the C threads hand back ------------------------------------------------------
 

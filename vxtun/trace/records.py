@@ -28,6 +28,7 @@ from __future__ import annotations
 import time as _time
 from dataclasses import dataclass
 
+from ..core.stats import DROP_REASONS
 from ..wire.addr import ip_to_bytes
 from ..wire.ether import ETH_HLEN, ZERO_MAC, mac_from_str, mac_to_str
 from .summary import HEAD, addresses, summarize
@@ -151,6 +152,52 @@ def format_record(r: dict, with_dev: bool = True) -> str:
     fields += [change_text(c) for c in r.get("changes", ())]
     fields.append(action_text(r))
     return " ".join(parts) + " " + "; ".join(fields)
+
+
+# vxlan_snoop's outcomes (vxtun/fdb/table.py LEARN_*) that change or refuse an entry
+_LEARN_CHANGES = {2: ("learned", None), 3: ("moved", None), 4: ("refused", "static entry")}
+
+
+def from_ring(raw: dict, config, when: float) -> dict:
+    """The record of one entry of the fast path's trace ring (vxtun/fastpath/trace.pyx
+    ``tr_pop``): the same record the pure core's tracer builds for the same decision.
+    ``config``: the deciding VTEP's VtepConfig (None: dropped before a VTEP was known);
+    ``when``: the record's time as unix seconds."""
+    head, dev = raw["head"], config.name if config is not None else ""
+    kw: dict = {"segments": raw["segments"]}
+    if raw["action"] == "dropped":
+        kw["reason"] = DROP_REASONS[raw["reason"]]
+    iph = IP_HLEN[raw["family"]]
+    if raw["dir"] == "rx":
+        outer: dict = {"src": raw["addr"], "sport": raw["sport"]}
+        if config is not None:
+            outer["dport"] = config.dstport
+        if raw["hdr"]:
+            outer["vni"] = raw["vni"]
+        outer.update({"tos": raw["tos"], "len": raw["olen"] + UDP_HLEN + iph})
+        kw["outer"] = outer
+        change = _LEARN_CHANGES.get(raw["learn"])
+        if change is not None and len(head) >= ETH_HLEN:
+            c = {"change": change[0], "mac": mac_to_str(head[6:12]), "dst": raw["addr"]}
+            if change[1]:
+                c["why"] = change[1]
+            kw["changes"] = [c]
+        length = raw["ilen"]
+    else:
+        length = raw["ilen"]
+        if raw["action"] == "sent":
+            rem = raw["remotes"]
+            kw["fdb"] = {"mac": mac_to_str(head[0:6]), "hit": raw["hit"],
+                         "default": not raw["hit"], "remotes": rem}
+            outer = {"src": config.local} if config.local else {}
+            outer.update({"dst": rem[0], "sport": raw["sport"],
+                          "dport": raw["dport"] or config.dstport,
+                          "vni": raw["vni"] if raw["vni"] >= 0 else config.vni,
+                          "ttl": outer_ttl(config, rem[0]), "tos": raw["tos"],
+                          "len": raw["olen"] + UDP_HLEN + iph})
+            kw["outer"] = outer
+            kw["remotes"] = rem
+    return record(dev, when, raw["dir"], head, length, raw["action"], **kw)
 
 
 @dataclass(frozen=True)
