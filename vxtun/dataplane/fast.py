@@ -31,6 +31,11 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 
+``vxtun trace``: while a VTEP is traced, the threads copy each decision into a bounded ring
+(vxtun/fastpath/trace.pyx) whose eventfd the selector watches; ``_on_trace`` turns each entry
+into the record the pure core's tracer would build (vxtun/trace/records.py ``from_ring``), and
+punted frames are traced by the core that decides them.  Untraced, the threads test one flag.
+
 ECN as the kernel's vxlan: the outer TOS / traffic class of each send is given as a control
 message (IP_TOS / IPV6_TCLASS, only when it is not 0), and the receive socket hands each
 datagram's outer TOS over as one (IP_RECVTOS / IPV6_RECVTCLASS, set by vxtun.io.underlay): no
