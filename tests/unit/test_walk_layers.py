@@ -46,6 +46,18 @@ def explained(layers) -> dict[tuple[str, str], str]:
     return {(la.name, f.name): f.explain for la in layers for f in la.fields if f.explain}
 
 
+def assert_fields(layers, expected: dict[tuple[str, str], str]) -> None:
+    f = fields(layers)
+    assert {k: f.get(k) for k in expected} == expected
+
+
+def assert_explained(layers, expected: dict[tuple[str, str], str]) -> None:
+    """Each named field carries an explanation that says the given words."""
+    why = explained(layers)
+    missing = {k: words for k, words in expected.items() if words not in why.get(k, "")}
+    assert not missing, missing
+
+
 def test_ipv4_multicast_arp_request_layers_sizes_and_fields_match_scapy():
     data = over_v4(arp_request())
     pkt = Ether(data)
@@ -72,18 +84,15 @@ def test_ipv4_multicast_arp_request_layers_sizes_and_fields_match_scapy():
     inner = pkt[VXLAN].payload
     assert f["inner frame", "destination MAC"] == inner[Ether].dst
     assert f["inner frame", "source MAC"] == inner[Ether].src
-    assert f["inner frame", "EtherType"] == "0x0806 (ARP)"
-    assert f["inner frame", "packet"] == "ARP who-has 10.20.1.3 tell 10.20.1.2"
-    assert f["inner frame", "tunnel overhead"] == "50 bytes"
-    why = explained(layers)
-    assert "multicast group with TTL 1" in why["outer IPv4", "TTL"]
-    assert "RFC 768" in why["UDP", "checksum"]
-    assert "I flag" in why["VXLAN", "flags"]
-    assert "24-bit" in why["VXLAN", "VNI"]
-    assert "RFC 6040" in why["outer IPv4", "ECN"]
-    assert "unset" in why["outer IPv4", "DF"]
-    assert "ip_local_port_range" in why["UDP", "source port"]
-    assert "IANA" in why["UDP", "destination port"]
+    assert_fields(layers, {("inner frame", "EtherType"): "0x0806 (ARP)",
+                           ("inner frame", "packet"): "ARP who-has 10.20.1.3 tell 10.20.1.2",
+                           ("inner frame", "tunnel overhead"): "50 bytes"})
+    assert_explained(layers, {("outer IPv4", "TTL"): "multicast group with TTL 1",
+                              ("UDP", "checksum"): "RFC 768", ("VXLAN", "flags"): "I flag",
+                              ("VXLAN", "VNI"): "24-bit", ("outer IPv4", "ECN"): "RFC 6040",
+                              ("outer IPv4", "DF"): "unset",
+                              ("UDP", "source port"): "ip_local_port_range",
+                              ("UDP", "destination port"): "IANA"})
 
 
 def test_ipv4_unicast_reply_with_checksum_df_and_ecn():
@@ -120,18 +129,15 @@ def test_ipv6_outer_with_flow_label_traffic_class_and_checksum():
     f = fields(layers)
     assert f["outer IPv6", "source"] == pkt[IPv6].src
     assert f["outer IPv6", "destination"] == pkt[IPv6].dst
-    assert f["outer IPv6", "hop limit"] == "1"
-    assert f["outer IPv6", "flow label"] == "0x12345"
-    assert f["outer IPv6", "ECN"] == "ECT(1)"
-    assert f["outer IPv6", "payload length"] == str(pkt[IPv6].plen)
-    assert f["UDP", "checksum"] == f"0x{pkt[UDP].chksum:04x} (correct)"
-    assert f["VXLAN", "VNI"] == "4242"
-    assert f["inner frame", "packet"] == "ICMP 10.20.1.2 > 10.20.1.3 echo request id 7 seq 1"
-    assert f["inner frame", "tunnel overhead"] == "70 bytes"
-    why = explained(layers)
-    assert "RFC 8200" in why["UDP", "checksum"]
-    assert "multicast group" in why["outer IPv6", "hop limit"]
-    assert "flowlabel" in why["outer IPv6", "flow label"]
+    assert_fields(layers, {
+        ("outer IPv6", "hop limit"): "1", ("outer IPv6", "flow label"): "0x12345",
+        ("outer IPv6", "ECN"): "ECT(1)", ("outer IPv6", "payload length"): str(pkt[IPv6].plen),
+        ("UDP", "checksum"): f"0x{pkt[UDP].chksum:04x} (correct)", ("VXLAN", "VNI"): "4242",
+        ("inner frame", "packet"): "ICMP 10.20.1.2 > 10.20.1.3 echo request id 7 seq 1",
+        ("inner frame", "tunnel overhead"): "70 bytes"})
+    assert_explained(layers, {("UDP", "checksum"): "RFC 8200",
+                              ("outer IPv6", "hop limit"): "multicast group",
+                              ("outer IPv6", "flow label"): "flowlabel"})
 
 
 def test_every_topic_is_explained_once_per_walk():
