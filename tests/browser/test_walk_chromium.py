@@ -99,8 +99,8 @@ class Dom(HTMLParser):
                 self.text_of[i] += data
 
 
-def dump_dom(chromium: str, tmp: Path, url: str) -> Dom:
-    return Dom(run_chromium(chromium, tmp, "--dump-dom", url).stdout)
+def dump_dom(chromium: str, tmp: Path, *args: str) -> Dom:
+    return Dom(run_chromium(chromium, tmp, "--dump-dom", *args).stdout)
 
 
 def test_the_script_shows_the_step_the_address_names(chromium, page, tmp_path):
@@ -167,3 +167,19 @@ def test_the_fixture_is_a_realistic_scenario_2_walk():
     ttl = {f.name: f.value for la in flood[0].layers for f in la.fields}["TTL"]
     assert ttl == "1"
     assert any(re.search(r"learns .* dst 192\.0\.2\.1", s.title) for s in walk.steps)
+
+
+def test_play_advances_a_step_every_few_seconds_and_stops_at_the_end(chromium, page,
+                                                                     tmp_path):
+    path, walk = page
+    # Virtual time: Chromium runs the page's timers for this many milliseconds, at once.
+    playing = dump_dom(chromium, tmp_path, "--virtual-time-budget=5000", path.as_uri() + "#play")
+    body = [a for t, a in playing.elements if t == "body"][0]
+    assert body["data-step"] == "3"                 # two steps on, 2.2 s apart
+    play = [a for t, a in playing.elements if t == "button" and a["id"] == "play"][0]
+    assert play["aria-pressed"] == "true" and play["aria-label"] == "pause the walk"
+    done = dump_dom(chromium, tmp_path, "--virtual-time-budget=60000", path.as_uri() + "#play")
+    body = [a for t, a in done.elements if t == "body"][0]
+    assert body["data-step"] == str(len(walk.steps))
+    play = [a for t, a in done.elements if t == "button" and a["id"] == "play"][0]
+    assert play["aria-pressed"] == "false"

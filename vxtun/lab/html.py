@@ -14,7 +14,8 @@ mailed to a class.  It shows:
 
 A learner replays it with the Back / Next / Play buttons, the arrow keys (space plays and
 pauses, Home and End jump), or by clicking a row of the diagram; ``page.html#step-5`` opens a
-given step.  Without the script every step's detail is still in the page, in order.
+given step and ``page.html#play`` plays the walk from the start (for a classroom screen).
+Without the script every step's detail is still in the page, in order.
 
 All text from the walk is escaped (``html.escape``): a step title or a table line is data, and
 a MAC or hostname that happens to hold markup must show as text.
@@ -482,7 +483,7 @@ JS = """
     if (timer) { stop(); return; }
     if (cur === n - 1) { show(0, true); }
     btn.play.setAttribute("aria-pressed", "true");
-    btn.play.textContent = "\\u23f8 Pause";
+    btn.play.textContent = "\\u2016 Pause";
     btn.play.setAttribute("aria-label", "pause the walk");
     timer = setInterval(function () { show(cur + 1, true); }, 2200);
   }
@@ -511,7 +512,8 @@ JS = """
     else { return; }
     e.preventDefault();
   });
-  var m = /^#step-(\\d+)$/.exec(location.hash);
+  var m = /^#step-(\\d+)$/.exec(location.hash), autoplay = location.hash === "#play";
   show(m ? Number(m[1]) - 1 : 0, true);
+  if (autoplay) { play(); }
 }());
 """
