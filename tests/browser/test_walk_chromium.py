@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cdp import Browser
 
 from vxtun.lab.html import render
 from vxtun.lab.layers import layers_of
@@ -183,3 +184,65 @@ def test_play_advances_a_step_every_few_seconds_and_stops_at_the_end(chromium, p
     assert body["data-step"] == str(len(walk.steps))
     play = [a for t, a in done.elements if t == "button" and a["id"] == "play"][0]
     assert play["aria-pressed"] == "false"
+
+
+@pytest.fixture
+def browser(chromium, page, tmp_path):
+    b = Browser(chromium, tmp_path / "cdp-profile", WIDTH, HEIGHT)
+    try:
+        b.open(page[0].as_uri())
+        b.wait_for("document.body && document.body.dataset.step === '1'")
+        yield b
+    finally:
+        b.close()
+
+
+SHOWN = ("[document.body.dataset.step, document.getElementById('where').textContent, "
+         "Array.prototype.filter.call(document.querySelectorAll('article.step'), "
+         "function (a) { return !a.hidden; }).map(function (a) { return a.id; }), "
+         "Array.prototype.map.call(document.querySelectorAll('g.row.current'), "
+         "function (g) { return g.getAttribute('data-step'); })]")
+
+
+def shown(browser: Browser) -> tuple[int, str]:
+    """The step the page shows, checked to agree across the label, the detail and the row."""
+    step, where, articles, rows = browser.eval(SHOWN)
+    assert articles == [f"step-{step}"] and rows == [step]
+    return int(step), where
+
+
+def test_keys_step_forward_back_and_jump(browser, page):
+    walk = page[1]
+    browser.key("ArrowRight", 39)
+    browser.key("ArrowRight", 39)
+    assert shown(browser) == (3, f"Step 3 of {len(walk.steps)}: {walk.steps[2].title}")
+    browser.key("ArrowLeft", 37)
+    assert shown(browser)[0] == 2
+    browser.key("End", 35)
+    assert shown(browser)[0] == len(walk.steps)
+    browser.key("ArrowRight", 39)                       # nothing after the last step
+    assert shown(browser)[0] == len(walk.steps)
+    browser.key("Home", 36)
+    assert shown(browser)[0] == 1
+
+
+def test_space_plays_and_pauses(browser):
+    browser.key(" ", 32)
+    assert browser.eval("document.getElementById('play').getAttribute('aria-pressed')") == "true"
+    browser.wait_for("document.body.dataset.step === '2'", timeout=15)
+    browser.key(" ", 32)
+    assert browser.eval("document.getElementById('play').getAttribute('aria-pressed')") == "false"
+
+
+def test_clicking_an_arrow_or_a_button_shows_that_step(browser, page):
+    walk = page[1]
+    browser.click('g.row[data-step="9"] line.arrow')      # the unicast reply's arrow
+    assert shown(browser) == (9, f"Step 9 of {len(walk.steps)}: {walk.steps[8].title}")
+    browser.click("#next")
+    assert shown(browser)[0] == 10
+    browser.click("#prev")
+    browser.click("#prev")
+    assert shown(browser)[0] == 8
+    browser.click("#last")
+    assert shown(browser)[0] == len(walk.steps)
+    assert browser.eval("document.getElementById('next').disabled") is True
