@@ -31,7 +31,7 @@ COL_W = 190            # one column per host
 LEFT = 40              # the step numbers
 BOX_TOP = 8
 LINE_H = 15            # one text line in a host box
-ROW_H = 34             # one step of the sequence diagram
+ROW_H = 38             # one step of the sequence diagram
 COPY_GAP = 5           # vertical offset between the copies of a replicated datagram
 CHAR_W = 6.4           # average width of a 12px sans-serif character, to shorten labels
 
@@ -184,12 +184,12 @@ def _host_box(h: Host, x: float, box_h: int, bus_y: int, top: int, bottom: int) 
 
 def _row(s: Step, i: int, y0: int, col: dict[str, int], width: int) -> str:
     """One step: a clickable band with its number, its arrows or marker, and a short label."""
-    y = y0 + ROW_H - 12                               # the arrow's height in the band
+    y = y0 + ROW_H - 11                     # the (lowest) arrow's height in the band
     kind = s.kind if s.kind in ("frame", "datagram", "table", "note", "check") else "note"
     if kind == "check":
         kind = "check-ok" if s.ok is not False else "check-bad"
-    parts = [f'<g class="row {kind}" data-step="{i + 1}" tabindex="0" role="button" '
-             f'aria-label="step {i + 1}: {escape(s.title)}">',
+    parts = [f'<g class="row {kind}" data-step="{i + 1}" data-actor="{escape(s.actor)}" '
+             f'tabindex="0" role="button" aria-label="step {i + 1}: {escape(s.title)}">',
              f'<title>{escape(s.title)}</title>',
              f'<rect class="band" x="0" y="{y0}" width="{width}" height="{ROW_H}"/>',
              f'<text class="num" x="{LEFT / 2}" y="{y + 4}">{i + 1}</text>']
@@ -197,8 +197,10 @@ def _row(s: Step, i: int, y0: int, col: dict[str, int], width: int) -> str:
     if s.src in col and targets:
         src = col[s.src]
         xs = _x(src)
+        # Copies side by side, nearest first, squeezed so that many still fit in the row.
+        gap = min(COPY_GAP, 10 / max(len(targets) - 1, 1))
         for k, t in enumerate(sorted(targets, key=lambda t: abs(t - src))):
-            yk = y - COPY_GAP * k
+            yk = y - gap * k
             if t == src:      # stays on the host: a loop on its own lifeline
                 parts.append(f'<path class="arrow" d="M{xs},{yk - 6} h26 v10 h-22" '
                              f'marker-end="url(#head)"/>')
@@ -207,12 +209,15 @@ def _row(s: Step, i: int, y0: int, col: dict[str, int], width: int) -> str:
                 parts.append(f'<line class="arrow" x1="{xs}" y1="{yk}" x2="{xt}" y2="{yk}" '
                              f'marker-end="url(#head)"/>')
         # The label sits above the arrows, from their left end to the diagram's edge.
-        label_x = _x(min([src, *targets])) + 6
-        label = _label(s.title, label_x, width - label_x - 6,
-                       y - COPY_GAP * (len(targets) - 1) - 7)
-        if len(targets) > 1:
-            parts.append(f'<text class="copies" x="{xs + (8 if targets[0] > src else -8)}" '
-                         f'y="{y + 12}" text-anchor="{"start" if targets[0] > src else "end"}">'
+        if targets == [src]:        # beside the loop
+            label_x, label_y = xs + 34, y + 4
+        else:
+            label_x, label_y = _x(min([src, *targets])) + 6, y - gap * (len(targets) - 1) - 7
+        label = _label(s.title, label_x, width - label_x - 6, label_y)
+        if len(targets) > 1:        # counted on the side of the source the arrows leave
+            right = max(targets) > src
+            parts.append(f'<text class="copies" x="{xs + (-8 if right else 8)}" y="{y + 2}" '
+                         f'text-anchor="{"end" if right else "start"}">'
                          f'{len(targets)} copies</text>')
     else:
         c = col.get(s.actor, col.get(s.src, 0))
@@ -373,6 +378,7 @@ main { display: grid; grid-template-columns: minmax(0, auto) minmax(420px, 1fr);
 svg { display: block; font: 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 svg text { fill: var(--ink); }
 .box { fill: #ebf8ff; stroke: #90cdf4; }
+.host.active .box { fill: var(--hi); stroke: #d69e2e; stroke-width: 2; }
 .host-name { font-weight: 700; font-size: 13px; text-anchor: middle; }
 .host text { text-anchor: middle; }
 .addr { fill: var(--mute); }
@@ -447,6 +453,7 @@ JS = """
   "use strict";
   var steps = Array.prototype.slice.call(document.querySelectorAll("article.step"));
   var rows = Array.prototype.slice.call(document.querySelectorAll("g.row"));
+  var hosts = Array.prototype.slice.call(document.querySelectorAll("g.host"));
   var where = document.getElementById("where");
   var btn = {};
   ["first", "prev", "play", "next", "last"].forEach(function (id) {
@@ -457,6 +464,7 @@ JS = """
   function show(i, scroll) {
     if (!n) { return; }
     cur = Math.max(0, Math.min(n - 1, i));
+    var actor = null;
     steps.forEach(function (s, k) { s.hidden = k !== cur; });
     rows.forEach(function (r) {
       var on = Number(r.getAttribute("data-step")) === cur + 1;
@@ -464,6 +472,10 @@ JS = """
       if (on) { r.setAttribute("aria-current", "step"); }
       else { r.removeAttribute("aria-current"); }
       if (on && scroll && r.scrollIntoView) { r.scrollIntoView({block: "nearest"}); }
+      if (on) { actor = r.getAttribute("data-actor"); }
+    });
+    hosts.forEach(function (h) {
+      h.classList.toggle("active", h.getAttribute("data-host") === actor);
     });
     where.textContent = "Step " + (cur + 1) + " of " + n + ": " +
       steps[cur].getAttribute("data-title");
