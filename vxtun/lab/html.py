@@ -15,7 +15,7 @@ mailed to a class.  It shows:
 A learner replays it with the Back / Next / Play buttons, the arrow keys (space plays and
 pauses, Home and End jump), or by clicking a row of the diagram; ``page.html#step-5`` opens a
 given step and ``page.html#play`` plays the walk from the start (for a classroom screen).
-Without the script every step's detail is still in the page, in order.
+Without the script every step's detail shows, one after the other.
 
 All text from the walk is escaped (``html.escape``): a step title or a table line is data, and
 a MAC or hostname that happens to hold markup must show as text.
@@ -267,9 +267,9 @@ def _step_detail(s: Step, i: int, total: int, tables: dict[str, list[str]]) -> s
         body.append(_tables(s.tables))
     if tables:
         body.append(_table_state(tables, {f"{c.vtep} {c.table}" for c in s.tables}))
-    hidden = "" if i == 0 else " hidden"
+    # Not hidden here: without the script the page still reads top to bottom, every step.
     return (f'<article class="step" id="step-{i + 1}" data-step="{i + 1}" '
-            f'data-title="{escape(s.title)}"{hidden}>\n' + "\n".join(body) + "\n</article>")
+            f'data-title="{escape(s.title)}">\n' + "\n".join(body) + "\n</article>")
 
 
 def _layers(layers: list[Layer]) -> str:
@@ -278,10 +278,11 @@ def _layers(layers: list[Layer]) -> str:
     for la in layers:
         cls = LAYER_CLASS.get(la.name, "other")
         # Small headers stay readable: every segment gets at least a label's width.
-        grow = max(la.size / total, 0.09)
+        grow = max(la.size / total, 0.1)
+        short = la.name.removeprefix("outer ")      # the bar's order already says outer
         bar.append(f'<div class="seg {cls}" style="flex-grow:{grow:.3f}" '
                    f'title="{escape(la.name)}: {la.size} bytes">'
-                   f"<b>{escape(la.name)}</b><span>{la.size} B</span></div>")
+                   f"<b>{escape(short)}</b><span>{la.size} B</span></div>")
     rows = []
     for la in layers:
         cls = LAYER_CLASS.get(la.name, "other")
@@ -354,9 +355,9 @@ CSS = """
         --line: #cbd5e0; --hi: #fefcbf; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: var(--ink); background: #f7fafc; }
-header { position: sticky; top: 0; z-index: 2; background: #fff; padding: 8px 16px;
-         border-bottom: 1px solid var(--line); }
+       color: var(--ink); background: #f7fafc; display: flex; flex-direction: column;
+       height: 100vh; }
+header { background: #fff; padding: 8px 16px; border-bottom: 1px solid var(--line); }
 h1 { font-size: 18px; margin: 0 0 6px; }
 .verdict { font-size: 13px; padding: 2px 8px; border-radius: 10px; margin-left: 8px;
            vertical-align: middle; }
@@ -370,9 +371,10 @@ button:disabled { opacity: .45; cursor: default; }
 button:focus-visible, .row:focus-visible { outline: 3px solid #f6ad55; outline-offset: 1px; }
 button[aria-pressed="true"] { background: var(--blue); color: #fff; }
 #where { margin: 0 0 0 10px; font-weight: 600; white-space: nowrap; overflow: hidden;
-         text-overflow: ellipsis; }
-main { display: grid; grid-template-columns: minmax(0, auto) minmax(420px, 1fr);
-       height: calc(100vh - 78px); }
+         text-overflow: ellipsis; flex: 1; min-width: 0; }
+main { display: grid; grid-template-columns: minmax(0, auto) minmax(420px, 1fr); flex: 1;
+       min-height: 0; }
+.details article:not([hidden]) + article { border-top: 1px solid var(--line); margin-top: 16px; }
 .diagram, .details { overflow: auto; padding: 10px 12px; }
 .diagram { border-right: 1px solid var(--line); background: #fff; }
 svg { display: block; font: 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
