@@ -71,11 +71,13 @@ def render(walk: Walk) -> str:
 <div class="controls" role="toolbar" aria-label="replay the walk">
 {BUTTONS}
 <p id="where" aria-live="polite">{_where(walk.steps[0], 0, total) if total else "no steps"}</p>
+<span class="keys">keys: \u2190 \u2192 step, space play, Home End</span>
 </div>
 </header>
 <main>
 <section class="diagram" aria-label="topology and sequence diagram">
 {_diagram(walk)}
+{LEGEND}
 </section>
 <section class="details" aria-label="the current step">
 {details}
@@ -115,7 +117,7 @@ def _diagram(walk: Walk) -> str:
     top = bus_y + 34                              # where the lifelines start
     height = top + ROW_H * len(walk.steps) + 16
     out = [f'<svg id="diagram" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="diagram-title">',
+           f'viewBox="0 0 {width} {height}" role="group" aria-labelledby="diagram-title">',
            f'<title id="diagram-title">{escape(_diagram_title(walk, hosts))}</title>',
            DEFS]
     # The underlay: every host's box hangs from one segment (and, if any, the group).
@@ -346,6 +348,11 @@ def _table_state(tables: dict[str, list[str]], changed: set[str]) -> str:
             + "</div>")
 
 
+LEGEND = ('<p class="legend"><span class="l-arrow">\u2500\u25b6</span> a VXLAN datagram on the '
+          'underlay, one arrow per copy \u00b7 <span class="l-loop">\u21ba</span> a frame that '
+          'stays on its host \u00b7 \u25b8 a frame on a host \u00b7 \u2261 a table changed '
+          '\u00b7 i a note \u00b7 \u2713 \u2717 a check. Click a row to see its step.</p>')
+
 DEFS = """<defs><marker id="head" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7"
 markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"
 class="head"/></marker></defs>"""
@@ -372,6 +379,10 @@ button:focus-visible, .row:focus-visible { outline: 3px solid #f6ad55; outline-o
 button[aria-pressed="true"] { background: var(--blue); color: #fff; }
 #where { margin: 0 0 0 10px; font-weight: 600; white-space: nowrap; overflow: hidden;
          text-overflow: ellipsis; flex: 1; min-width: 0; }
+.legend { color: var(--mute); font-size: 12px; margin: 8px 0 0 12px; max-width: 600px; }
+.l-arrow { color: var(--blue); font-weight: 700; }
+.l-loop { color: var(--green); font-weight: 700; }
+.keys { color: var(--mute); font-size: 12px; white-space: nowrap; }
 main { display: grid; grid-template-columns: minmax(0, auto) minmax(420px, 1fr); flex: 1;
        min-height: 0; }
 .details article:not([hidden]) + article { border-top: 1px solid var(--line); margin-top: 16px; }
