@@ -133,7 +133,7 @@ def test_ipv6_outer_with_flow_label_traffic_class_and_checksum():
         ("outer IPv6", "hop limit"): "1", ("outer IPv6", "flow label"): "0x12345",
         ("outer IPv6", "ECN"): "ECT(1)", ("outer IPv6", "payload length"): str(pkt[IPv6].plen),
         ("UDP", "checksum"): f"0x{pkt[UDP].chksum:04x} (correct)", ("VXLAN", "VNI"): "4242",
-        ("inner frame", "packet"): "ICMP 10.20.1.2 > 10.20.1.3 echo request id 7 seq 1",
+        ("inner frame", "packet"): "ICMP echo request id 7 seq 1",
         ("inner frame", "tunnel overhead"): "70 bytes"})
     assert_explained(layers, {("UDP", "checksum"): "RFC 8200",
                               ("outer IPv6", "hop limit"): "multicast group",
@@ -215,3 +215,18 @@ def test_a_later_ip_fragment_has_no_udp_header():
     later = layers_of(frags[1])
     assert [la.name for la in later] == ["outer Ethernet", "outer IPv4", "fragment data"]
     assert sum(la.size for la in later) == len(frags[1])
+
+
+def test_inner_ipv6_neighbour_solicitation_and_echo_reply_one_liners():
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6ND_NS
+
+    ns = Ether(src=H1_MAC, dst="33:33:ff:00:00:03") / IPv6(src="2001:db8:1::2",
+                                                             dst="ff02::1:ff00:3") \
+        / ICMPv6ND_NS(tgt="2001:db8:1::3")
+    reply = Ether(src=H2_MAC, dst=H1_MAC) / IPv6(src="2001:db8:1::3", dst="2001:db8:1::2") \
+        / ICMPv6EchoReply(id=9, seq=4)
+    f = fields(layers_of(over_v6(ns)))
+    assert f["inner frame", "packet"] == "ND NS for 2001:db8:1::3"
+    assert f["inner frame", "EtherType"] == "0x86dd (IPv6)"
+    f = fields(layers_of(over_v6(reply, dst="2001:db8::3", hlim=64)))
+    assert f["inner frame", "packet"] == "ICMPv6 echo reply id 9 seq 4"

@@ -368,7 +368,7 @@ def inner_summary(inner: bytes) -> str:
 
 
 _ICMP_NAMES = {(IPPROTO_ICMP, 8): "echo request", (IPPROTO_ICMP, 0): "echo reply",
-               (IPPROTO_ICMP, 3): "destination unreachable",
+               (IPPROTO_ICMP, 3): "unreachable",
                (IPPROTO_ICMPV6, 128): "echo request", (IPPROTO_ICMPV6, 129): "echo reply",
                (IPPROTO_ICMPV6, 135): "ND NS", (IPPROTO_ICMPV6, 136): "ND NA",
                (IPPROTO_ICMPV6, 133): "ND RS", (IPPROTO_ICMPV6, 134): "ND RA"}
@@ -382,10 +382,10 @@ def _l4_summary(proto: int, l4: bytes, addrs: tuple[str, str], icmp: int) -> str
         name = _ICMP_NAMES.get((proto, kind), f"type {kind}")
         label = "ICMP" if proto == IPPROTO_ICMP else "ICMPv6"
         if kind in (0, 8, 128, 129):
-            return f"{label} {src} > {dst} {name} id {ident} seq {seq}"
+            return f"{label} {name} id {ident} seq {seq}"
         if kind in (135, 136) and len(l4) >= 24:
-            return f"{label} {name} for {ip_from_bytes(l4[8:24])} from {src}"
-        return f"{label} {src} > {dst} {name}"
+            return f"{name} for {ip_from_bytes(l4[8:24])}"
+        return name if name.startswith("ND") else f"{label} {name}"
     if proto == IPPROTO_TCP and len(l4) >= 20:
         sport, dport = struct.unpack_from("!HH", l4)
         flags = l4[13]
