@@ -104,8 +104,8 @@ EXPLAIN = {
         "Neither 4789 (IANA) nor 8472 (the Linux default): both ends set this dstport.",
     "UDP checksum IPv4 zero":
         "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device over IPv4 defaults to "
-        "noudpcsum: the inner frame carries its own checksums, and the outer IP header "
-        "checksum still protects the addresses.",
+        "noudpcsum (ip link add sends IFLA_VXLAN_UDP_CSUM 0): the inner frame carries its "
+        "own checksums, and the outer IP header checksum still protects the addresses.",
     "UDP checksum IPv4 set":
         "Computed (udpcsum): over the pseudo-header, the VXLAN header and the whole inner "
         "frame.",
