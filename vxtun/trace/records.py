@@ -20,8 +20,9 @@ line (the keys that do not apply are left out)::
 
 ``outer`` is the datagram received (rx) or the first copy sent (tx); ``len`` is its IP
 length.  The fast path keeps the first 8 remotes of a flood list; ``fdb`` then also has
-``count``, the whole number.  Actions: ``sent``, ``delivered``, ``proxy_reply``, ``l2miss`` / ``l3miss`` (a miss was
-raised; the frame was dropped, ``reason`` says as what), ``dropped``.  Records a slow reader
+``count``, the whole number.  Actions: ``sent``, ``delivered``, ``proxy_reply``, ``l2miss``
+/ ``l3miss`` (a miss was raised; the frame was dropped, ``reason`` says as what),
+``dropped``.  Records a slow reader
 did not get are counted: ``{"type": "lost", "dev": ..., "count": N}``.
 """
 from __future__ import annotations
