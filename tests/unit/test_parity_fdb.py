@@ -6,8 +6,8 @@ Each rule is checked on the pure core (``Vtep`` over a ``DictStore``) and on the
 
 * with learning off, a zero or multicast inner source MAC is delivered (vxlan_set_mac calls
   vxlan_snoop, which checks is_valid_ether_addr, only with VXLAN_F_LEARN);
-* a remote's VNI 0 means the device's (vxlan_xmit_one: ``rdst->remote_vni ? : default_vni``),
-  and its port, when set, is used;
+* a remote's port and VNI are used, ``vni 0`` too: the kernel sends VNI 0 (vxlan_xmit_one's
+  ``rdst->remote_vni ? : default_vni`` falls back to 0 on a device that is not ``external``);
 * a remote of 0.0.0.0 or :: is dropped and counted, never sent to (vxlan_xmit_one);
 * a learned MAC that moves keeps its port, VNI and device (vxlan_snoop changes remote_ip only);
 * an entry that expires on the way (lookup, learn, a change) is reported deleted, before what
@@ -135,11 +135,12 @@ def sent(actions) -> list[tuple[str, int, int]]:
     return [(t.ip, t.port, decode_header(t.payload)[0]) for t in actions]
 
 
-def test_remote_vni_zero_is_the_device_vni_and_port_is_used(side):
+def test_remote_port_and_vni_are_used_vni_zero_too(side):
     s = side(remote=None)
     s.vtep.fdb_update("append", ZERO_MAC, Remote(A, 0, 0), "permanent", 0.0)
     s.vtep.fdb_update("append", ZERO_MAC, Remote(B, 5000, 77), "permanent", 0.0)
-    assert sent(s.tx(frame(HOST), 1.0)) == [(A, 4789, VNI), (B, 5000, 77)]
+    s.vtep.fdb_update("append", ZERO_MAC, Remote(B), "permanent", 0.0)
+    assert sent(s.tx(frame(HOST), 1.0)) == [(A, 4789, 0), (B, 5000, 77), (B, 4789, VNI)]
 
 
 @pytest.mark.parametrize("any_ip", ["0.0.0.0"])

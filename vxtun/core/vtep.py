@@ -26,8 +26,10 @@ Transmit path (vxlan_xmit):
   3. No entry and no default: drop (``no_remote``); for a unicast MAC with ``l2miss`` on, raise
      an L2 miss so a controller can add the entry.
   4. Send one copy to every remote of the entry (head-end replication for the flood list),
-     to the remote's port and VNI (0 or unset: the device's, as vxlan_xmit_one reads
-     ``rdst->remote_vni ? : default_vni``); a remote of 0.0.0.0 or :: is dropped and counted
+     to the remote's port and VNI (unset: the device's; an explicit ``vni 0`` is VNI 0 on the
+     wire, as the kernel sends it: vxlan_xmit_one's ``rdst->remote_vni ? : default_vni``
+     falls back to a ``default_vni`` that vxlan_xmit leaves 0 unless the device is
+     ``external``); a remote of 0.0.0.0 or :: is dropped and counted
      (``no_remote``: vxlan_xmit_one's ``vxlan_addr_any(dst)`` without route short-circuit),
      under an outer TOS that carries the inner ECN bits and a DSCP of 0 (the default ``tos``
      0 of a kernel vxlan device; vxtun.wire.ecn).
@@ -275,7 +277,7 @@ class Vtep:
             if r.ip in ANY_IPS:
                 self.stats.drop("no_remote")
                 continue
-            hdr = self._hdr if not r.vni else encode_header(r.vni)
+            hdr = self._hdr if r.vni is None else encode_header(r.vni)
             out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos))
         if not out:
             return out

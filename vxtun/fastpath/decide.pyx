@@ -394,7 +394,7 @@ cdef class Decisions:
         out = []
         for ri in range(a.nr):
             r = &a.rem[ri]
-            fp_encode_header(hdr, <uint32_t>r.vni if r.vni > 0 else v.vni)
+            fp_encode_header(hdr, <uint32_t>r.vni if r.vni >= 0 else v.vni)
             ip = fp_ip_str(r.family, r.addr)
             port = r.port if r.port else v.dstport
             for s in segs:

@@ -217,7 +217,7 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
         per = GSO_MAXSEG
     if per < 2:
         return -1
-    fp_encode_header(vx, <uint32_t>r.vni if r.vni > 0 else v.s.vni)
+    fp_encode_header(vx, <uint32_t>r.vni if r.vni >= 0 else v.s.vni)
     memset(&mh, 0, sizeof(mh))
     if v.us.family == 4:
         memset(&a4, 0, sizeof(a4))
@@ -320,7 +320,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
             v.s.st[c.tid].drops[D_TX_ERROR] += nseg
             continue
         dport = r.port if r.port else v.s.dstport
-        vni = <uint32_t>r.vni if r.vni > 0 else v.s.vni
+        vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
         for si in range(nseg):
             s = &segs[si]
             uh = c.uh + m * 16
