@@ -9,6 +9,7 @@ observer sees of the two: frames on the overlay device, datagrams on the underla
 
 * ``nolearning``: a zero or multicast inner source MAC is delivered (vxlan_snoop checks
   is_valid_ether_addr and runs only with learning).
+* The own-MAC check follows ``ip link set DEV address`` (vxlan_set_mac reads dev_addr).
 * ``ageing 0`` is the default 300 s (vxlan_config_validate), not "forget at once".
 * Remotes: ``port`` and ``vni`` are used, and a ``dst 0.0.0.0`` copy is dropped and counted
   (vxlan_xmit_one).  ``vni 0`` is VNI 0 on the wire: vxlan_xmit_one's ``rdst->remote_vni ? :
@@ -94,6 +95,27 @@ def test_nolearning_delivers_invalid_source_macs(topo, dataplane):
         assert fdb_lines(host, kind) == {f"00:00:00:00:00:00 dst {U3} via eth0 self permanent"}
     assert got["kernel"] == sorted([b"zero-src.", b"mcast-src"])
     assert got["vxtun"] == got["kernel"]
+
+
+def test_own_mac_is_the_live_address(topo, dataplane):
+    """``ip link set DEV address NEW``: a datagram whose inner source is NEW is ours, dropped
+    and not learned; the old address is now a stranger's, learned."""
+    h1, h2, h3, _ = setup(topo, dataplane, f"id 42 dstport 4789 remote {U3}")
+    new = "02:aa:bb:cc:dd:99"
+    old = {}
+    for kind, host, dev in (("kernel", h1, "vxlan0"), ("vxtun", h2, "vxtun0")):
+        old[kind] = json.loads(host.sh(f"ip -j link show {dev}"))[0]["address"]
+        host.sh(f"ip link set {dev} address {new}")
+    time.sleep(1.5)             # vxtun reads the TAP's address once a second
+    for kind, host, dev, ip in (("kernel", h1, "vxlan0", U1), ("vxtun", h2, "vxtun0", U2)):
+        with RxFrames(host, dev, MARKER) as rx:
+            send_udp(h3, ip, 4789, [datagram(new, payload=b"from-new"),
+                                    datagram(old[kind], payload=b"from-old"),
+                                    datagram("02:00:00:00:00:01", payload=MARKER)])
+        assert sorted(f[14:22] for f in rx.frames if MARKER not in f) == [b"from-old"], kind
+        macs = {ln.split()[0] for ln in fdb_lines(host, kind)}
+        assert new not in macs and old[kind] in macs, (kind, macs)
+    assert vxtun_json(h2, "show", "dev", "vxtun0")[0]["address"] == new
 
 
 # --- ageing 0 ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Each rule is checked on the pure core (``Vtep`` over a ``DictStore``) and on the
 
 * with learning off, a zero or multicast inner source MAC is delivered (vxlan_set_mac calls
   vxlan_snoop, which checks is_valid_ether_addr, only with VXLAN_F_LEARN);
+* the own-MAC check uses the address the VTEP has now (``set_mac``), not the one at start;
 * a remote's port and VNI are used, ``vni 0`` too: the kernel sends VNI 0 (vxlan_xmit_one's
   ``rdst->remote_vni ? : default_vni`` falls back to 0 on a device that is not ``external``);
 * a remote of 0.0.0.0 or :: is dropped and counted, never sent to (vxlan_xmit_one);
@@ -127,6 +128,20 @@ def test_own_mac_is_dropped_with_learning_off_too(side):
     s = side(learning=False)
     assert s.rx(encode_header(VNI) + frame(OWN), B, 1.0) == []
     assert s.stats()["drops"]["own_mac"] == 1
+
+
+def test_own_mac_follows_the_live_address(side):
+    s = side()
+    new = mac_from_str("02:aa:bb:cc:dd:99")
+    s.vtep.set_mac(new)
+    if isinstance(s, Fast):
+        s.d.set_mac(s.vid, new)
+    assert s.rx(encode_header(VNI) + frame(new), B, 1.0) == []
+    assert s.stats()["drops"]["own_mac"] == 1
+    # the old address is someone else's now: delivered and learned
+    assert len(s.rx(encode_header(VNI) + frame(OWN), B, 2.0)) == 1
+    assert s.vtep.fdb.get(OWN) is not None
+    assert s.vtep.config.mac == new                  # what vxtun show prints
 
 
 # --- transmit: the remote's port, VNI and the any address ---------------------------------------

@@ -36,7 +36,8 @@ Transmit path (vxlan_xmit):
 
 Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
   1. Reserved bits set: drop.  Inner frame shorter than Ethernet: drop.
-  2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.
+  2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.  Ours
+     is the TAP's address as it is now (``set_mac``), not as it was at start.
   3. With learning on (vxlan_set_mac calls vxlan_snoop only then): an inner source MAC that
      is multicast or zero is dropped (vxlan_snoop's is_valid_ether_addr); any other is learned
      against the outer source IP, and a static MAC claimed from elsewhere is dropped.  With
@@ -108,6 +109,11 @@ class Vtep:
             self.fdb.add(ZERO_MAC, Remote(config.remote, via=config.dev), "permanent", now)
         elif config.group:
             self.fdb.add(ZERO_MAC, Remote(config.group, via=config.dev), "permanent", now)
+
+    def set_mac(self, mac: bytes) -> None:
+        """The TAP's own address changed (``ip link set vxtun0 address ...``): frames from it
+        are ours from now on (vxlan_set_mac compares with the live dev->dev_addr)."""
+        self.mac = self.config.mac = bytes(mac)
 
     # --- events ------------------------------------------------------------------------
 

@@ -347,6 +347,14 @@ cdef class Decisions:
         self._fdbs[v.id] = fdb
         return v.id
 
+    def set_mac(self, uint32_t vid, mac) -> None:
+        """Dataplane.set_mac: the VTEP's own MAC, as the own_mac check sees it."""
+        cdef fp_vstate* v = self._v(vid)
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        mb = bytes(mac)
+        memcpy(v.mac, <const char*>mb, 6)
+
     cdef fp_vstate* _v(self, uint32_t vid) except NULL:
         cdef int i
         for i in range(self.n):
