@@ -6,6 +6,7 @@
     vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
     vxtun neigh add|replace|del|show ...        (as ip neigh)
     vxtun monitor [dev NAME] [-j]               (as ip monitor)
+    vxtun agent --vtep NAME... [--store URL] | agent status [-j] | agent endpoint add MAC IP
 """
 from __future__ import annotations
 
@@ -287,6 +288,9 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_neigh(rest)
             req.json = req.json or js
             return cmd_table(req, "neigh")
+        if cmd == "agent":
+            from ..agent.cli import main as agent_main     # the etcd/file-store control plane
+            return agent_main(rest, js)
         if cmd == "monitor":
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js

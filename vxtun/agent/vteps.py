@@ -1,0 +1,193 @@
+"""Thin adapters from the reconciler's commands to the two kinds of VTEP.
+
+* ``KernelVtep``: a kernel vxlan device, through rtnetlink (pyroute2): RTM_NEWNEIGH /
+  RTM_DELNEIGH with NTF_SELF on the device for the FDB (what ``bridge fdb ... self`` sends;
+  without NTF_SELF the kernel refuses ``replace`` with EOPNOTSUPP), AF_INET/AF_INET6 neighbours
+  for ``ip neigh``.  L3/L2 misses arrive as RTM_GETNEIGH notifications on RTNLGRP_NEIGH
+  (vxlan_fdb_miss / vxlan_ip_miss call vxlan_fdb_notify with RTM_GETNEIGH).
+* ``VxtunVtep``: a running vxtun VTEP, through ``vxtun.api.Controller`` (its control socket).
+
+Each has ``info()`` (a ``LocalVtep``), ``read()`` (the ``VtepState`` the agent owns on it) and
+``run(cmds)``.
+"""
+from __future__ import annotations
+
+import socket
+
+from ..errors import VxtunError
+from .reconcile import ZERO_MAC, Command, Fdb, LocalVtep, VtepState
+
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+RTM_GETNEIGH = 30
+
+
+class VtepGone(VxtunError):
+    """The VTEP an agent programs is not there (deleted, or not yet created)."""
+
+
+class KernelVtep:
+    kind = "kernel"
+
+    def __init__(self, name: str) -> None:
+        from pyroute2 import IPRoute
+        self.name = name
+        self.ipr = IPRoute()
+        self._miss = None
+
+    def _index(self) -> int:
+        idx = self.ipr.link_lookup(ifname=self.name)
+        if not idx:
+            raise VtepGone(f"no device {self.name}")
+        return idx[0]
+
+    def info(self) -> LocalVtep:
+        link = self.ipr.get_links(self._index())[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+            raise VtepGone(f"{self.name} is not a vxlan device")
+        data = info.get_attr("IFLA_INFO_DATA")
+        local = data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6")
+        if not local:
+            raise VtepGone(f"{self.name} has no local address (ip link add ... local IP)")
+        return LocalVtep(self.name, int(data.get_attr("IFLA_VXLAN_ID")), local,
+                         int(data.get_attr("IFLA_VXLAN_PORT") or 8472), "kernel")
+
+    def read(self) -> VtepState:
+        idx = self._index()
+        s = VtepState()
+        for m in self.ipr.fdb("dump", ifindex=idx):
+            dst = m.get_attr("NDA_DST")
+            if m["ifindex"] != idx or not dst or not m["state"] & NUD_PERMANENT:
+                continue
+            mac = m.get_attr("NDA_LLADDR")
+            if mac == ZERO_MAC:
+                s.flood.add(dst)
+            else:
+                s.fdb[mac] = s.fdb.get(mac, ()) + (dst,)
+        for m in self.ipr.neigh("dump", ifindex=idx):
+            if m["family"] in (socket.AF_INET, socket.AF_INET6) and m["ifindex"] == idx \
+                    and m["state"] & NUD_PERMANENT and m.get_attr("NDA_LLADDR"):
+                s.neigh[m.get_attr("NDA_DST")] = m.get_attr("NDA_LLADDR")
+        return s
+
+    def run(self, cmds: list[Command]) -> None:
+        idx = self._index()
+        for c in cmds:
+            if isinstance(c, Fdb):
+                kw = {"dst": c.dst} if c.dst else {}
+                self.ipr.fdb(c.op, ifindex=idx, lladdr=c.mac, state=NUD_PERMANENT,
+                             flags=NTF_SELF, **kw)
+            elif c.op == "del":
+                self.ipr.neigh("del", dst=c.ip, ifindex=idx)
+            else:
+                self.ipr.neigh("replace", dst=c.ip, lladdr=c.lladdr, ifindex=idx,
+                               state=NUD_PERMANENT)
+
+    # --- misses (on-miss mode) -----------------------------------------------------------------
+
+    def miss_fd(self) -> int:
+        """A netlink socket on RTNLGRP_NEIGH: the kernel's miss notifications."""
+        if self._miss is None:
+            from pyroute2 import IPRoute
+            self._miss = IPRoute()
+            self._miss.bind()
+        return self._miss.fileno()
+
+    def misses(self) -> list[tuple[str, str]]:
+        """The misses waiting: ("l3", IP) and ("l2", MAC) for this device."""
+        out = []
+        idx = self._index()
+        for m in self._miss.get():
+            if m.get("event") != "RTM_GETNEIGH" or m.get("ifindex") != idx:
+                continue
+            if m["family"] in (socket.AF_INET, socket.AF_INET6):
+                out.append(("l3", m.get_attr("NDA_DST")))
+            elif m.get_attr("NDA_LLADDR"):
+                out.append(("l2", m.get_attr("NDA_LLADDR")))
+        return out
+
+    def close(self) -> None:
+        self.ipr.close()
+        if self._miss is not None:
+            self._miss.close()
+
+
+class VxtunVtep:
+    kind = "vxtun"
+
+    def __init__(self, name: str) -> None:
+        from ..api import Controller
+        self.name = name
+        self.ctl = Controller(name)
+        self._events = None
+
+    def info(self) -> LocalVtep:
+        try:
+            d = self.ctl.show()
+        except VxtunError as e:
+            raise VtepGone(f"{self.name}: {e}") from e
+        if not d.get("local"):
+            raise VtepGone(f"{self.name} has no local address (vxtun up --local IP)")
+        return LocalVtep(self.name, int(d["vni"]), d["local"], int(d.get("dstport") or 4789),
+                         "vxtun")
+
+    def read(self) -> VtepState:
+        s = VtepState()
+        for e in self.ctl.fdb_show():
+            if e.get("state") != "permanent":
+                continue
+            dsts = tuple(r["dst"] for r in e.get("remotes", []) if r.get("dst"))
+            if e["mac"] == ZERO_MAC:
+                s.flood.update(dsts)
+            elif dsts:
+                s.fdb[e["mac"]] = dsts
+        for e in self.ctl.neigh_show():
+            if "PERMANENT" in e.get("state", []) and e.get("lladdr"):
+                s.neigh[e["dst"]] = e["lladdr"]
+        return s
+
+    def run(self, cmds: list[Command]) -> None:
+        for c in cmds:
+            if isinstance(c, Fdb):
+                if c.op == "del":
+                    self.ctl.fdb_del(c.mac, c.dst)
+                else:
+                    getattr(self.ctl, f"fdb_{c.op}")(c.mac, c.dst)
+            elif c.op == "del":
+                self.ctl.neigh_del(c.ip)
+            else:
+                self.ctl.neigh_replace(c.ip, c.lladdr or "", nud="permanent")
+
+    def miss_fd(self) -> int:
+        if self._events is None:
+            self._events = self.ctl.subscribe()
+        return self._events.fileno()
+
+    def misses(self) -> list[tuple[str, str]]:
+        from ..api import L2Miss, L3Miss
+        from ..wire.ether import mac_to_str
+        out = []
+        while True:
+            ev = self._events.next(0)
+            if ev is None:
+                return out
+            if isinstance(ev, L3Miss):
+                out.append(("l3", ev.ip))
+            elif isinstance(ev, L2Miss):
+                out.append(("l2", mac_to_str(ev.lladdr)))
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+
+
+def open_vtep(name: str):
+    """A kernel vxlan device of that name if there is one, else a running vxtun VTEP."""
+    import os
+    if os.path.exists(f"/sys/class/net/{name}/tun_flags"):
+        return VxtunVtep(name)
+    from ..api import running
+    if name in running():
+        return VxtunVtep(name)
+    return KernelVtep(name)
