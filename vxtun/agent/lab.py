@@ -168,7 +168,7 @@ print(json.dumps(conv(out)))
 def store_call(host: Host, url: str, method: str, *args, tls: list[str] | None = None,
                check: bool = True) -> subprocess.CompletedProcess:
     t = tls or []
-    tls_args = [t[1], t[3], t[5]] if t else []
+    tls_args = [t[1], t[3] or None, t[5] or None] if t else []
     cmd = ["ip", "netns", "exec", host.ns, *python("-c", _CALL, url, method,
                                                    json.dumps(tls_args), json.dumps(list(args)))]
     from ..lab.netns import child_env

@@ -11,7 +11,8 @@ import signal
 
 import pytest
 
-from vxtun.agent.lab import (Certs, EtcdCluster, agent_status, kernel_vtep, start_agent, tables,
+from vxtun.agent.lab import (Certs, EtcdCluster, agent_status, kernel_vtep, start_agent, store_call,
+                             tables,
                              vxtun_vtep, wait_for)
 
 TTL = 3
@@ -64,6 +65,16 @@ def converged(fleet_, endpoints=None):
     return check
 
 
+def publish(hosts) -> dict:
+    """``vxtun agent endpoint add`` of each host's overlay device; MAC -> (VTEP, IP)."""
+    endpoints = {}
+    for h, dev in hosts:
+        mac, ip = mac_of(h, dev), f"10.20.0.{h.ip.rsplit('.', 1)[1]}"
+        h.cmd("agent", "endpoint", "add", mac, ip)
+        endpoints[mac] = (h.ip, ip)
+    return endpoints
+
+
 def ping(src, dst_ip: str) -> None:
     p = src.run(f"ping -c 2 -i 0.2 -W 2 {dst_ip}", timeout=20)
     assert p.returncode == 0, f"ping {dst_ip} from {src.name}:\n{p.stdout}{p.stderr}"
@@ -76,11 +87,7 @@ def test_membership_endpoints_expiry_and_restart(topo, dataplane, etcd):
     wait_for(converged(hosts), 20, "flood lists")
     # Endpoints: each host publishes its overlay device; every other host gets its FDB and
     # neighbour entries, and ARP is answered locally by the proxy.
-    endpoints = {}
-    for i, (h, dev) in enumerate(hosts, 1):
-        mac = mac_of(h, dev)
-        h.cmd("agent", "endpoint", "add", mac, f"10.20.0.{i}")
-        endpoints[mac] = (h.ip, f"10.20.0.{i}")
+    endpoints = publish(hosts)
     wait_for(converged(hosts, endpoints), 20, "endpoints programmed")
     ping(hosts[0][0], "10.20.0.2")      # kernel -> vxtun
     ping(hosts[1][0], "10.20.0.3")      # vxtun -> kernel
@@ -153,6 +160,8 @@ def test_etcd_unreachable_then_back(topo, dataplane, etcd):
     for h, dev in hosts:
         start_agent(h, etcd.url, dev, ttl=TTL)
     wait_for(converged(hosts), 20, "flood lists")
+    endpoints = publish(hosts)
+    wait_for(converged(hosts, endpoints), 20, "endpoints programmed")
     h1, dev1 = hosts[0]
     before = tables(h1, dev1)
     e1 = etcd.hosts[0]
@@ -167,7 +176,8 @@ def test_etcd_unreachable_then_back(topo, dataplane, etcd):
     h3 = topo.host("h3", "192.0.2.3/24")
     dev3 = kernel_vtep(h3, 42, "10.20.0.3/24")
     start_agent(h3, etcd.url, dev3, ttl=TTL)
-    wait_for(converged(hosts + [(h3, dev3)]), 30, "resynced after etcd came back")
+    wait_for(converged(hosts + [(h3, dev3)], endpoints), 30, "resynced after etcd came back")
+    ping(h1, "10.20.0.2")
 
 
 def test_three_member_cluster_loses_one(topo, dataplane):
@@ -195,10 +205,11 @@ def test_tls_with_client_certificates(topo, dataplane):
     cluster = EtcdCluster([e1], certs=Certs([e1.ip]))
     try:
         cluster.start_all()
-        # Without a client certificate the server refuses: the agent reports it.
-        plain = cluster.store_call(e1, "snapshot", "/", url=f"etcd://{e1.ip}:2379",
-                                   check=False)
-        assert plain.returncode != 0
+        # Without a client certificate the server refuses the handshake (--client-cert-auth).
+        plain = store_call(e1, f"etcds://{e1.ip}:2379", "snapshot", "/",
+                           tls=["--cacert", cluster.certs.ca, "--cert", "", "--key", ""],
+                           check=False)
+        assert plain.returncode != 0 and "etcd unreachable" in plain.stderr, plain.stderr
         hosts = fleet(topo, dataplane, "kx")
         for h, dev in hosts:
             start_agent(h, cluster.url, dev, ttl=TTL, extra=tuple(cluster.certs.args()))
