@@ -10,7 +10,9 @@ Every reconcile reads the VTEP's tables and compares them with what the store wa
 (reconcile.py), so the agent never replays history: after a restart, a compaction, or a time
 cut off from the store, a full resync is just the same step.  While the store is unreachable
 nothing is changed on the VTEPs (the dataplane never depends on the store being up); the
-agent retries with exponential backoff, and resyncs from the current revision when it is back.
+agent retries with exponential backoff, and when the store is back reads the whole state at
+the current revision (its old revision may have been compacted meanwhile; a full read is right
+either way, and a watch that falls behind a compaction, ``Compacted``, ends in the same read).
 If the lease expired meanwhile, its keys were deleted by the store: it takes a new lease and
 writes them again.
 
