@@ -13,6 +13,7 @@ Each has ``info()`` (a ``LocalVtep``), ``read()`` (the ``VtepState`` the agent o
 from __future__ import annotations
 
 import socket
+import struct
 
 from ..errors import VxtunError
 from .reconcile import ZERO_MAC, Command, Fdb, LocalVtep, VtepState
@@ -20,6 +21,8 @@ from .reconcile import ZERO_MAC, Command, Fdb, LocalVtep, VtepState
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 RTM_GETNEIGH = 30
+NETLINK_ROUTE = 0
+RTMGRP_NEIGH = 0x4
 
 
 class VtepGone(VxtunError):
@@ -87,25 +90,44 @@ class KernelVtep:
     # --- misses (on-miss mode) -----------------------------------------------------------------
 
     def miss_fd(self) -> int:
-        """A netlink socket on RTNLGRP_NEIGH: the kernel's miss notifications."""
+        """A netlink socket on RTNLGRP_NEIGH, where vxlan_fdb_notify sends the misses."""
         if self._miss is None:
-            from pyroute2 import IPRoute
-            self._miss = IPRoute()
-            self._miss.bind()
+            self._miss = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                       NETLINK_ROUTE)
+            self._miss.bind((0, RTMGRP_NEIGH))
+            self._miss.setblocking(False)
         return self._miss.fileno()
 
     def misses(self) -> list[tuple[str, str]]:
-        """The misses waiting: ("l3", IP) and ("l2", MAC) for this device."""
-        out = []
+        """The misses waiting: ("l3", IP) and ("l2", MAC) of this device.
+
+        vxlan_ip_miss and vxlan_fdb_miss both send RTM_GETNEIGH, an AF_BRIDGE ndmsg built by
+        vxlan_fdb_info: an L3 miss carries the IP in NDA_DST (and an all-zeros NDA_LLADDR),
+        an L2 miss only the MAC in NDA_LLADDR (NDA_DST is left out for the any address)."""
+        from pyroute2.netlink.rtnl.ndmsg import ndmsg
+        self.miss_fd()
         idx = self._index()
-        for m in self._miss.get():
-            if m.get("event") != "RTM_GETNEIGH" or m.get("ifindex") != idx:
-                continue
-            if m["family"] in (socket.AF_INET, socket.AF_INET6):
-                out.append(("l3", m.get_attr("NDA_DST")))
-            elif m.get_attr("NDA_LLADDR"):
-                out.append(("l2", m.get_attr("NDA_LLADDR")))
-        return out
+        out = []
+        while True:
+            try:
+                data = self._miss.recv(65536)
+            except BlockingIOError:
+                return out
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if length < 16:
+                    break
+                if kind == RTM_GETNEIGH:
+                    m = ndmsg(data[off:off + length])
+                    m.decode()
+                    if m["ifindex"] == idx:
+                        dst, mac = m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")
+                        if dst:
+                            out.append(("l3", dst))
+                        elif mac:
+                            out.append(("l2", mac))
+                off += (length + 3) & ~3
 
     def close(self) -> None:
         self.ipr.close()
@@ -169,13 +191,13 @@ class VxtunVtep:
         from ..wire.ether import mac_to_str
         out = []
         while True:
-            ev = self._events.next(0)
+            ev = self._events.next(0.005)      # a timeout of 0 would not even look
             if ev is None:
                 return out
             if isinstance(ev, L3Miss):
                 out.append(("l3", ev.ip))
             elif isinstance(ev, L2Miss):
-                out.append(("l2", mac_to_str(ev.lladdr)))
+                out.append(("l2", mac_to_str(ev.mac)))
 
     def close(self) -> None:
         if self._events is not None:

@@ -6,11 +6,14 @@ tables (``bridge fdb`` / ``ip neigh``, ``vxtun fdb|neigh show``) against what th
 """
 from __future__ import annotations
 
+import json
 import os
+import time
 import signal
 
 import pytest
 
+from vxtun.lab.netns import run, set_container
 from vxtun.agent.lab import (Certs, EtcdCluster, agent_status, kernel_vtep, start_agent, store_call,
                              tables,
                              vxtun_vtep, wait_for)
@@ -217,3 +220,47 @@ def test_tls_with_client_certificates(topo, dataplane):
         assert agent_status(hosts[0][0])["store"].startswith("etcds://")
     finally:
         cluster.stop()
+
+
+def test_on_miss_mode_answers_kernel_and_vxtun_misses(topo, dataplane, etcd):
+    """h1: a kernel VTEP on a bridge with a container behind it (the kernel's arp_reduce
+    misses only for ARP that crosses the device from a bridge: the host's own ARP makes an
+    INCOMPLETE entry first, and an entry that exists never misses); h2: vxtun; h3: kernel."""
+    h1, h2, h3 = (topo.host(f"h{i}", f"192.0.2.{i}/24") for i in (1, 2, 3))
+    dev1 = kernel_vtep(h1, 42, "10.20.0.101/24", extra="nolearning proxy l2miss l3miss")
+    h1.sh("ip link add br0 type bridge && ip link set br0 up && "
+          f"ip link set {dev1} master br0")
+    c1 = set_container(h1, "br0", "c1", "10.20.0.1/24")
+    vxtun_vtep(h2, 42, "10.20.0.2/24", env=dataplane,
+               extra=("--nolearning", "--proxy", "--l2miss", "--l3miss"))
+    dev3 = kernel_vtep(h3, 42, "10.20.0.3/24", extra="nolearning proxy l2miss l3miss")
+    hosts = [(h1, dev1), (h2, "vxtun0"), (h3, dev3)]
+    for h, dev in hosts:
+        start_agent(h, etcd.url, dev, ttl=TTL, mode="on-miss")
+    wait_for(converged(hosts), 20, "flood lists")
+    cmac = run(f"ip -n {c1} -j link show eth0", check=True).stdout
+    cmac = json.loads(cmac)[0]["address"]
+    h1.cmd("agent", "endpoint", "add", cmac, "10.20.0.1")
+    mac2 = mac_of(h2, "vxtun0")
+    h2.cmd("agent", "endpoint", "add", mac2, "10.20.0.2")
+    h3.cmd("agent", "endpoint", "add", mac_of(h3, dev3), "10.20.0.3")
+    time.sleep(1)
+    # Published, but installed nowhere until a miss asks for it.
+    for h, dev in hosts:
+        t = tables(h, dev)
+        assert t["fdb"] == {} and t["neigh"] == {}, (h.name, t)
+    # c1 pings h2: its ARP request misses on h1's kernel VTEP (RTM_GETNEIGH), h2's ARP for
+    # the reply misses on vxtun (an L3 miss event); each agent answers from the store.
+    wait_for(lambda: run(f"ip netns exec {c1} ping -c 1 -W 1 10.20.0.2",
+                         check=False).returncode == 0, 20, "ping answered through misses")
+    t1 = tables(h1, dev1)
+    assert t1["neigh"] == {"10.20.0.2": mac2} and t1["fdb"] == {mac2: ["192.0.2.2"]}, t1
+    t2 = tables(h2, "vxtun0")
+    assert t2["neigh"] == {"10.20.0.1": cmac} and t2["fdb"] == {cmac: ["192.0.2.1"]}, t2
+    assert tables(h3, dev3)["neigh"] == {}          # nobody asked h3 for anything
+    st = agent_status(h1)
+    assert st["mode"] == "on-miss" and "10.20.0.2" in " ".join(
+        st["vteps"][0]["programmed"]["commands"])
+    # An endpoint that leaves takes its installed entries with it.
+    h2.cmd("agent", "endpoint", "del", mac2)
+    wait_for(lambda: tables(h1, dev1)["neigh"] == {}, 15, "entries of a gone endpoint removed")
