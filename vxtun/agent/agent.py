@@ -39,13 +39,14 @@ log = logging.getLogger("vxtun.agent")
 
 ADDRESS = "\0vxtun-agent"
 POLL = 0.2                # seconds between two looks at requests, misses and the lease
+LEARN_EVERY = 1.0         # seconds between two reads of the local bridge / device tables
 REREAD = 5.0              # seconds between two reconciles with no change (a VTEP changed by hand)
 BACKOFF_MAX = 8.0
 
 
 class Agent:
     def __init__(self, store: Store, vteps: list, mode: str = "preprogram", ttl: int = 10,
-                 prefix: str = model.PREFIX, host: str = "") -> None:
+                 prefix: str = model.PREFIX, host: str = "", learn: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.store = store
@@ -56,7 +57,10 @@ class Agent:
         self.host = host or socket.gethostname()
         self.lease = 0
         self.locals: dict[str, LocalVtep] = {}
-        self.endpoints: dict[tuple[int, str], model.Endpoint] = {}   # published from here
+        self.endpoints: dict[tuple[int, str], model.Endpoint] = {}   # endpoint add, adopted
+        self.learn = learn
+        self.learned: dict[tuple[int, str], model.Endpoint] = {}     # from the local tables
+        self._learned_at = 0.0
         self.kvs: dict[str, model.KeyValue] = {}
         self.revision = 0
         self.desired = model.Desired()
@@ -106,6 +110,7 @@ class Agent:
         self.kvs = {kv.key: kv for kv in kvs}
         self.revision = rev
         self._adopt()
+        self._learn()
         self._publish()
         self._reconcile()
         watch = self.store.watch(self.prefix, rev + 1)
@@ -127,6 +132,8 @@ class Agent:
                     self._republish_own()
                 dirty |= self._serve_requests(0)
                 dirty |= self._take_misses()
+                if self.learn and time.monotonic() - self._learned_at >= LEARN_EVERY:
+                    self._learn()
                 if dirty or time.monotonic() - last > REREAD:
                     if len(self.locals) < len(self.vteps):
                         self._resolve_vteps()
@@ -181,15 +188,43 @@ class Agent:
             except (ValueError, TypeError):
                 continue
             lv = mine.get(e.vtep)
-            if lv is not None and lv.vni == e.vni and (e.vni, e.mac) not in self.endpoints:
-                self.endpoints[(e.vni, e.mac)] = model.Endpoint(e.vni, e.mac, e.vtep, e.ips)
+            # Learned ones are taken over as learned: the next _learn drops those now gone.
+            into = self.learned if self.learn else self.endpoints
+            if lv is not None and lv.vni == e.vni and (e.vni, e.mac) not in into:
+                into[(e.vni, e.mac)] = model.Endpoint(e.vni, e.mac, e.vtep, e.ips)
+
+    def _learn(self) -> None:
+        """``--learn``: publish what the local tables hold behind each VTEP
+        (vteps.local_endpoints), and withdraw what they no longer hold."""
+        if not self.learn:
+            return
+        from .vteps import local_endpoints
+        self._learned_at = time.monotonic()
+        found: dict[tuple[int, str], model.Endpoint] = {}
+        for v in self.vteps:
+            lv = self.locals.get(v.name)
+            if lv is None:
+                continue
+            try:
+                for mac, ips in local_endpoints(v.name):
+                    found[(lv.vni, mac)] = model.Endpoint(lv.vni, mac, lv.ip, ips)
+            except Exception as e:
+                self._error(f"vtep {v.name}: reading its endpoints: {e}")
+                return                   # a partial read must not withdraw anything
+        if found == self.learned:
+            return
+        gone = [e for k, e in self.learned.items() if k not in found and k not in self.endpoints]
+        self.learned = found
+        self._publish()
+        for e in gone:
+            self.store.delete(model.endpoint_key(e.vni, e.mac, e.vtep, self.prefix))
 
     def _own_keys(self) -> dict[str, str]:
         out = {}
         for lv in self.locals.values():
             m = model.Member(lv.vni, lv.ip, lv.port, self.host, lv.name, lv.kind)
             out[model.member_key(lv.vni, lv.ip, self.prefix)] = model.member_value(m)
-        for e in self.endpoints.values():
+        for e in [*self.learned.values(), *self.endpoints.values()]:    # endpoint add wins
             out[model.endpoint_key(e.vni, e.mac, e.vtep, self.prefix)] = model.endpoint_value(e)
         return out
 

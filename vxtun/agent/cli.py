@@ -34,6 +34,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="preprogram",
                    help="preprogram: install every endpoint (nolearning, proxy); on-miss: "
                    "answer the VTEPs' L2/L3 misses (default preprogram)")
+    p.add_argument("--learn", action="store_true",
+                   help="publish the endpoints the local tables hold: what the VTEP's bridge "
+                   "learned (with the bridge's neighbours), or the VTEP device's own MAC and "
+                   "addresses")
     p.add_argument("--ttl", type=int, default=10,
                    help="lease TTL in seconds: a host that stops is gone after it (default 10)")
     p.add_argument("--prefix", default="/vxtun/", help="key prefix in the store (/vxtun/)")
@@ -75,7 +79,8 @@ def cmd_run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="vxtun agent: %(message)s", stream=sys.stderr)
     store = open_store(a.store, a.cacert, a.cert, a.key)
-    agent = Agent(store, [open_vtep(n) for n in names], a.mode, a.ttl, a.prefix, a.host)
+    agent = Agent(store, [open_vtep(n) for n in names], a.mode, a.ttl, a.prefix, a.host,
+                  a.learn)
     server = Server(agent)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop())

@@ -18,11 +18,52 @@ import struct
 from ..errors import VxtunError
 from .reconcile import ZERO_MAC, Command, Fdb, LocalVtep, VtepState
 
+NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 RTM_GETNEIGH = 30
 NETLINK_ROUTE = 0
 RTMGRP_NEIGH = 0x4
+
+
+def local_endpoints(ifname: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The endpoints behind a VTEP device of this host (a kernel vxlan device or vxtun's TAP,
+    both netdevs here), as (MAC, IPs):
+
+    * on a bridge (``master br0``): every MAC the bridge learned on its other ports (not
+      permanent: the bridge's own and static entries are left out), with the IPs the bridge's
+      neighbour table holds for it, and the bridge itself if it has addresses;
+    * on its own: the device's MAC and its addresses (the TAP side of a vxtun VTEP).
+    """
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise VtepGone(f"no device {ifname}")
+        link = ipr.get_links(idx[0])[0]
+        master = link.get_attr("IFLA_MASTER")
+        holder = master or idx[0]
+        own = ipr.get_links(holder)[0].get_attr("IFLA_ADDRESS")
+        addrs = tuple(sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=holder)
+                             if a["scope"] == 0))
+        out: dict[str, set[str]] = {}
+        if addrs:
+            out[own] = set(addrs)
+        if master:
+            for m in ipr.fdb("dump"):
+                if m.get_attr("NDA_MASTER") != master or m["ifindex"] in (idx[0], master) \
+                        or m["state"] & NUD_PERMANENT or m.get_attr("NDA_VLAN"):
+                    continue
+                mac = m.get_attr("NDA_LLADDR")
+                if mac and not int(mac[:2], 16) & 1:
+                    out.setdefault(mac, set())
+        for m in ipr.neigh("dump", ifindex=holder):
+            mac = m.get_attr("NDA_LLADDR")
+            if m["family"] in (socket.AF_INET, socket.AF_INET6) and mac in out \
+                    and m["state"] & (NUD_PERMANENT | NUD_REACHABLE | NUD_STALE):
+                out[mac].add(m.get_attr("NDA_DST"))
+    return [(mac, tuple(sorted(ips))) for mac, ips in sorted(out.items())]
 
 
 class VtepGone(VxtunError):
