@@ -1,9 +1,8 @@
 """etcd v3 through its JSON gRPC gateway: a small client of our own, on the standard library.
 
 Why not a gRPC client from PyPI: ``etcd3`` (python-etcd3) has had no release since 2020 and
-its generated code needs protobuf < 4 (it fails to import with the protobuf 4/5 that other
-packages pull in); ``aetcd`` is maintained but asyncio-only and pins grpcio/protobuf of its
-own.  etcd 3.4 (Debian's ``etcd-server``) serves the same v3 API as JSON on its client port
+its generated code fails to import with protobuf 4 or later ("Descriptors cannot be created
+directly"); ``aetcd`` is maintained but asyncio-only, and brings grpcio and protobuf along.  etcd 3.4 (Debian's ``etcd-server``) serves the same v3 API as JSON on its client port
 (``/v3/kv/range``, ``/v3/kv/put``, ``/v3/watch``, ``/v3/lease/grant``...; etcd's
 ``Documentation/dev-guide/api_grpc_gateway.md``): keys and values are base64, 64-bit integers
 are strings, and a stream (a watch) is one JSON object per line.  Leases, watches from a
