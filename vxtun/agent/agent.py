@@ -26,9 +26,11 @@ import logging
 import queue
 import random
 import socket
+import socketserver
 import threading
 import time
 
+from ..errors import VxtunError
 from ..io import jsonlines
 from ..io.control import peer_is_root
 from . import model
@@ -370,56 +372,48 @@ class Agent:
         }
 
 
-class Server:
-    """``@vxtun-agent``: one JSON request per connection, answered by the agent's loop."""
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        conn, agent = self.request, self.server.agent        # type: ignore[attr-defined]
+        if not peer_is_root(conn):
+            conn.sendall(jsonlines.encode({"ok": False, "error": "permission denied"}))
+            return
+        ch = jsonlines.Channel(conn, timeout=5.0)
+        try:
+            req = ch.read()
+        except (OSError, VxtunError):
+            return
+        if req is None:
+            return
+        reply: queue.Queue = queue.Queue()
+        agent.requests.put((req, reply))        # answered by the agent's loop
+        try:
+            ans = reply.get(timeout=10)
+        except queue.Empty:
+            ans = {"ok": False, "error": "the agent did not answer in time"}
+        try:
+            ch.write(ans)
+        except OSError:
+            pass
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """``@vxtun-agent``: one JSON request per connection, each in a thread of its own."""
+    daemon_threads = True
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            self.sock.bind(ADDRESS)
+            super().__init__(ADDRESS, _Handler)
         except OSError:
-            self.sock.close()
             raise StoreError("an agent is already running in this namespace") from None
-        self.sock.listen(8)
-        self.thread = threading.Thread(target=self._serve, daemon=True, name="agent-ctl")
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.5,), daemon=True,
+                                       name="agent-ctl")
         self.thread.start()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            if not peer_is_root(conn):
-                conn.sendall(jsonlines.encode({"ok": False, "error": "permission denied"}))
-                return
-            ch = jsonlines.Channel(conn, timeout=5.0)
-            try:
-                req = ch.read()
-            except (OSError, TimeoutError, StoreError):
-                return
-            except Exception:
-                return
-            if req is None:
-                return
-            reply: queue.Queue = queue.Queue()
-            self.agent.requests.put((req, reply))
-            try:
-                ans = reply.get(timeout=10)
-            except queue.Empty:
-                ans = {"ok": False, "error": "the agent did not answer in time"}
-            try:
-                ch.write(ans)
-            except OSError:
-                pass
-
     def close(self) -> None:
-        self.sock.close()
+        self.shutdown()
+        self.server_close()
 
 
 def request(req: dict, timeout: float = 15.0):

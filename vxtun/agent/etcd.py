@@ -2,7 +2,8 @@
 
 Why not a gRPC client from PyPI: ``etcd3`` (python-etcd3) has had no release since 2020 and
 its generated code fails to import with protobuf 4 or later ("Descriptors cannot be created
-directly"); ``aetcd`` is maintained but asyncio-only, and brings grpcio and protobuf along.  etcd 3.4 (Debian's ``etcd-server``) serves the same v3 API as JSON on its client port
+directly"); ``aetcd`` is maintained but asyncio-only, and brings grpcio and protobuf along.
+etcd 3.4 (Debian's ``etcd-server``) serves the same v3 API as JSON on its client port
 (``/v3/kv/range``, ``/v3/kv/put``, ``/v3/watch``, ``/v3/lease/grant``...; etcd's
 ``Documentation/dev-guide/api_grpc_gateway.md``): keys and values are base64, 64-bit integers
 are strings, and a stream (a watch) is one JSON object per line.  Leases, watches from a

@@ -92,13 +92,20 @@ def _vni(s) -> int:
     return v
 
 
-def read_member(kv: KeyValue, prefix: str = PREFIX) -> Member:
+def _split(kv: KeyValue, prefix: str, kind: str, n: int) -> tuple[list[str], dict]:
+    """The key's parts after the prefix (``n`` of them, the first ``kind``) and the value, a
+    JSON object."""
     parts = kv.key[len(prefix):].split("/")
-    if len(parts) != 3 or parts[0] != "members":
-        raise ValueError("not a member key")
+    if len(parts) != n or parts[0] != kind:
+        raise ValueError(f"not a {kind} key")
     d = json.loads(kv.value)
     if not isinstance(d, dict):
         raise ValueError("the value is not an object")
+    return parts, d
+
+
+def read_member(kv: KeyValue, prefix: str = PREFIX) -> Member:
+    parts, d = _split(kv, prefix, "members", 3)
     vni, ip = _vni(parts[1]), _ip(parts[2])
     if _vni(d.get("vni")) != vni or _ip(d.get("ip")) != ip:
         raise ValueError("the value does not match its key")
@@ -110,12 +117,7 @@ def read_member(kv: KeyValue, prefix: str = PREFIX) -> Member:
 
 
 def read_endpoint(kv: KeyValue, prefix: str = PREFIX) -> Endpoint:
-    parts = kv.key[len(prefix):].split("/")
-    if len(parts) != 4 or parts[0] != "endpoints":
-        raise ValueError("not an endpoint key")
-    d = json.loads(kv.value)
-    if not isinstance(d, dict):
-        raise ValueError("the value is not an object")
+    parts, d = _split(kv, prefix, "endpoints", 4)
     vni, mac, vtep = _vni(parts[1]), parts[2], _ip(parts[3])
     if not _MAC.match(mac) or mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
         raise ValueError(f"not a unicast MAC: {mac!r}")

@@ -49,6 +49,8 @@ class LeaseExpired(StoreError):
 
 @dataclass(frozen=True)
 class KeyValue:
+    """A key as a range read returns it: its value, the revision of its last write, and the
+    lease it is attached to (0: none, or not known)."""
     key: str
     value: str
     mod_revision: int
