@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from vxtun.agent.lab import kernel_vtep, start_agent, tables, vxtun_vtep, wait_for
-from vxtun.lab.netns import run, set_container
+from vxtun.lab.netns import python, run, set_container
 
 
 def test_file_store_and_learned_endpoints(topo, dataplane, tmp_path):
@@ -37,3 +37,26 @@ def test_file_store_and_learned_endpoints(topo, dataplane, tmp_path):
     h1.sh("ip link del ve1")
     wait_for(lambda: cmac not in tables(h2, "vxtun0")["fdb"], 20, "c1 withdrawn")
     assert "10.20.0.1" not in tables(h2, "vxtun0")["neigh"]
+
+
+def test_agent_starts_the_vteps_of_a_config_file(topo, dataplane, tmp_path):
+    """``vxtun agent --config FILE`` runs ``vxtun up --config FILE`` and programs its VTEPs;
+    stopping the agent stops them."""
+    store = f"sqlite:{tmp_path}/agents.sqlite"
+    h1, h2 = topo.host("h1", "192.0.2.1/24"), topo.host("h2", "192.0.2.2/24")
+    conf = tmp_path / "h1.toml"
+    conf.write_text('[defaults]\ndev = "eth0"\nlocal = "192.0.2.1"\nnolearning = true\n'
+                    'proxy = true\n\n[[vtep]]\nname = "vx42"\nvni = 42\n'
+                    'address = "10.20.0.1/24"\n\n[[vtep]]\nname = "vx43"\nvni = 43\n')
+    agent1 = h1.popen(python("-m", "vxtun", "agent", "--store", store, "--ttl", "3",
+                             "--config", str(conf)), env=dataplane)
+    dev2 = kernel_vtep(h2, 42, "10.20.0.2/24")
+    start_agent(h2, store, dev2)
+    wait_for(lambda: tables(h2, dev2)["flood"] == ["192.0.2.1"], 30, "vx42 joined VNI 42")
+    wait_for(lambda: tables(h1, "vx42")["flood"] == ["192.0.2.2"], 10, "h2 in vx42's list")
+    assert tables(h1, "vx43")["flood"] == []           # alone in VNI 43
+    agent1.terminate()
+    assert agent1.wait(15) == 0
+    wait_for(lambda: h1.run("test -e /sys/class/net/vx42").returncode != 0, 15,
+             "the config's VTEPs stopped with the agent")
+    wait_for(lambda: tables(h2, dev2)["flood"] == [], 10, "h1 left VNI 42")
