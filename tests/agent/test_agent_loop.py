@@ -167,3 +167,24 @@ def test_on_miss_answers_only_misses(fleet):
     # The endpoint leaves: its entries go too.
     other.delete(model.endpoint_key(42, "52:54:00:00:00:03", "192.0.2.3"))
     wait(lambda: v1.state.neigh == {} and v1.state.fdb == {}, what="entries removed")
+
+
+class Surprising(FileStore):
+    """A store whose first read fails with something no one expected."""
+    surprises = 1
+
+    def snapshot(self, prefix):
+        if self.surprises:
+            self.surprises -= 1
+            raise RuntimeError("surprise")
+        return super().snapshot(prefix)
+
+
+def test_an_unexpected_error_is_reported_and_survived(fleet):
+    path, add = fleet
+    store = Surprising(path)
+    a1, v1 = add("192.0.2.1", store=store)
+    FileStore(path).put(model.member_key(42, "192.0.2.8"),
+                        model.member_value(model.Member(42, "192.0.2.8")))
+    wait(lambda: v1.state.flood == {"192.0.2.8"}, what="recovered")
+    assert store.surprises == 0

@@ -87,8 +87,12 @@ class Agent:
             except Compacted as e:
                 self._error(f"watch: {e}; full resync")
                 continue
-            except (StoreError, OSError) as e:
-                self._error(f"store: {e}; retrying in {backoff:.1f} s")
+            except Exception as e:
+                if isinstance(e, (StoreError, OSError)):
+                    self._error(f"store: {e}; retrying in {backoff:.1f} s")
+                else:                    # a bug or a surprise from a library: log, never die
+                    log.exception("unexpected error")
+                    self._error(f"unexpected: {e!r}; resync in {backoff:.1f} s")
                 self._serve_for(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
