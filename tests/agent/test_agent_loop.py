@@ -167,6 +167,16 @@ def test_on_miss_answers_only_misses(fleet):
     # The endpoint leaves: its entries go too.
     other.delete(model.endpoint_key(42, "52:54:00:00:00:03", "192.0.2.3"))
     wait(lambda: v1.state.neigh == {} and v1.state.fdb == {}, what="entries removed")
+    # Back again: installed only when a miss asks for it again.
+    other.put(model.endpoint_key(42, "52:54:00:00:00:03", "192.0.2.4"),
+              model.endpoint_value(model.Endpoint(42, "52:54:00:00:00:03", "192.0.2.4",
+                                                  ("10.20.0.3",))))
+    rev = other.snapshot("/")[0]
+    wait(lambda: a1.revision >= rev, what="read the store")
+    time.sleep(0.3)
+    assert v1.state.neigh == {}
+    v1.pending.append(("l3", "10.20.0.3"))
+    wait(lambda: v1.state.fdb == {"52:54:00:00:00:03": ("192.0.2.4",)}, what="asked again")
 
 
 class Surprising(FileStore):

@@ -266,6 +266,13 @@ class Agent:
             if b not in self.bad:
                 log.warning("skipped bad data in the store: %s", b)
         self.bad = list(self.desired.bad)
+        for name, w in self.wanted.items():
+            # A miss is answered while its endpoint exists; once that is gone, the next
+            # install waits for the next miss, as it would on a fresh agent.
+            lv = self.locals.get(name)
+            eps = self.desired.endpoints.get(lv.vni, {}) if lv else {}
+            w.macs &= set(eps)
+            w.ips &= {ip for e in eps.values() for ip in e.ips}
         for v in self.vteps:
             lv = self.locals.get(v.name)
             if lv is None:
