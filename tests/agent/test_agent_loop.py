@@ -198,3 +198,18 @@ def test_an_unexpected_error_is_reported_and_survived(fleet):
                         model.member_value(model.Member(42, "192.0.2.8")))
     wait(lambda: v1.state.flood == {"192.0.2.8"}, what="recovered")
     assert store.surprises == 0
+
+
+def test_a_vtep_that_goes_away_withdraws_its_membership(fleet):
+    from vxtun.agent.vteps import VtepGone
+    path, add = fleet
+    a1, v1 = add("192.0.2.1")
+    a2, v2 = add("192.0.2.2")
+    wait(lambda: v1.state.flood == {"192.0.2.2"}, what="joined")
+
+    def gone():
+        raise VtepGone("no device vx0")
+    v2.read = v2.info = gone
+    FileStore(path).put("/vxtun/status/poke", "1")        # any change makes a2 reconcile
+    wait(lambda: v1.state.flood == set(), what="withdrawn")
+    assert "no device vx0" in a2.status()["last_error"]

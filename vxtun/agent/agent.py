@@ -120,7 +120,6 @@ class Agent:
         self._publish()
         self._reconcile()
         watch = self.store.watch(self.prefix, rev + 1)
-        self.last_error = ""
         last = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -261,6 +260,7 @@ class Agent:
     # --- reconciling ----------------------------------------------------------------------
 
     def _reconcile(self) -> None:
+        from .vteps import VtepGone
         self.desired = model.parse(self.revision, self.kvs.values(), self.prefix)
         for b in self.desired.bad:
             if b not in self.bad:
@@ -288,8 +288,10 @@ class Agent:
                         "commands": [str(c) for c in cmds]}
             except Exception as e:      # a netlink error, a VTEP gone: keep serving the rest
                 self._error(f"vtep {v.name}: {e}")
-                if "no device" in str(e) or "not running" in str(e):
+                if isinstance(e, VtepGone) or "no vxtun VTEP named" in str(e):
+                    # Gone: withdraw its membership; it is looked for again every REREAD.
                     self.locals.pop(v.name, None)
+                    self.store.delete(model.member_key(lv.vni, lv.ip, self.prefix))
 
     # --- misses (on-miss mode) -----------------------------------------------------------
 
