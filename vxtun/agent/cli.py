@@ -100,8 +100,10 @@ def start_config(path: str, procs: list) -> list[str]:
 
     from ..api import running
     from ..cli.configfile import load
+    from ..lab.netns import child_env, python
     names = [c.name for c in load(path)]
-    procs.append(subprocess.Popen([sys.executable, "-m", "vxtun", "up", "--config", path]))
+    procs.append(subprocess.Popen(python("-m", "vxtun", "up", "--config", path),
+                                  env=child_env()))
     deadline = time.monotonic() + 20
     while not set(names) <= set(running()):
         if procs[0].poll() is not None or time.monotonic() > deadline:
