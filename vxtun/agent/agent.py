@@ -73,6 +73,8 @@ class Agent:
         self.requests: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._kept = 0.0
+        self._lost_lease = 0
+        self._keeper_error: StoreError | None = None
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Agent:
         self._stop.set()
 
     def run(self) -> None:
+        threading.Thread(target=self._keeper, daemon=True, name="agent-lease").start()
         backoff = 0.5
         while not self._stop.is_set():
             try:
@@ -248,14 +251,29 @@ class Agent:
             self._register()
 
     def _keepalive(self) -> None:
-        if time.monotonic() - self._kept >= self.ttl / 3:
+        """Act on what the keeper thread found: a lease gone means registering again."""
+        if self._lost_lease and self._lost_lease == self.lease:
+            self._error(f"lease {self.lease:x} expired: registering again")
+            self.lease = 0
+            self._register()
+        if self._keeper_error:
+            err, self._keeper_error = self._keeper_error, None
+            raise err
+
+    def _keeper(self) -> None:
+        """Keep the lease alive every TTL/4, in a thread of its own (clientv3 does it in a
+        goroutine): a slow reconcile or a slow VTEP must never let the lease lapse."""
+        while not self._stop.wait(self.ttl / 4):
+            lease = self.lease
+            if not lease:
+                continue
             try:
-                self.store.keepalive(self.lease)
+                self.store.keepalive(lease)
+                self._kept = time.monotonic()
             except LeaseExpired:
-                self._error(f"lease {self.lease:x} expired: registering again")
-                self.lease = 0
-                self._register()
-            self._kept = time.monotonic()
+                self._lost_lease = lease
+            except StoreError as e:
+                self._keeper_error = e        # the loop resyncs once the store is back
 
     # --- reconciling ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 from .store import Change, Compacted, KeyValue, LeaseExpired, Store, StoreError, Watch
@@ -40,6 +41,7 @@ class FileStore(Store):
         self.path = path
         self.url = f"sqlite:{path}"
         self.clock = clock
+        self._lock = threading.RLock()
         d = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(d, exist_ok=True)
@@ -53,6 +55,10 @@ class FileStore(Store):
     # --- one transaction per operation ----------------------------------------------------
 
     def _txn(self, fn):
+        with self._lock:           # one connection, used by the agent loop and its lease keeper
+            return self._txn_locked(fn)
+
+    def _txn_locked(self, fn):
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
