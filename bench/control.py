@@ -246,9 +246,11 @@ def phase_bulk(nodes: list[Node]) -> float | None:
 def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> dict:
     rng = random.Random(42)
     t_end = time.monotonic() + seconds
-    pids = {n.i: n.agent.pid for n in nodes if n.agent}
-    a = cpu_rss(list(pids.values()))
+    seen: dict[int, list[tuple[float, float]]] = {}     # pid -> [(time, CPU seconds)]
     while time.monotonic() < t_end:
+        now = time.monotonic()
+        for pid, (cpu_s, _) in cpu_rss([n.agent.pid for n in nodes if n.agent]).items():
+            seen.setdefault(pid, []).append((now, cpu_s))
         up = [n for n in nodes if n.agent is not None]
         down = [n for n in nodes if n.agent is None]
         if len(up) > 2:
@@ -261,8 +263,9 @@ def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> d
             n.host.popen(["sh", "-c", f"for i in $(seq 50); do {add} 2>/dev/null && break; "
                           "sleep 0.1; done"])
         time.sleep(1)
-    b = cpu_rss(list(pids.values()))
-    cpu = [(b[p][0] - a[p][0]) / seconds * 100 for p in b if p in a]
+    # Each agent over the part of the churn it lived through (agents come and go).
+    cpu = [(v[-1][1] - v[0][1]) / (v[-1][0] - v[0][0]) * 100 for v in seen.values()
+           if len(v) > 1 and v[-1][0] > v[0][0]]
     time.sleep(TTL + 3)
     _, kvs = json.loads(etcd.store_call(etcd.hosts[0], "snapshot", "/vxtun/").stdout)
     members = {kv["key"].rsplit("/", 1)[1] for kv in kvs if "/members/" in kv["key"]}
