@@ -187,7 +187,7 @@ cdef class Dataplane:
     def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
                  CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
-                 bint coalesce=True) -> int:
+                 bint coalesce=True, int tos=0, bint ttl_inherit=False) -> int:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
@@ -210,6 +210,8 @@ cdef class Dataplane:
         v.s.sport_lo = sport_lo
         v.s.sport_hi = sport_hi
         v.s.dstport = <uint16_t>dstport
+        v.s.tos = tos & 0xFF
+        v.s.ttl_inherit = ttl_inherit
         v.s.proxy = proxy
         v.s.fdb = fdb.t
         v.tap_fd = tap_fd
@@ -217,8 +219,7 @@ cdef class Dataplane:
         v.tap_tso = tap_tso
         v.tap_coalesce = coalesce
         v.us = us
-        if udp_gso:
-            fp_probe_gso(v)
+        fp_probe_gso(v, udp_gso)
         was = self._pause()
         self.dp.vteps[self.dp.nvteps] = v
         self.dp.nvteps += 1
