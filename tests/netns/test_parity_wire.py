@@ -17,6 +17,7 @@ Each test runs once per dataplane.
 """
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -184,3 +185,55 @@ def test_mtu_above_the_dev_is_clamped_as_the_kernel_clamps_it(topo, dataplane):
         assert mtu_of(h1, "vxtun9") == mtu_of(h1, "vx9") == 1450
     finally:
         stop(p)
+
+
+# --- counters -------------------------------------------------------------------------------
+
+def test_counters_are_a_kernel_vteps(topo, dataplane):
+    """The same pings through the kernel's vxlan0 and through vxtun (same MAC, flood list of
+    two remotes) move ``ip -s link show vxlan0`` and ``vxtun stats`` alike: a flooded frame
+    counts once per copy, bytes leave the inner Ethernet header out."""
+    h1, h2 = hosts(topo)
+    u1, u2 = UNDERLAY["ipv4"]
+    mac = "02:00:00:00:00:01"
+    for h in (h1, h2):          # nothing but the pings: no IPv6 router or listener reports
+        h.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+    kernel_vtep(h2, remote=u1, local=u2, address="10.20.1.2/24")
+    h2.sh(f"ip neigh replace 10.20.1.1 lladdr {mac} dev vxlan0")
+    peer = json.loads(h2.sh("ip -j link show vxlan0"))[0]["address"]
+
+    def traffic(dev: str) -> None:
+        h1.sh(f"ip neigh replace 10.20.1.2 lladdr {peer} dev {dev}")
+        h1.sh("ping -c 5 -i 0.2 -s 100 10.20.1.2")             # the first one flooded
+        h1.sh("ping -c 3 -i 0.2 -b -s 100 10.20.1.255 || true")   # flooded, unanswered
+
+    def kernel_counts() -> list[int]:
+        s = json.loads(h1.sh("ip -s -j link show vxlan0"))[0]["stats64"]
+        return [s["tx"]["packets"], s["tx"]["bytes"], s["rx"]["packets"], s["rx"]["bytes"]]
+
+    def vxtun_counts() -> list[int]:
+        (s,) = json.loads(h1.cmd("stats", "dev", "vxtun0", "-j"))
+        return [s["tx"]["packets"], s["tx"]["bytes"], s["rx"]["packets"], s["rx"]["bytes"]]
+
+    h1.sh(f"ip link add vxlan0 address {mac} type vxlan id 42 dstport 4789 local {u1} dev eth0")
+    for dst in (u2, "192.0.2.3"):
+        h1.sh(f"bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst {dst}")
+    h1.sh("ip addr add 10.20.1.1/24 dev vxlan0 && ip link set vxlan0 up")
+    before = kernel_counts()
+    traffic("vxlan0")
+    kernel = [b - a for a, b in zip(before, kernel_counts(), strict=True)]
+    h1.sh("ip link del vxlan0")
+
+    p = h1.vxtun("--vni", "42", "--local", u1, "--dev", "eth0", "--dstport", "4789", "--mac",
+                 mac, "--address", "10.20.1.1/24", env=dataplane)
+    try:
+        for dst in (u2, "192.0.2.3"):
+            h1.cmd("fdb", "append", "00:00:00:00:00:00", "dev", "vxtun0", "dst", dst)
+        before = vxtun_counts()
+        traffic("vxtun0")
+        ours = [b - a for a, b in zip(before, vxtun_counts(), strict=True)]
+    finally:
+        stop(p)
+    # 5 + 3 frames of 128 bytes past their Ethernet header: 1 + 3 of them flooded to two
+    assert kernel == [12, 12 * 128, 5, 5 * 128]
+    assert ours == kernel

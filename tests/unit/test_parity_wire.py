@@ -222,3 +222,21 @@ def test_config_file_keys(tmp_path):
     (cfg,) = load(str(f))
     assert (cfg.ttl, cfg.tos, cfg.df, cfg.udpcsum, cfg.srcport) == \
         ("inherit", 40, "set", False, (0, 0))
+
+
+# --- counters -----------------------------------------------------------------------------------
+
+def test_counters_are_a_kernel_vteps():
+    """One tx per remote copy, bytes without the inner Ethernet header, both ways."""
+    from vxtun.core.vtep import Transmit
+    from vxtun.fdb import Remote
+    vtep = Vtep(VtepConfig(vni=42))
+    for ip in ("192.0.2.2", "192.0.2.3"):
+        vtep.fdb.add(bytes(6), Remote(ip), "permanent", 1.0, "append")
+    frame = bytes(Ether(src=SRC, dst="ff:ff:ff:ff:ff:ff") / IP() / UDP() / (b"x" * 58))
+    out = vtep.handle_frame(frame, 1.0)
+    assert [type(a) for a in out] == [Transmit, Transmit]
+    assert vtep.stats.to_json()["tx"] == {"packets": 2, "bytes": 2 * (len(frame) - 14)}
+    vtep.handle_datagram(encode_header(42) + bytes(Ether(src=DST, dst=SRC) / IP()), "192.0.2.2",
+                         1.0)
+    assert vtep.stats.to_json()["rx"] == {"packets": 1, "bytes": 20}

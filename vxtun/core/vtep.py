@@ -264,8 +264,7 @@ class Vtep:
         for r in remotes:
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
             out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl))
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(frame)
+        self.stats.count_tx(len(out), len(frame))
         return out
 
     # --- underlay -> TAP ---------------------------------------------------------------
@@ -304,8 +303,7 @@ class Vtep:
         if reason is not None:
             self.stats.drop(reason)
             return []
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += len(frame)
+        self.stats.count_rx(len(frame))
         return [Deliver(rx_vnet_header(frame, self.mtu), frame)]
 
     # --- timers ------------------------------------------------------------------------

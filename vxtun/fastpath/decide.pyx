@@ -134,7 +134,7 @@ cdef void fp_rx_decide(fp_demux* d, uint8_t* data, size_t n, int family, const u
         _rx_drop(a, &v.st[tid], r)
         return
     v.st[tid].rx_packets += 1
-    v.st[tid].rx_bytes += n
+    v.st[tid].rx_bytes += n - ETH_HLEN          # as Stats counts: without the inner Ethernet
     fp_rx_vnet_header(f, n, v.mtu, &a.vnet)
     a.kind = A_DELIVER
     a.frame = f
@@ -159,9 +159,8 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef uint8_t* f = buf + VNET_HDR_LEN
     cdef size_t n
     cdef uint8_t flags, gso
-    cdef uint32_t etype, i
+    cdef uint32_t etype
     cdef int nr
-    cdef uint64_t nbytes = 0
     a.nseg = 0
     a.nr = 0
     if len < VNET_HDR_LEN + ETH_HLEN:
@@ -212,10 +211,9 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     # the (super-)frame's IP header, which TSO copies into each segment; so is its TTL
     a.tos = fp_encap_tos(f, n, v.tos)
     a.ttl = fp_inner_ttl(f, n) if v.ttl_inherit else 0
-    for i in range(<uint32_t>a.nseg):
-        nbytes += a.segs[i].hlen + a.segs[i].plen
-    v.st[tid].tx_packets += a.nseg
-    v.st[tid].tx_bytes += nbytes
+    # as Stats counts: one per remote copy of the (super-)frame, without its Ethernet header
+    v.st[tid].tx_packets += nr
+    v.st[tid].tx_bytes += <uint64_t>nr * (n - ETH_HLEN)
 
 cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil:
     memset(a, 0, sizeof(fp_tx_action))
