@@ -237,3 +237,20 @@ def test_counters_are_a_kernel_vteps(topo, dataplane):
     # 5 + 3 frames of 128 bytes past their Ethernet header: 1 + 3 of them flooded to two
     assert kernel == [12, 12 * 128, 5, 5 * 128]
     assert ours == kernel
+
+
+# --- the IPv6 flow label ------------------------------------------------------------------------
+
+def test_outer_flow_label_is_the_kernels(topo, dataplane):
+    h1, h2 = hosts(topo)
+    u1, u2 = UNDERLAY["ipv6"]
+    kernel_vtep(h2, remote=u1, local=u2, address="10.20.1.2/24")
+
+    def run(dev):
+        ping(h1, "10.20.1.2", count=2)
+        assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=200_000, port=5301 + len(dev))
+
+    for words, options, label in (("", [], 0), ("flowlabel 12345", ["--flowlabel", "12345"],
+                                                 12345)):
+        k, v = kernel_then_vxtun(topo, h1, u1, u2, words, options, dataplane, run)
+        assert {outer(p).fl for p in k} == {outer(p).fl for p in v} == {label}, words

@@ -240,3 +240,13 @@ def test_counters_are_a_kernel_vteps():
     vtep.handle_datagram(encode_header(42) + bytes(Ether(src=DST, dst=SRC) / IP()), "192.0.2.2",
                          1.0)
     assert vtep.stats.to_json()["rx"] == {"packets": 1, "bytes": 20}
+
+
+def test_flowlabel_option():
+    assert config(["--flowlabel", "12345"]).flowlabel == 12345
+    with pytest.raises(LocalError, match="flowlabel inherit is not supported"):
+        config(["--flowlabel", "inherit"])
+    with pytest.raises(LocalError, match="invalid flowlabel 524288"):
+        config(["--flowlabel", "524288"])
+    with pytest.raises(LocalError, match="df inherit is not supported"):
+        config(["--df", "inherit"])

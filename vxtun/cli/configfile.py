@@ -25,7 +25,7 @@
 
 The keys are the long options of ``vxtun up`` (``vni`` or ``id``, ``name``, ``remote``,
 ``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl`` (a number,
-"auto" or "inherit"), ``tos`` (a number or "inherit"), ``df`` ("unset" or "set"),
+"auto" or "inherit"), ``tos`` (a number or "inherit"), ``df`` ("unset" or "set"), ``flowlabel``,
 ``udpcsum`` (or ``noudpcsum``), ``udp6zerocsumtx``, ``udp6zerocsumrx``, ``mtu``,
 ``address`` (a string or a list), ``mac``, ``master``, ``nolearning`` (or ``learning``),
 ``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``,
@@ -59,6 +59,7 @@ _KEYS = {
     "remote": (_STR, "remote"), "group": (_STR, "group"), "local": (_STR, "local"),
     "dev": (_STR, "dev"), "dstport": (_INT, "dstport"), "srcport": ((list,), "srcport"),
     "ttl": ((int, str), "ttl"), "tos": ((int, str), "tos"), "df": (_STR, "df"),
+    "flowlabel": (_INT, "flowlabel"),
     "udpcsum": (_BOOL, "udpcsum"), "noudpcsum": (_BOOL, "udpcsum"),
     "udp6zerocsumtx": (_BOOL, "udp6zerocsumtx"), "udp6zerocsumrx": (_BOOL, "udp6zerocsumrx"),
     "mtu": (_INT, "mtu"),

@@ -49,8 +49,9 @@ def up_parser() -> argparse.ArgumentParser:
     p.add_argument("--tos", type=_hex_or_word, default=0, metavar="TOS|inherit",
                    help="outer TOS in hexadecimal as iproute2 reads it, e.g. 0x28 or 28 "
                    "(default 0; the inner ECN bits are always carried out)")
-    p.add_argument("--df", default="unset", choices=("unset", "set"),
-                   help="the outer IPv4 DF bit (default unset)")
+    p.add_argument("--df", default="unset", help="the outer IPv4 DF bit: unset (default) or set")
+    p.add_argument("--flowlabel", type=_int_or_word, default=0, metavar="LABEL",
+                   help="the outer IPv6 flow label (default 0)")
     for word, on, what in (("udpcsum", True, "checksum the outer UDP header over IPv4"),
                            ("udp6zerocsumtx", False, "send a zero UDP checksum over IPv6"),
                            ("udp6zerocsumrx", False, "accept a zero UDP checksum over IPv6")):
@@ -106,8 +107,8 @@ def config_from_args(a) -> list:
         vni=a.vni, name=a.name, local=a.local, remote=a.remote, group=a.group, dev=a.dev,
         dstport=a.dstport if a.dstport is not None else IANA_PORT,
         srcport=tuple(a.srcport) if a.srcport else DEFAULT_SRCPORT, ttl=a.ttl, mtu=a.mtu,
-        tos=a.tos, df=a.df, udpcsum=a.udpcsum, udp6zerocsumtx=a.udp6zerocsumtx,
-        udp6zerocsumrx=a.udp6zerocsumrx,
+        tos=a.tos, df=a.df, flowlabel=a.flowlabel, udpcsum=a.udpcsum,
+        udp6zerocsumtx=a.udp6zerocsumtx, udp6zerocsumrx=a.udp6zerocsumrx,
         mac=mac_from_str(a.mac) if a.mac else b"", address=list(a.address), master=a.master,
         learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
         l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,

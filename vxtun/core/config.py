@@ -28,6 +28,7 @@ class VtepConfig:
     ttl: int | str | None = None      # 1..255, None or 0: auto (the route's), "inherit"
     tos: int | str = 0                # 0..255, "inherit" (the kernel's cfg.tos 1)
     df: str = "unset"                 # unset | set (IFLA_VXLAN_DF; not inherit)
+    flowlabel: int = 0                # the outer IPv6 flow label (IFLA_VXLAN_LABEL)
     udpcsum: bool = True              # IPv4: checksum the outer UDP header
     udp6zerocsumtx: bool = False      # IPv6: send a zero outer UDP checksum
     udp6zerocsumrx: bool = False      # IPv6: accept a zero outer UDP checksum
@@ -144,6 +145,13 @@ class VtepConfig:
             raise LocalError(f"invalid tos {tos}: must be 0..255 or inherit")
         if tos == 1:
             self.tos = "inherit"        # the kernel stores inherit as 1: the same setting
+        fl = self.flowlabel
+        if fl == "inherit":
+            raise LocalError("flowlabel inherit is not supported by vxtun: use a number")
+        # 0x80000 and up are the stateless labels (flowlabel_state_ranges): a socket cannot
+        # lease them, so vxtun cannot send them
+        if isinstance(fl, bool) or not isinstance(fl, int) or not 0 <= fl < 0x80000:
+            raise LocalError(f"invalid flowlabel {fl}: vxtun sends 0..524287 (0x7ffff)")
         if self.df == "inherit":
             # the raw send socket sets DF for all its datagrams (IP_MTU_DISCOVER), not one
             raise LocalError("df inherit is not supported by vxtun: use df set or df unset")
@@ -180,6 +188,7 @@ class VtepConfig:
             "ifname": self.name, "vni": self.vni, "local": self.local, "remote": self.remote,
             "group": self.group, "dev": self.dev, "dstport": self.dstport,
             "srcport": list(self.srcport), "ttl": self.ttl, "tos": self.tos, "df": self.df,
+            "flowlabel": self.flowlabel,
             "udpcsum": self.udpcsum, "udp6zerocsumtx": self.udp6zerocsumtx,
             "udp6zerocsumrx": self.udp6zerocsumrx, "learning": self.learning,
             "ageing": self.ageing, "maxaddress": self.maxaddress, "proxy": self.proxy,

@@ -31,17 +31,18 @@ DROP_INDEX = {name: i for i, name in enumerate(DROP_REASONS)}
 # What rx and tx count, as ``ip -s link show`` of a kernel vxlan device counts them (the
 # vxtun/fastpath decisions count the same way):
 #   tx: one packet per remote copy (head-end replication counts every copy, as vxlan_xmit_one
-#       runs once per rdst), a TSO super-frame once (the kernel's GSO skb), and the bytes
-#       without the inner Ethernet header (iptunnel_xmit(): skb->len -
-#       skb_inner_network_offset());
+#       runs once per rdst), and the bytes without the inner Ethernet header (iptunnel_xmit():
+#       skb->len - skb_inner_network_offset()).  One difference: the fast path counts each
+#       segment it cuts from a TSO super-frame (the datagrams it sends, as the reference core
+#       counts the frames it is given), where the kernel counts its GSO skb once;
 #   rx: one packet per frame delivered, bytes without the inner Ethernet header (vxlan_rcv()
 #       counts skb->len after eth_type_trans() pulled it).
 # ``ip -s link show vxtun0`` shows the TAP's own counters instead (tun counts whole frames,
 # one per frame written or read), so it agrees on packets, not on bytes or flood copies.
 COUNTS = {
     "rx": "frames delivered, bytes without their Ethernet header",
-    "tx": "datagrams per remote copy (a TSO frame once), bytes without the inner Ethernet "
-          "header",
+    "tx": "datagrams, one per remote copy and TSO segment, bytes without the inner "
+          "Ethernet header",
 }
 
 

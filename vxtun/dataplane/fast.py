@@ -180,7 +180,7 @@ class FastBackend:
                                lo, hi, cfg.dstport, cfg.proxy,
                                port.vtep.fdb.store, tso, "udp_gso" not in self._off,
                                "tap_coalesce" not in self._off, port.vtep.outer_tos,
-                               port.vtep.ttl_inherit)
+                               port.vtep.ttl_inherit, cfg.flowlabel)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port

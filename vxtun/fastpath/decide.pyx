@@ -159,7 +159,8 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef uint8_t* f = buf + VNET_HDR_LEN
     cdef size_t n
     cdef uint8_t flags, gso
-    cdef uint32_t etype
+    cdef uint32_t etype, i
+    cdef uint64_t nbytes = 0
     cdef int nr
     a.nseg = 0
     a.nr = 0
@@ -211,9 +212,12 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     # the (super-)frame's IP header, which TSO copies into each segment; so is its TTL
     a.tos = fp_encap_tos(f, n, v.tos)
     a.ttl = fp_inner_ttl(f, n) if v.ttl_inherit else 0
-    # as Stats counts: one per remote copy of the (super-)frame, without its Ethernet header
-    v.st[tid].tx_packets += nr
-    v.st[tid].tx_bytes += <uint64_t>nr * (n - ETH_HLEN)
+    # as Stats counts: one per datagram, each segment to each remote, without the inner
+    # Ethernet header
+    for i in range(<uint32_t>a.nseg):
+        nbytes += a.segs[i].hlen + a.segs[i].plen - ETH_HLEN
+    v.st[tid].tx_packets += <uint64_t>nr * a.nseg
+    v.st[tid].tx_bytes += <uint64_t>nr * nbytes
 
 cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil:
     memset(a, 0, sizeof(fp_tx_action))

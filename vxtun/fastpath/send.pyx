@@ -435,6 +435,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
                 a6 = &c.addrs[m]
                 memset(a6, 0, sizeof(sockaddr_in6))
                 a6.sin6_family = AF_INET6
+                a6.sin6_flowinfo = v.flowinfo       # flowlabel (IPV6_FLOWINFO_SEND on tx_fd)
                 memcpy(a6.sin6_addr.s6_addr, r.addr, 16)
                 mh.msg_namelen = sizeof(sockaddr_in6)
             mh.msg_name = &c.addrs[m]
@@ -464,7 +465,8 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
 cdef void fp_probe_gso(fp_vtep* v, bint udp_gso) noexcept nogil:
     """Learn tx_fd's address and checksum setting (SO_NO_CHECK: a zero checksum, set by
     vxtun.io.underlay.open_tx); turn UDP GSO on for ``v`` if ``udp_gso``, this kernel has
-    UDP_SEGMENT and the checksum is not to be zero (udp_send_skb() refuses GSO then)."""
+    UDP_SEGMENT, the checksum is not to be zero (udp_send_skb() refuses GSO then) and no
+    flow label is set."""
     cdef int fd, gs = 1400, nocheck = 0
     cdef socklen_t ilen = sizeof(int)
     memset(&v.local, 0, sizeof(v.local))
@@ -483,8 +485,8 @@ cdef void fp_probe_gso(fp_vtep* v, bint udp_gso) noexcept nogil:
     if getsockopt(v.tx_fd, SOL_SOCKET, SO_NO_CHECK, &nocheck, &ilen) != 0:
         nocheck = 0
     v.csum4 = v.us.family == 4 and not nocheck
-    if not udp_gso or nocheck:
-        return
+    if not udp_gso or nocheck or v.flowinfo:
+        return          # (a flow label needs a lease of its own on each GSO socket: none)
     fd = socket(AF_INET if v.us.family == 4 else AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
     if fd < 0:
         return

@@ -59,6 +59,7 @@ cdef struct fp_vtep:
     # to compute, over a pseudo-header whose source is ``local`` or the route's (srcs)
     int csum4
     int has_local         # tx_fd is bound to an address: the pseudo-header's source
+    uint32_t flowinfo     # IPv6: the flow label in network order, leased on tx_fd (0: none)
     fp_srcent srcs[SRC_CACHE]
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
     int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and

@@ -44,6 +44,11 @@ IP_RECVTOS = 13
 IPV6_RECVTCLASS = 66
 IPV6_TCLASS = 67
 IPV6_HOPLIMIT = 52
+IPV6_FLOWLABEL_MGR = 32
+IPV6_FLOWINFO_SEND = 33
+IPV6_FL_A_GET = 0
+IPV6_FL_S_ANY = 255
+IPV6_FL_F_CREATE = 1
 IP_PMTUDISC_DO = 2
 IPV6_PMTUDISC_DO = 2
 SO_NO_CHECK = 11
@@ -133,6 +138,7 @@ class TxSocket(socket.socket):
     and the source address of the pseudo-header (``sources``)."""
 
     udp_csum = False
+    flowinfo = 0            # the outer IPv6 flow label (``flowlabel``), leased on this socket
     sources: "SourceCache"
 
 
@@ -231,6 +237,16 @@ def open_tx(family: int, local: str | None, ttl: int | str | None, group: str | 
             # Outer flow label 0, as a kernel vxlan device without "flowlabel" sends it
             # (udp_tunnel6_xmit_skb gets cfg.label); a raw socket would get an automatic one.
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, 0)
+            label = getattr(config, "flowlabel", 0)
+            if label:
+                # a label other than 0 goes in each sockaddr_in6 (IPV6_FLOWINFO_SEND), and
+                # rawv6_sendmsg() takes it only if the socket holds a lease for it
+                # (struct in6_flowlabel_req: dst, label, action, share, flags, expires, linger)
+                req = bytes(16) + struct.pack("!I", label) + struct.pack(
+                    "=BBHHH4x", IPV6_FL_A_GET, IPV6_FL_S_ANY, IPV6_FL_F_CREATE, 0, 0)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWLABEL_MGR, req)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWINFO_SEND, 1)
+                s.flowinfo = label
             if fixed_ttl:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, fixed_ttl)
             if group:
@@ -295,7 +311,7 @@ def send_datagram(sock: socket.socket, family: int, ip: str, sport: int, dport: 
             return False
         check = udp_checksum(src, socket.inet_aton(ip), pkt)
         pkt = udp_header(sport, dport, len(payload), check) + payload
-    addr = (ip, 0, 0, 0) if family == socket.AF_INET6 else (ip, 0)
+    addr = (ip, 0, getattr(sock, "flowinfo", 0), 0) if family == socket.AF_INET6 else (ip, 0)
     try:
         if tos or ttl:
             sock.sendmsg([pkt], tos_cmsg(family, tos, ttl), 0, addr)
