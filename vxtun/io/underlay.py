@@ -241,9 +241,12 @@ def open_tx(family: int, local: str | None, ttl: int | str | None, group: str | 
             if label:
                 # a label other than 0 goes in each sockaddr_in6 (IPV6_FLOWINFO_SEND), and
                 # rawv6_sendmsg() takes it only if the socket holds a lease for it
-                # (struct in6_flowlabel_req: dst, label, action, share, flags, expires, linger)
-                req = bytes(16) + struct.pack("!I", label) + struct.pack(
-                    "=BBHHH4x", IPV6_FL_A_GET, IPV6_FL_S_ANY, IPV6_FL_F_CREATE, 0, 0)
+                # (struct in6_flowlabel_req: dst, label, action, share, flags, expires,
+                # linger).  fl_create() wants a dst other than "::", which a send that names
+                # its destination never uses: the loopback address will do.
+                req = (socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("!I", label)
+                       + struct.pack("=BBHHH4x", IPV6_FL_A_GET, IPV6_FL_S_ANY,
+                                     IPV6_FL_F_CREATE, 0, 0))
                 s.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWLABEL_MGR, req)
                 s.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWINFO_SEND, 1)
                 s.flowinfo = label
