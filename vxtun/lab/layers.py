@@ -103,9 +103,10 @@ EXPLAIN = {
     "destination port other":
         "Neither 4789 (IANA) nor 8472 (the Linux default): both ends set this dstport.",
     "UDP checksum IPv4 zero":
-        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device over IPv4 defaults to "
-        "noudpcsum (ip link add sends IFLA_VXLAN_UDP_CSUM 0): the inner frame carries its "
-        "own checksums, and the outer IP header checksum still protects the addresses.",
+        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device sends it only with "
+        "noudpcsum (VXLAN_F_UDP_ZERO_CSUM_TX; 'ip -d link show' says udpcsum by default): "
+        "the inner frame carries its own checksums, and the outer IP header checksum still "
+        "protects the addresses.",
     "UDP checksum IPv4 set":
         "Computed (udpcsum): over the pseudo-header, the VXLAN header and the whole inner "
         "frame.",
