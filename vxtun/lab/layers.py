@@ -31,7 +31,7 @@ from ..wire.ether import (
 )
 from ..wire.offload import csum_add, fold_complement
 from ..wire.vxlan import (
-    DEFAULT_SRCPORT, IANA_PORT, LINUX_PORT, VXLAN_FLAGS, VXLAN_HLEN, decode_header,
+    IANA_PORT, LINUX_PORT, LOCAL_PORT_RANGE, VXLAN_FLAGS, VXLAN_HLEN, decode_header,
     reserved_bits_set,
 )
 from .walkmodel import Field, Layer
@@ -43,7 +43,7 @@ ECN_NAMES = {ecn.INET_ECN_NOT_ECT: "Not-ECT", ecn.INET_ECN_ECT_1: "ECT(1)",
              ecn.INET_ECN_ECT_0: "ECT(0)", ecn.INET_ECN_CE: "CE"}
 ETHERTYPE_NAMES = {ETH_P_IP: "IPv4", ETH_P_ARP: "ARP", ETH_P_IPV6: "IPv6", ETH_P_8021Q: "802.1Q"}
 
-_PORT_LO, _PORT_HI = DEFAULT_SRCPORT[0], DEFAULT_SRCPORT[1] - 1     # inclusive, as sysctl shows
+_PORT_LO, _PORT_HI = LOCAL_PORT_RANGE       # as sysctl shows it
 
 # One explanation per topic.  The kernel behaviour each states is cited where it comes from.
 EXPLAIN = {
@@ -102,9 +102,10 @@ EXPLAIN = {
     "destination port other":
         "Neither 4789 (IANA) nor 8472 (the Linux default): both ends set this dstport.",
     "UDP checksum IPv4 zero":
-        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device over IPv4 defaults to "
-        "noudpcsum (ip link add sends IFLA_VXLAN_UDP_CSUM 0): the inner frame carries its "
-        "own checksums, and the outer IP header checksum still protects the addresses.",
+        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device sends it only with "
+        "noudpcsum (VXLAN_F_UDP_ZERO_CSUM_TX; 'ip -d link show' says udpcsum by default): "
+        "the inner frame carries its own checksums, and the outer IP header checksum still "
+        "protects the addresses.",
     "UDP checksum IPv4 set":
         "Computed (udpcsum): over the pseudo-header, the VXLAN header and the whole inner "
         "frame.",
