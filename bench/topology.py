@@ -199,10 +199,11 @@ def overlay(i: int, j: int = 0) -> str:
     return OVERLAY[i] if j == 0 else f"10.20.{j + 1}.{i + 1}"
 
 
-def make_vtep(kind: str, host: Host, i: int, j: int = 0) -> Vtep:
+def make_vtep(kind: str, host: Host, i: int, j: int = 0, env: dict | None = None) -> Vtep:
     """The VTEP of ``kind`` on ``host``, the ``i``-th of UNDERLAY (0 or 1), remote the other.
     ``j`` > 0: one more VTEP in the same namespace (VNI 42 + j, device vxlan<j> / vxtun<j>,
-    overlay 10.20.<j+1>.0/24), sharing UDP port 4789 with the others."""
+    overlay 10.20.<j+1>.0/24), sharing UDP port 4789 with the others.  ``env``: vxtun's
+    environment instead of ENV[kind]."""
     me, peer, ov = UNDERLAY[i], UNDERLAY[1 - i], overlay(i, j)
     dev = DEV[kind] if j == 0 else DEV[kind].rstrip("0") + str(j)
     vni = VNI + j
@@ -213,7 +214,7 @@ def make_vtep(kind: str, host: Host, i: int, j: int = 0) -> Vtep:
         return Vtep(kind, host, dev, ov)
     proc = host.vxtun("--vni", str(vni), "--remote", peer, "--local", me, "--dev", "eth0",
                       "--dstport", str(DSTPORT), "--address", f"{ov}/24", "--name", dev,
-                      env=ENV[kind], wait_dev=dev)
+                      env=env or ENV[kind], wait_dev=dev)
     v = Vtep(kind, host, dev, ov, proc=proc)
     out = host.cmd("show", "dev", dev, "-j", timeout=10)
     v.show = json.loads(out)[0]
