@@ -54,6 +54,15 @@ def _scaled(scale, *path):
     return f
 
 
+def _sides(key: str, title: str, unit: str, fmt: str, *path: str) -> list[Metric]:
+    """A figure of the vxtun process on each side: ``KEY_tx`` (sender) and ``KEY_rx``
+    (receiver), read at ``path`` with SIDE standing for "sender" / "receiver"."""
+    return [Metric(f"{key}_{suffix}", f"{title}, {word} VTEP", unit,
+                   _get(*(side if k == "SIDE" else k for k in path)), fmt, False, False, i)
+            for i, (suffix, side, word) in enumerate((("tx", "sender", "sending"),
+                                                      ("rx", "receiver", "receiving")))]
+
+
 METRICS = [
     Metric("tcp1", "TCP, 1 stream", "Gbit/s", _scaled(1e9, "tcp1", "bps")),
     Metric("tcp4", "TCP, 4 streams", "Gbit/s", _scaled(1e9, "tcp4", "bps")),
@@ -68,18 +77,10 @@ METRICS = [
            "{:.1f}", False),
     Metric("load_p99", "ping RTT p99, TCP the other way", "µs", _get("ping_load", "p99_us"),
            "{:.1f}", False),
-    Metric("cpu_tx", "vxtun CPU per GB, sending VTEP", "s/GB",
-           _get("cpu", "sender", "s_per_gb"), "{:.2f}", False, False, 0),
-    Metric("cpu_rx", "vxtun CPU per GB, receiving VTEP", "s/GB",
-           _get("cpu", "receiver", "s_per_gb"), "{:.2f}", False, False, 1),
-    Metric("rest_tx", "vxtun CPU at rest, sending VTEP", "% of a CPU",
-           _get("rest", "cpu_pct", "sender"), "{:.2f}", False, False, 0),
-    Metric("rest_rx", "vxtun CPU at rest, receiving VTEP", "% of a CPU",
-           _get("rest", "cpu_pct", "receiver"), "{:.2f}", False, False, 1),
-    Metric("ping_cpu_tx", "vxtun CPU during idle ping, sending VTEP", "% of a CPU",
-           _get("ping", "cpu_pct", "sender"), "{:.1f}", False, False, 0),
-    Metric("ping_cpu_rx", "vxtun CPU during idle ping, receiving VTEP", "% of a CPU",
-           _get("ping", "cpu_pct", "receiver"), "{:.1f}", False, False, 1),
+    *_sides("cpu", "vxtun CPU per GB", "s/GB", "{:.2f}", "cpu", "SIDE", "s_per_gb"),
+    *_sides("rest", "vxtun CPU at rest", "% of a CPU", "{:.2f}", "rest", "cpu_pct", "SIDE"),
+    *_sides("ping_cpu", "vxtun CPU during idle ping", "% of a CPU", "{:.1f}", "ping", "cpu_pct",
+            "SIDE"),
 ]
 METRIC = {m.key: m for m in METRICS}
 
