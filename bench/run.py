@@ -102,13 +102,15 @@ def _loadavg() -> str:
         return "?"
 
 
-def estimate(cfg: dict, pairings: int, vteps: int = 0, pps: bool = False) -> str:
+def estimate(cfg: dict, pairings: int, vteps: int = 0, pps: bool = False,
+             per_host: int = 16) -> str:
     """A rough duration: every test plus iperf3's start-up and the topology; ``vteps``: how
-    many pairings also run the many-VTEP test; ``pps``: the packet-rate part too."""
+    many pairings also run the many-VTEP test, with ``per_host`` VTEPs on each host (about
+    6 s to start a pair); ``pps``: the packet-rate part too."""
     per = (3 * cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
            + 2 * cfg["udp_trials"] * 0.8 * (cfg["udp_seconds"] + 0.6)
            + 2 * cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 6 + cfg["rest_seconds"])
-    secs = per * pairings + vteps * (cfg["tcp_runs"] * (cfg["tcp_seconds"] + 1) + 30)
+    secs = per * pairings + vteps * (cfg["tcp_runs"] * (cfg["tcp_seconds"] + 1) + 6 * per_host)
     if pps:
         secs += 4 * (8 + 2 * cfg["pps_trials"] * (cfg["pps_seconds"] + 0.5))
     return f"{secs / 60:.0f} minutes" if secs >= 90 else f"{secs:.0f} s"
@@ -347,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     nv = sum(n in VTEP_PAIRINGS for n in names) if a.vteps > 0 else 0
     results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
     meta = results["meta"]
+    runs = len(names) + (not a.quick and len(names) > 1)      # the reference again at the end
     log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
         f"pairings: {', '.join(label(n) for n in names)}; about "
-        f"{estimate(cfg, len(names) + (not a.quick and len(names) > 1), nv, not a.no_pps)}")
+        f"{estimate(cfg, runs, nv, not a.no_pps, a.vteps)}")
     failed = False
     try:
         no_fast = fastpath_problem()
