@@ -1,13 +1,17 @@
 """vxtun against the kernel's vxlan, side by side, in one run.
 
-    sudo python -m bench.run                 # everything, about 10 minutes
-    sudo python -m bench.run --quick         # short runs, for development (about 1 minute)
+    sudo python -m bench.run                 # everything, about 30 minutes
+    sudo python -m bench.run --vteps 0 --no-pps          # without the slowest parts: about 15
+    sudo python -m bench.run --quick         # short runs, for development (a few minutes)
     sudo python -m bench.run --only kernel-kernel --only vxtun-kernel --out /tmp/b
 
 For each pairing (sender-receiver: kernel-kernel is the reference, kernel-vxtun, vxtun-kernel,
-vxtun-vxtun, pure-kernel, kernel-pure) it builds a fresh two-host topology in namespaces (see
-``bench/topology.py``) and measures TCP with 1 and 4 streams, the highest UDP rate with at most
-1 % loss at 64 and 1400 bytes, ping round trips, and the vxtun process's CPU time per gigabyte.
+vxtun-vxtun, pure-kernel, kernel-pure, and busy polling: kernel-busy, busy-kernel, busy-busy)
+it builds a fresh two-host topology in namespaces (see ``bench/topology.py``) and measures TCP
+with 1, 4 and 16 streams, the highest UDP rate with at most 1 % loss at 64 and 1400 bytes, ping
+round trips idle and with a TCP stream the other way, the vxtun processes' CPU at rest, during
+ping and per gigabyte; then 16 VTEPs per namespace sharing the port (``--vteps``) and the
+packet-rate capacity of the kernel and vxtun (``bench/pps.py``).
 It writes ``bench-<time>.json``, ``.md`` and ``.png`` into ``bench/results/`` (or ``--out``)
 and prints the Markdown table: every figure, its ratio to kernel<->kernel and, where
 ``bench/report.py`` sets one, the target and PASS/FAIL.  Exit status: 0 when every
