@@ -13,6 +13,7 @@ from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.decide cimport fp_demux_build, fp_stats_json, fp_vstate
 from vxtun.fastpath.fdb cimport CFdb
+from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
     EFD_CLOEXEC, EFD_NONBLOCK, eventfd, pthread_mutex_destroy, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_unlock)
@@ -187,8 +188,9 @@ cdef class Dataplane:
     def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
                  CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
-                 bint coalesce=True) -> int:
-        """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
+                 bint coalesce=True, CNeigh neigh=None, bint l3miss=False) -> int:
+        """Serve one VTEP on underlay ``uid``; returns its id (used in punted records).
+        With ``proxy``, the TX thread answers from ``neigh`` (vxtun/fastpath/neigh.pyx)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
         cdef int i
@@ -212,6 +214,8 @@ cdef class Dataplane:
         v.s.dstport = <uint16_t>dstport
         v.s.proxy = proxy
         v.s.fdb = fdb.t
+        v.s.neigh = neigh.t if neigh is not None else NULL
+        v.s.l3miss = l3miss
         v.tap_fd = tap_fd
         v.tx_fd = tx_fd
         v.tap_tso = tap_tso
@@ -226,7 +230,7 @@ cdef class Dataplane:
             self._rebuild_vnis(us)
         finally:
             self._resume(was)
-        self._fdbs[v.s.id] = fdb
+        self._fdbs[v.s.id] = (fdb, neigh)    # kept alive while the threads point at them
         return v.s.id
 
     def remove_vtep(self, uint32_t vid) -> dict:

@@ -8,6 +8,7 @@ the FDB's.  The threads (vxtun/fastpath/threads.pyx) carry the actions out.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from vxtun.fastpath.fdb cimport fp_fdb, fp_remote
+from vxtun.fastpath.neigh cimport fp_neigh
 from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_vnet
 
 cdef struct fp_stats:
@@ -17,6 +18,7 @@ cdef struct fp_stats:
     uint64_t tx_bytes
     uint64_t learned
     uint64_t moved
+    uint64_t proxy_replies
     uint64_t drops[NDROPS]
 
 cdef struct fp_vstate:
@@ -29,7 +31,9 @@ cdef struct fp_vstate:
     uint32_t sport_hi
     uint16_t dstport
     int proxy
+    int l3miss
     fp_fdb* fdb
+    fp_neigh* neigh       # with ``proxy``: the neighbour table (vxtun/fastpath/neigh.pyx)
     fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
 
 cdef struct fp_demux:
@@ -45,6 +49,7 @@ cdef enum:
     A_SEND = 2            # send each segment to each remote, from ``sport`` under ``tos``
     A_PUNT = 3            # hand each segment to Python (Vtep.handle_frame); if Python cannot
                           # take one, count ``reason`` (the drop the core would have counted)
+    A_REPLY = 4           # write reply[0:rlen] (vnet header + proxy answer) to the VTEP's TAP
 
 cdef struct fp_rx_action:
     int kind              # A_DROP or A_DELIVER
@@ -67,6 +72,8 @@ cdef struct fp_tx_action:
     uint8_t* segh         # MAXSEG * SEGH_MAX: the segments' headers
     fp_remote* rem
     uint32_t remcap
+    uint8_t* reply        # REPLY_MAX: A_REPLY's vnet header and answer
+    size_t rlen
 
 cdef fp_vstate* fp_demux_find(fp_demux* d, uint32_t vni) noexcept nogil
 cdef int fp_demux_build(fp_demux* d, fp_vstate** vs, int n) noexcept nogil
