@@ -350,3 +350,30 @@ def test_a_store_refuses_what_it_cannot_hold():
         raise AssertionError("put took an entry with no address")
     assert len(b) == 0 and b.get("not an ip") is None and b.remove("nope") is None
 
+
+
+# --- what ``vxtun trace`` says of a request the C proxy decided ----------------------------------
+
+@SETTINGS
+@given(setups, neigh_rows, st.lists(st.tuples(requests(), st.sampled_from([0.0, 0.3, 9.0])),
+                                    min_size=1, max_size=15))
+def test_trace_records_of_c_proxy_decisions_are_the_cores(setup, rows, seq):
+    """The trace ring's record of an answer or a drop decided in C is the record the pure
+    core's tracer makes of the same request (vxtun/trace/reference.py); a punted miss is
+    traced by the core itself."""
+    from vxtun.trace.records import from_ring
+    from vxtun.trace.reference import trace_frame
+    pure, fast = Pure(setup, rows), Fast(setup, rows)
+    ring = fp.TraceRing()
+    now = 100.0
+    for frame, dt in seq:
+        now += dt
+        want = trace_frame(pure.vtep, frame, now, wall=now)[1]
+        if ring.tx(fast.dec, fast.vid, bytes(10) + frame, now):
+            got = trace_frame(fast.vtep, frame, now, wall=now)[1]
+        else:
+            (raw,) = ring.pop()
+            got = from_ring(raw, fast.vtep.config, raw["now"])
+        assert got == want, frame.hex()
+        for side in (fast, pure):
+            side.vtep.expire(now)

@@ -25,7 +25,8 @@ from libc.string cimport memcmp, memcpy, memset
 from vxtun.fastpath.fdb cimport (
     LEARN_MOVED, LEARN_NEW, LEARN_PINNED, CFdb, fdb_learn, fdb_lookup_copy, fp_ip_str, fp_parse_ip,
     fp_remote)
-from vxtun.fastpath.neigh cimport P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide
+from vxtun.fastpath.neigh cimport (
+    N_UNASKED, P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide)
 from vxtun.fastpath.wire cimport (
     D_BAD_FRAME, D_INNER_TRUNCATED, D_INVALID_SRC_MAC, D_NO_REMOTE, D_OWN_MAC, D_PROXY,
     D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
@@ -165,7 +166,8 @@ cdef void _tx_proxy(fp_vstate* v, const uint8_t* f, size_t n, double now, int ti
         a.kind = A_PUNT
         a.reason = D_PROXY
         return
-    r = fp_proxy_decide(v.neigh, v.fdb, v.l3miss, f, n, v.mtu, now, a.reply, &a.rlen)
+    r = fp_proxy_decide(v.neigh, v.fdb, v.l3miss, f, n, v.mtu, now, a.reply, &a.rlen,
+                        &a.nstate, a.nmac)
     if r == P_REPLY:
         a.kind = A_REPLY
         v.st[tid].proxy_replies += 1
@@ -187,6 +189,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef uint64_t nbytes = 0
     a.nseg = 0
     a.nr = 0
+    a.nstate = N_UNASKED
     if len < VNET_HDR_LEN + ETH_HLEN:
         _tx_drop(a, &v.st[tid], D_BAD_FRAME)
         return
@@ -219,6 +222,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         _tx_proxy(v, f, n, now, tid, a)
         return
     nr = fdb_lookup_copy(v.fdb, mac48(f), now, &a.rem, &a.remcap)
+    a.hit = nr >= 0                            # for a trace record: the entry, or the default
     if nr < 0:
         nr = fdb_lookup_copy(v.fdb, 0, now, &a.rem, &a.remcap)
     if nr < 0:
@@ -283,14 +287,8 @@ cdef class Decisions:
     Python, shaped as ``Dataplane.pop()`` returns them: ``(kind, vtep_id, bytes)``.
 
     ``rx`` counts as the RX thread does and ``tx`` as the TX thread does; ``stats`` and
-    ``demux_stats`` return the counters as the Dataplane does.
+    ``demux_stats`` return the counters as the Dataplane does.  (Its fields: decide.pxd.)
     """
-    cdef fp_demux d
-    cdef fp_vstate** vs
-    cdef int n
-    cdef dict _fdbs
-    cdef fp_tx_action ta
-    cdef uint32_t _next_id
 
     def __cinit__(self):
         memset(&self.d, 0, sizeof(fp_demux))

@@ -19,6 +19,7 @@ cdef enum:
     N_REACHABLE = 2
     N_STALE = 3
     N_MISS = -1           # fp_neigh_lookup: no entry at all (the only case of an L3 miss)
+    N_UNASKED = -2        # fp_proxy_decide: not a request the proxy looks up
 
 # what fp_proxy_decide made of a frame
 cdef enum:
@@ -52,7 +53,8 @@ cdef struct fp_neigh:
 cdef int fp_neigh_lookup(fp_neigh* t, int family, const uint8_t* ip, double now,
                          uint8_t* lladdr) noexcept nogil
 cdef int fp_proxy_decide(fp_neigh* t, fp_fdb* fdb, int l3miss, const uint8_t* f, size_t n,
-                         int mtu, double now, uint8_t* out, size_t* outlen) noexcept nogil
+                         int mtu, double now, uint8_t* out, size_t* outlen, int* nstate,
+                         uint8_t* nmac) noexcept nogil
 
 
 cdef class CNeigh:

@@ -247,9 +247,11 @@ cdef void _na_reply(const uint8_t* f, const uint8_t* dmac, const uint8_t* lladdr
     put16(body + 2, (~s) & 0xFFFF)
 
 cdef int fp_proxy_decide(fp_neigh* t, fp_fdb* fdb, int l3miss, const uint8_t* f, size_t n,
-                         int mtu, double now, uint8_t* out, size_t* outlen) noexcept nogil:
+                         int mtu, double now, uint8_t* out, size_t* outlen, int* nstate,
+                         uint8_t* nmac) noexcept nogil:
     """Vtep._proxy for an ARP frame or an NS (vtep._is_ns holds): P_REPLY with the vnet header
-    and the answer in ``out`` (REPLY_MAX bytes; ``outlen`` set), P_DROP, or P_MISS."""
+    and the answer in ``out`` (REPLY_MAX bytes; ``outlen`` set), P_DROP, or P_MISS.  What the
+    lookup found goes to ``nstate`` (N_UNASKED when there was no lookup) and ``nmac``."""
     cdef int family, st
     cdef uint8_t ip[16]
     cdef uint8_t lladdr[6]
@@ -259,6 +261,7 @@ cdef int fp_proxy_decide(fp_neigh* t, fp_fdb* fdb, int l3miss, const uint8_t* f,
     cdef uint32_t hrd
     cdef fp_vnet vnet
     memset(ip, 0, 16)
+    nstate[0] = N_UNASKED
     if arp:
         if n < ARP_LEN:
             return P_DROP
@@ -282,6 +285,8 @@ cdef int fp_proxy_decide(fp_neigh* t, fp_fdb* fdb, int l3miss, const uint8_t* f,
         memcpy(ip, f + ETH_HLEN + 48, 16)
         ns_ok = _ns_reply_mac(f, n, dmac) == 0
     st = fp_neigh_lookup(t, family, ip, now, lladdr)
+    nstate[0] = st
+    memcpy(nmac, lladdr, 6)
     if st == N_MISS:
         return P_MISS if l3miss and _miss_punt(t, family, ip, now) else P_DROP
     if st == N_STALE or _bridge_local(fdb, lladdr) or not ns_ok:
