@@ -225,6 +225,18 @@ def measure(kind: str, rate: float, seconds: float) -> dict:
             "target_met": loaded["loss"] <= 0.01 and ratio is not None and ratio <= 2.0}
 
 
+def run_kinds(what: str, kinds: list[str], fn) -> list[dict]:
+    """``fn(kind)`` for each kind, one after the other; a failure is that kind's result."""
+    results = []
+    for kind in kinds:
+        print(f"{what}: {kind} ...", file=sys.stderr, flush=True)
+        try:
+            results.append(fn(kind))
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+            results.append({"kind": kind, "error": str(e).splitlines()[0]})
+    return results
+
+
 def _fmt(x, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -265,13 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         p.error(f"unknown kind {bad[0]!r} (say {', '.join(KINDS)})")
-    results = []
-    for kind in kinds:
-        print(f"storm: {kind} ...", file=sys.stderr, flush=True)
-        try:
-            results.append(measure(kind, a.rate, a.seconds))
-        except (RuntimeError, OSError, ValueError) as e:
-            results.append({"kind": kind, "error": str(e).splitlines()[0]})
+    results = run_kinds("storm", kinds, lambda kind: measure(kind, a.rate, a.seconds))
     print(report(results))
     if a.json:
         print(json.dumps(results, indent=1))

@@ -187,17 +187,22 @@ def _step(side, op, now: float):
     return None
 
 
+def _timed(seq: list, now: float):
+    """(op, now) for each op of ``seq`` but the ticks, which move ``now`` on."""
+    for op in seq:
+        if op[0] == "tick":
+            now += op[1]
+        else:
+            yield op, now
+
+
 def _rows(v: Vtep) -> list:
     return [(e.ip, e.lladdr, e.state, e.updated) for e in v.neigh.entries()]
 
 
 def _run(setup: dict, rows: list, seq: list) -> Fast:
     pure, fast = Pure(setup, rows), Fast(setup, rows)
-    now = 100.0
-    for op in seq:
-        if op[0] == "tick":
-            now += op[1]
-            continue
+    for op, now in _timed(seq, 100.0):
         assert _step(fast, op, now) == _step(pure, op, now), op
         # The TX thread reads an entry as ageing would leave it but does not change it: the
         # change (turned stale, collected) is made and reported by the next tick, where the
@@ -262,11 +267,7 @@ def _store_step(t: NeighTable, op, now: float):
 def test_the_c_store_holds_what_the_dict_store_holds(ops):
     a = NeighTable(30.0, 60.0, store=DictNeighStore())
     b = NeighTable(30.0, 60.0, store=fp.CNeigh())
-    now = 0.0
-    for op in ops:
-        if op[0] == "tick":
-            now += op[1]
-            continue
+    for op, now in _timed(ops, 0.0):
         assert _store_step(b, op, now) == _store_step(a, op, now), op
         assert b.changes() == a.changes(), op
         assert b.entries() == a.entries() and len(a) == len(b), op

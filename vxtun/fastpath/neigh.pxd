@@ -59,3 +59,4 @@ cdef int fp_proxy_decide(fp_neigh* t, fp_fdb* fdb, int l3miss, const uint8_t* f,
 
 cdef class CNeigh:
     cdef fp_neigh* t
+    cdef object _take(self, object ip, bint remove)

@@ -371,19 +371,7 @@ cdef class CNeigh:
 
     def get(self, ip: str) -> NeighEntry | None:
         """A copy of the entry for ``ip`` (canonical text), or None."""
-        cdef uint8_t addr[16]
-        cdef int fam = fp_parse_ip(ip, addr)
-        cdef fp_nentry e
-        cdef fp_nentry* p
-        if fam == 0:
-            return None
-        with nogil:
-            pthread_mutex_lock(&self.t.lock)
-            p = _find(self.t, fam, addr)
-            if p != NULL:
-                e = p[0]
-            pthread_mutex_unlock(&self.t.lock)
-        return _entry_out(&e) if p != NULL else None
+        return self._take(ip, False)
 
     def put(self, entry) -> None:
         """Store a copy of ``entry`` (a NeighEntry), replacing the one for its IP."""
@@ -409,6 +397,9 @@ cdef class CNeigh:
 
     def remove(self, ip: str) -> NeighEntry | None:
         """Take the entry for ``ip`` out; it, or None."""
+        return self._take(ip, True)
+
+    cdef object _take(self, object ip, bint remove):
         cdef uint8_t addr[16]
         cdef int fam = fp_parse_ip(ip, addr)
         cdef fp_nentry e
@@ -420,7 +411,8 @@ cdef class CNeigh:
             p = _find(self.t, fam, addr)
             if p != NULL:
                 e = p[0]
-                _remove(self.t, p)
+                if remove:
+                    _remove(self.t, p)
             pthread_mutex_unlock(&self.t.lock)
         return _entry_out(&e) if p != NULL else None
 
