@@ -107,8 +107,10 @@ def generate(dev: str, rate: float, seconds: float, miss: str | None = None) -> 
         if due <= 0:
             time.sleep(min(0.0005, end - now))
             continue
-        n = min(due, BATCH)
-        r = libc.sendmmsg(s.fileno(), msgs, n, 0)
+        # round the ring of frames, so that every target (and the miss) is asked in turn
+        off = tried % BATCH
+        n = min(due, BATCH - off)
+        r = libc.sendmmsg(s.fileno(), ctypes.byref(msgs, off * ctypes.sizeof(_Mmsghdr)), n, 0)
         tried += n
         if r > 0:
             taken += r
