@@ -209,3 +209,15 @@ def test_a_ring_nobody_drains_counts_what_it_loses():
     assert len(got) == fp.TRACE_CAP
     # the oldest kept, the newest lost: the first record is the first frame
     assert from_ring(got[0], s.cfg, 1.0)["summary"] == "ICMP echo request id 7 seq 0"
+
+
+def test_a_long_flood_list_keeps_its_count():
+    s = Sides(proxy=False, group=False)
+    for i in range(10):
+        s.fast.fdb_update("append", ZERO_MAC, Remote(f"198.51.100.{i + 1}"), "permanent", 0.0)
+    assert not s.ring.tx(s.dec, s.vid, _vnet() + _arp(HOST), 1.0)
+    (raw,) = s.ring.pop()
+    r = from_ring(raw, s.cfg, 1.0)
+    assert r["lookup"] == "fdb miss, default 00:00:00:00:00:00 with 10 remotes"
+    assert r["fdb"]["count"] == 10 and len(r["remotes"]) == 8
+    assert r["remotes"][0] == "198.51.100.1"

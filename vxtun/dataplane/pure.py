@@ -119,7 +119,7 @@ class PureBackend:
             except OSError:
                 return
             now = time.monotonic()
-            if self.node.traces.ports:
+            if self.node.traces.active:
                 actions = self._traced_rx(us, bytes(buf[:n]), addr, now, received_tos(anc))
             else:
                 actions = us.demux.handle_datagram(bytes(buf[:n]), addr[0], now,

@@ -28,8 +28,9 @@ class TraceHub:
         return port in self._subs
 
     @property
-    def ports(self) -> list:
-        return list(self._subs)
+    def active(self) -> bool:
+        """Some VTEP is traced (what the pure loop asks of every datagram)."""
+        return bool(self._subs)
 
     def subscribe(self, port, chan: Channel, flt: TraceFilter) -> None:
         if chan in self._port_of:

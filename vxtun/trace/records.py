@@ -19,8 +19,10 @@ line (the keys that do not apply are left out)::
      "segments": 1}
 
 ``outer`` is the datagram received (rx) or the first copy sent (tx); ``len`` is its IP
-length.  Actions: ``sent``, ``delivered``, ``proxy_reply``, ``l2miss`` / ``l3miss`` (a miss was
-raised; the frame was dropped, ``reason`` says as what), ``dropped``.  Records a slow reader
+length.  The fast path keeps the first 8 remotes of a flood list; ``fdb`` then also has
+``count``, the whole number.  Actions: ``sent``, ``delivered``, ``proxy_reply``, ``l2miss``
+/ ``l3miss`` (a miss was raised; the frame was dropped, ``reason`` says as what),
+``dropped``.  Records a slow reader
 did not get are counted: ``{"type": "lost", "dev": ..., "count": N}``.
 """
 from __future__ import annotations
@@ -100,7 +102,8 @@ def lookup_text(fdb: dict | None, neigh: dict | None) -> str:
     if fdb is None:
         return ""
     rem = fdb.get("remotes") or []
-    where = f"dst {rem[0]}" if len(rem) == 1 else f"with {len(rem)} remotes"
+    n = fdb.get("count", len(rem))
+    where = f"dst {rem[0]}" if n == 1 else f"with {n} remotes"
     if fdb["hit"]:
         return f"fdb {fdb['mac']} {where}"
     if fdb["default"]:
@@ -208,6 +211,8 @@ def from_ring(raw: dict, config, when: float) -> dict:
             rem = raw["remotes"]
             kw["fdb"] = {"mac": mac_to_str(head[0:6]), "hit": raw["hit"],
                          "default": not raw["hit"], "remotes": rem}
+            if raw["nrem"] > len(rem):      # the ring keeps the first TR_REMOTES
+                kw["fdb"]["count"] = raw["nrem"]
             outer = {"src": config.local} if config.local else {}
             outer.update({"dst": rem[0], "sport": raw["sport"],
                           "dport": raw["dport"] or config.dstport,
