@@ -227,6 +227,12 @@ class FastBackend:
 
     # --- counters --------------------------------------------------------------------------
 
+    def set_mac(self, port, mac: bytes) -> None:
+        """The TAP's address changed: the C threads' own_mac check follows it."""
+        vid = self._vids.get(id(port), (None,))[0]
+        if vid is not None:
+            self.dp.set_mac(vid, mac)
+
     def stats(self, port) -> dict:
         """The C threads' counters and the core's, added; and ``punted``, the frames the TX
         thread handed to the core (L2 and L3 misses: a proxy answer never is one)."""

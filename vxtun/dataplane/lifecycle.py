@@ -200,7 +200,7 @@ class Vteps:
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
             port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg),
-                                    neigh=self.backend.make_neigh(cfg))
+                                    neigh=self.backend.make_neigh(cfg), now=time.monotonic())
             for u in fdb:
                 vtep.fdb.add(u.mac, u.remote, u.state, time.monotonic(), u.op)
             # Up (and into the bridge) last: the first frame must find the FDB complete.
