@@ -31,7 +31,7 @@ from vxtun.dataplane.fast import PUNT_FRAME, handle_punt
 from vxtun.errors import NeighError
 from vxtun.fdb import Fdb, Remote
 from vxtun.proxy import NeighTable
-from vxtun.proxy.neigh import NUD_STATES, DictNeighStore
+from vxtun.proxy.neigh import NUD_STATES, DictNeighStore, normalize
 from vxtun.wire.offload import csum_add
 
 SETTINGS = settings(max_examples=200, deadline=None,
@@ -252,8 +252,8 @@ def _store_step(t: NeighTable, op, now: float):
             return (e, changed)
         if op[0] == "del":
             return t.delete(op[1])
-        if op[0] == "lookup":
-            return t.lookup(op[1], now)
+        if op[0] == "lookup":            # the data path asks in canonical form
+            return t.lookup(normalize(op[1]), now)
         if op[0] == "flush":
             return sorted((e.ip, e.state) for e in t.flush(all_states=op[1]))
         t.expire(now)
