@@ -18,7 +18,7 @@ PROG = "vxtun"
 
 USAGE = """\
 Usage: vxtun [ OPTIONS ] OBJECT { COMMAND | help }
-where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace }
+where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent }
        OPTIONS := { -V[ersion] | -j[son] | -s[tatistics] }
 
 vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
@@ -31,7 +31,9 @@ vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip mo
     vxtun fdb add|append|replace|del|show|flush ...   (as bridge fdb; vxtun fdb help)
     vxtun neigh add|replace|change|del|show|flush ... (as ip neigh; vxtun neigh help)
     vxtun monitor [dev NAME] [-j]                     (as ip monitor)
-    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)"""
+    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
+    vxtun agent --vtep NAME... [--store URL]   (VTEPs kept in step through etcd; agent --help)
+    vxtun agent status [-j] | agent endpoint add|del MAC [IP...]"""
 
 # As ``bridge fdb help`` and ``ip neigh help`` print them, with the words vxtun takes.
 FDB_USAGE = """\
@@ -370,6 +372,9 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_neigh(rest)
             req.json = req.json or js
             return cmd_table(req, "neigh")
+        if cmd == "agent":
+            from ..agent.cli import main as agent_main     # the etcd/file-store control plane
+            return agent_main(rest, js)
         if cmd == "monitor":
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js

@@ -63,7 +63,7 @@ EXPLAIN = {
         "The sending VTEP's underlay address. The receiver learns the inner source MAC "
         "against it (vxlan_snoop), so replies can come back unicast.",
     "TTL multicast":
-        "1: a vxlan device's ttl defaults to 0 ('auto'), and vxlan_xmit_one() sends to a "
+        "A vxlan device's ttl defaults to 0 ('auto'), and vxlan_xmit_one() then sends to a "
         "multicast group with TTL 1, so the flood never crosses a router.",
     "TTL unicast":
         "With ttl 0 ('auto') a unicast datagram gets the route's hop limit: 64 by default "
@@ -94,11 +94,11 @@ EXPLAIN = {
         "inner flow keeps one outer 5-tuple, so it is never reordered, and different flows "
         "spread over the underlay's ECMP paths.",
     "destination port 4789":
-        "4789: the port IANA assigned to VXLAN (RFC 7348 section 5). A Linux vxlan device "
+        "The port IANA assigned to VXLAN (RFC 7348 section 5). A Linux vxlan device "
         "still defaults to 8472, the port it used before that, so 'dstport 4789' is set "
         "explicitly to talk to other implementations.",
     "destination port 8472":
-        "8472: the Linux vxlan driver's default dstport, chosen before IANA assigned 4789.",
+        "The Linux vxlan driver's default dstport (8472), chosen before IANA assigned 4789.",
     "destination port other":
         "Neither 4789 (IANA) nor 8472 (the Linux default): both ends set this dstport.",
     "UDP checksum IPv4 zero":
