@@ -102,3 +102,12 @@ def test_python_children_start_through_lab_netns_python():
         with open(path) as f:
             text = f.read()
         assert "sys.executable" not in text, f"{rel} starts a Python child by itself"
+
+
+def test_test_files_have_unique_basenames():
+    # tests/ has no __init__.py: pytest imports each test file under its basename, so two
+    # files of one name in different folders stop the whole collection ("import file mismatch").
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "**", "*.py"),
+                                                     recursive=True)
+             if os.path.basename(p).startswith("test_")]
+    assert sorted(set(n for n in names if names.count(n) > 1)) == []
