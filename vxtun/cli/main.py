@@ -6,6 +6,7 @@
     vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
     vxtun neigh add|replace|del|show ...        (as ip neigh)
     vxtun monitor [dev NAME] [-j]               (as ip monitor)
+    vxtun lab list|up|status|exec|down|walk ... (the tutorial's scenarios: vxtun lab -h)
 """
 from __future__ import annotations
 
@@ -270,6 +271,9 @@ def _main(argv: list[str] | None = None) -> int:
         print(USAGE.strip())
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "lab":
+        from ..lab.cli import main as lab_main
+        return lab_main(rest)
     try:
         if cmd == "up":
             return cmd_up(rest)
