@@ -32,6 +32,7 @@ from .netns import Host, Topology, python, run
 VNI = 42
 PORT = 4789
 ZERO = "00:00:00:00:00:00"
+QUIET = "sysctl -qw net.ipv6.conf.default.disable_ipv6=1"
 KINDS = ("kernel", "vxtun")
 
 
@@ -59,7 +60,8 @@ SCENARIOS = {s.key: s for s in (
     Scenario("5", "static FDB, nolearning", 3,
              "as 4, with nolearning and each peer's MAC written by hand", "kernel,vxtun,vxtun"),
     Scenario("6", "ARP proxy", 3,
-             "as 5 with proxy: the VTEP answers ARP from its neighbour table", "kernel,vxtun,vxtun"),
+             "as 5 with proxy: the VTEP answers ARP from its neighbour table",
+             "kernel,vxtun,vxtun"),
     Scenario("7", "miss events and a resolver", 3,
              "proxy, l2miss, l3miss and empty tables: a resolver answers each miss",
              "kernel,vxtun,vxtun"),
@@ -200,6 +202,10 @@ class Lab:
             self.nethosts[name] = h
             self.hosts.append(LabHost(name, h.ns, self.underlay(i), kind))
             self.say(f"#   {name}: namespace {h.ns}, eth0 {self.underlay(i)}, {kind} VTEP")
+        self.say("\n# every device made from here on has no IPv6: the overlay is IPv4, and "
+                 "IPv6's router solicitations would fill the tables before the first ping")
+        for h in self.hosts:
+            self.sh(h.name, QUIET)
         self.save_hosts()
         getattr(self, f"build_{sc.key}")()
         self.save_hosts()
@@ -286,6 +292,9 @@ class Lab:
         name = f"{h.name}-c{k}"
         ns = self.topo.namespace(name)
         self.say(f"{h.name}$ ip netns add {ns}")
+        for q in (QUIET, QUIET.replace("default", "all")):
+            self.say(f"{h.name}$ ip netns exec {ns} {q}")
+            run(f"ip netns exec {ns} {q}")
         run(f"ip -n {h.ns} link add ve{k} type veth peer name eth0 netns {ns}")
         self.say(f"{h.name}$ ip link add ve{k} type veth peer name eth0 netns {ns}")
         self.sh(h.name, f"ip link set ve{k} master br0 up")
@@ -456,7 +465,7 @@ class Lab:
         for src, ip in pairs:
             results.append(self.ping(src, ip))
         if key == "vni":
-            for i, h in enumerate(self.hosts):
+            for h in self.hosts:
                 for o in self.others(h):
                     results.append(self.ping(h.name, f"10.20.43.{self.hosts.index(o) + 2}"))
             macs = {vni: {v.mac for h in self.hosts for v in h.vteps if v.vni == vni}
@@ -497,6 +506,19 @@ class Lab:
     # --- status ------------------------------------------------------------------------
 
 
+def _shower(out: list[str], host: str, ns: str):
+    """A function that runs one show command in ``ns`` and adds it, as typed, and its output
+    to ``out``."""
+    def show(cmd: str, vxtun: bool = False) -> None:
+        full = (f"ip netns exec {ns} {shlex.join(python('-m', 'vxtun'))} {cmd}" if vxtun
+                else f"ip netns exec {ns} {cmd}")
+        r = run(full, check=False)
+        out.append(f"  {host}$ {'vxtun ' if vxtun else ''}{cmd}")
+        text = (r.stdout + (r.stderr if r.returncode else "")).rstrip()
+        out.extend(f"    {ln}" for ln in (text.splitlines() or ["(empty)"]))
+    return show
+
+
 def status_lines(st: labstate.State) -> list[str]:
     """``vxtun lab status``: hosts, VTEPs, addresses and every VTEP's tables, each table with
     the command that shows it."""
@@ -506,15 +528,7 @@ def status_lines(st: labstate.State) -> list[str]:
     for h in d.get("hosts", []):
         ns = h["ns"]
         out.append(f"\n{h['name']} (namespace {ns}): eth0 {h['underlay']}, {h['kind']} VTEP")
-
-        def show(cmd: str, vxtun: bool = False) -> None:
-            full = (f"ip netns exec {ns} {shlex.join(python('-m', 'vxtun'))} {cmd}" if vxtun
-                    else f"ip netns exec {ns} {cmd}")
-            r = run(full, check=False)
-            out.append(f"  {h['name']}$ {'vxtun ' if vxtun else ''}{cmd}")
-            text = (r.stdout + (r.stderr if r.returncode else "")).rstrip()
-            out.extend(f"    {ln}" for ln in (text.splitlines() or ["(empty)"]))
-
+        show = _shower(out, h["name"], ns)
         for v in h["vteps"]:
             alive = ""
             if v["kind"] == "vxtun" and v.get("pid"):

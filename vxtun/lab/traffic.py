@@ -13,6 +13,8 @@ only (no ping, no tcpdump, no iperf3).
     watch IFACE[,IFACE...] PORT      one line per VXLAN datagram to PORT the interfaces send
                                      out (outer addresses and TTL, VNI, inner MACs), until stdin
                                      closes
+    frames IFACE[,IFACE...]          every frame the interfaces send or receive, as it goes (time,
+                                     interface, direction, bytes), until stdin closes
     rx IFACE MARKER SECS             the frames IFACE receives, until one containing MARKER
     xchg IFACE SECS HEX...           write each frame on IFACE, then print the ARP replies and
                                      Neighbour Advertisements it receives in the next SECS
@@ -218,6 +220,37 @@ def watch(ifaces: str, port: int) -> None:
                 _say(port=name, **rec)
 
 
+def frames(ifaces: str) -> None:
+    """Every frame the interfaces send (``out``) or receive, whole, stamped by the kernel when
+    it was queued to the socket (SO_TIMESTAMPNS), so that the frames of several of these
+    programs, in several namespaces, sort into the order they happened: what ``vxtun lab
+    walk`` watches and writes to its ``--pcap`` files.  On an underlay bridge's port, ``out``
+    is what that port's host receives and the rest is what it sent."""
+    so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)
+    socks = {}
+    for name in ifaces.split(","):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
+        s.bind((name, 0))
+        socks[s.fileno()] = (name, s)
+    _say(ready=True)
+    while True:
+        for fd in select.select([*socks, 0], [], [])[0]:
+            if fd == 0:
+                if not sys.stdin.buffer.read1(4096):
+                    return
+                continue
+            name, s = socks[fd]
+            f, anc, _flags, addr = s.recvmsg(65535, 64)
+            t = time.time()
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == so_timestampns and len(data) >= 16:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    t = sec + nsec / 1e9
+            _say(t=t, dev=name, out=addr[2] == PACKET_OUTGOING, hex=f.hex())
+
+
 def rx(iface: str, marker_hex: str, seconds: float) -> None:
     """The frames ``iface`` receives (not those it sends) until one containing the marker,
     which is left out, or until ``seconds`` pass."""
@@ -382,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         capture(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])
     elif cmd == "watch":
         watch(args[0], int(args[1]))
+    elif cmd == "frames":
+        frames(args[0])
     elif cmd == "rx":
         rx(args[0], args[1], float(args[2]))
     elif cmd == "xchg":
