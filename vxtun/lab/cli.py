@@ -147,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_exec(a)
         if a.cmd == "down":
             return cmd_down(a)
+        if a.html:
+            try:
+                from . import html  # noqa: F401
+            except ImportError:
+                print(f"{PROG}: --html needs vxtun.lab.html, which this vxtun does not have",
+                      file=sys.stderr)
+                return 2
         from .walk import main as walk_main
         return walk_main(a)
     except ValueError as e:
@@ -157,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def alias_main(argv: list[str] | None = None) -> int:
+    """``vxtun-lab``: with no arguments (or only the old options), the point-to-point lab of
+    ``python3 -m vxtun.lab``; with a subcommand, ``vxtun lab``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--") and argv[0] not in ("--help",):
+        from .p2p import main as p2p_main
+        return p2p_main(argv)
+    return main(argv)
 
 
 if __name__ == "__main__":
