@@ -102,6 +102,7 @@ class Vtep:
     group: str = ""
     mac: str = ""
     pid: int = 0                   # the vxtun up process
+    flags: list[str] = field(default_factory=list)     # nolearning, proxy, l2miss, l3miss
 
 
 @dataclass
@@ -226,7 +227,7 @@ class Lab:
         """One VTEP, the host's kind, as the tutorial makes it (``flags``: nolearning, proxy,
         l2miss, l3miss)."""
         dev = dev or ("vxlan0" if h.kind == "kernel" else "vxtun0")
-        v = Vtep(dev, h.kind, vni, address=address, group=group)
+        v = Vtep(dev, h.kind, vni, address=address, group=group, flags=list(flags))
         if h.kind == "kernel":
             peer = f" remote {remote}" if remote else (f" group {group}" if group else "")
             self.sh(h.name, f"ip link add {dev} type vxlan id {vni} dstport {PORT}{peer} "

@@ -358,7 +358,8 @@ class Narrator:
                     return e.t
             elif ev.kind == "neigh" and e.kind == "ol" and not e.data["out"] \
                     and e.host == self.host_of(ev.host):
-                if mac(e.data["frame"][6:12]) == ev.data["lladdr"]:
+                f = e.data["frame"]         # an ARP cache is filled by ARP
+                if f[12:14] == b"\x08\x06" and mac(f[6:12]) == ev.data["lladdr"]:
                     return e.t
         return None
 
@@ -440,6 +441,11 @@ class Narrator:
     def narrate(self, ev: Event) -> None:
         getattr(self, f"on_{ev.kind}")(ev)
 
+    def is_proxy(self, host: str, dev: str) -> bool:
+        """Whether the VTEP answers ARP itself (``proxy``: scenarios 6 and 7)."""
+        h = self.vtep_host(host)
+        return bool(h) and any(v.dev == dev and "proxy" in v.flags for v in h.vteps)
+
     def vtep_host(self, name: str) -> LabHost | None:
         return next((h for h in self.lab.hosts if h.name == name), None)
 
@@ -456,6 +462,11 @@ class Narrator:
             tr = self.trace_for(ev.host, "tx", f)
             look = tr["lookup"] if tr and tr.get("lookup") else \
                 self.lookup(ev.host, dev, mac(f[0:6]))
+            if not tr and self.is_proxy(ev.host, dev) and f[12:14] == b"\x08\x06" \
+                    and f[20:22] == b"\x00\x01":
+                look = (f"proxy: {dev} answers it from its neighbour table if that holds "
+                        f"{_ip4(f[38:42])}, else raises an L3 miss (arp_reduce); "
+                        "it never goes to the underlay")
             action = f"; {tr['action']}" if tr and tr.get("action") else ""
             self.step(f"{ev.host}: {summary(f)} enters {dev} ({kind} VTEP)", ev.host, "frame",
                       f"from {src} to {self.name_of(mac(f[0:6]))}, {len(f)} bytes\n"
