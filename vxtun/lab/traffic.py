@@ -196,41 +196,17 @@ def _vxlan_record(f: bytes, port: int) -> dict | None:
             "type": inner[12:14].hex(), "data": inner[14:46].hex()}
 
 
-def watch(ifaces: str, port: int) -> None:
-    """Every datagram to ``port`` the interfaces send out, as it goes (``port`` in each record
-    names the interface).  On an underlay bridge's ports that is exactly what each host gets."""
-    socks = {}
-    for name in ifaces.split(","):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        s.bind((name, 0))
-        socks[s.fileno()] = (name, s)
-    _say(ready=True)
-    while True:
-        for fd in select.select([*socks, 0], [], [])[0]:
-            if fd == 0:
-                if not sys.stdin.buffer.read1(4096):
-                    return
-                continue
-            name, s = socks[fd]
-            f, addr = s.recvfrom(65535)
-            if addr[2] != PACKET_OUTGOING:
-                continue
-            rec = _vxlan_record(f, port)
-            if rec:
-                _say(port=name, **rec)
-
-
-def frames(ifaces: str) -> None:
-    """Every frame the interfaces send (``out``) or receive, whole, stamped by the kernel when
-    it was queued to the socket (SO_TIMESTAMPNS), so that the frames of several of these
-    programs, in several namespaces, sort into the order they happened: what ``vxtun lab
-    walk`` watches and writes to its ``--pcap`` files.  On an underlay bridge's port, ``out``
-    is what that port's host receives and the rest is what it sent."""
+def _packets(ifaces: str, rcvbuf: int = 0):
+    """(interface, frame, outgoing, time) for every frame the interfaces send or receive,
+    after printing ``{"ready": true}``, until stdin closes.  The time is the kernel's, from
+    when the frame was queued to the socket (SO_TIMESTAMPNS), so that frames seen by several
+    of these programs, in several namespaces, sort into the order they happened."""
     so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)
     socks = {}
     for name in ifaces.split(","):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
         s.bind((name, 0))
         socks[s.fileno()] = (name, s)
@@ -248,7 +224,24 @@ def frames(ifaces: str) -> None:
                 if level == socket.SOL_SOCKET and kind == so_timestampns and len(data) >= 16:
                     sec, nsec = struct.unpack("qq", data[:16])
                     t = sec + nsec / 1e9
-            _say(t=t, dev=name, out=addr[2] == PACKET_OUTGOING, hex=f.hex())
+            yield name, f, addr[2] == PACKET_OUTGOING, t
+
+
+def watch(ifaces: str, port: int) -> None:
+    """Every datagram to ``port`` the interfaces send out, as it goes (``port`` in each record
+    names the interface).  On an underlay bridge's ports that is exactly what each host gets."""
+    for name, f, outgoing, _t in _packets(ifaces):
+        rec = _vxlan_record(f, port) if outgoing else None
+        if rec:
+            _say(port=name, **rec)
+
+
+def frames(ifaces: str) -> None:
+    """Every frame the interfaces send (``out``) or receive, whole, with the kernel's time:
+    what ``vxtun lab walk`` watches and writes to its ``--pcap`` files.  On an underlay
+    bridge's port, ``out`` is what that port's host receives and the rest is what it sent."""
+    for name, f, outgoing, t in _packets(ifaces, rcvbuf=1 << 20):
+        _say(t=t, dev=name, out=outgoing, hex=f.hex())
 
 
 def rx(iface: str, marker_hex: str, seconds: float) -> None:

@@ -428,12 +428,13 @@ class Narrator:
 
     def trace_for(self, host: str, direction: str, f: bytes) -> dict | None:
         """The trace record of this frame, if its VTEP is a vxtun with ``vxtun trace``."""
-        for e in self.traces:
+        # The record is stamped when vxtun decided, a little after the capture saw the
+        # frame: it may still be pending.
+        for e in self.traces + [e for e in self.pending if e.kind == "trace"]:
             d = e.data
             inner = d.get("inner", {})
-            if (e.host == host and d.get("dir") == direction and abs(e.t - time.time()) < 10
-                    and inner.get("src") == mac(f[6:12]) and inner.get("dst") == mac(f[0:6])
-                    and not d.get("used")):
+            if (e.host == host and d.get("dir") == direction and not d.get("used")
+                    and inner.get("src") == mac(f[6:12]) and inner.get("dst") == mac(f[0:6])):
                 d["used"] = True
                 return d
         return None
