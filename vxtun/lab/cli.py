@@ -95,7 +95,10 @@ def cmd_status(a) -> int:
             print(f"lab {a.name}: no state file, but namespaces remain: {' '.join(left)} "
                   "(vxtun lab down removes them)")
             return 1
-        print(f"{PROG}: no lab {a.name!r} is up", file=sys.stderr)
+        others = labstate.labs()
+        print(f"{PROG}: no lab {a.name!r} is up"
+              + (f" (labs that are: {', '.join(others)}; say --name NAME)" if others else ""),
+              file=sys.stderr)
         return 1
     print("\n".join(status_lines(st)))
     return 0

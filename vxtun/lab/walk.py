@@ -723,7 +723,8 @@ def main(a) -> int:
     name = a.name or f"w{os.getpid()}"
     lab = Lab(sc, kinds, pure=a.pure, ipv6=a.ipv6, name=name)
     print(f"# vxtun lab walk {sc.key}: {sc.title} ({', '.join(kinds)}"
-          f"{', pure-Python vxtun' if a.pure else ''})", flush=True)
+          f"{', pure-Python vxtun' if a.pure else ''}); the lab is named {name}, and "
+          f"vxtun lab down --name {name} removes it should this walk be killed", flush=True)
     t0 = time.monotonic()
     try:
         lab.build()
