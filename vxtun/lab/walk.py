@@ -294,12 +294,14 @@ class Watch:
 
 
 def trace_available(lab: Lab) -> bool:
-    """Whether this vxtun has ``vxtun trace`` (the trace helper's; merged separately)."""
-    h = next((h for h in lab.hosts if h.kind == "vxtun"), None)
-    if h is None:
+    """Whether this vxtun has ``vxtun trace`` (the trace helper's; merged separately): asked of
+    a VTEP that does not exist, a vxtun with it says so, one without it knows no such
+    command."""
+    if not any(h.kind == "vxtun" for h in lab.hosts):
         return False
-    r = lab.nethosts[h.name].run_vxtun("trace", "--help")
-    return r.returncode == 0
+    r = subprocess.run(python("-m", "vxtun", "trace", "dev", "vxlab-probe"), env=child_env(),
+                       capture_output=True, text=True, timeout=30)
+    return "unknown command" not in r.stderr
 
 
 # --- narrating -----------------------------------------------------------------------------
