@@ -495,7 +495,8 @@ class Narrator:
         if len(rec["to"]) > 1:
             st = rec["step"]
             st.dst = list(rec["to"])
-            print(f"      also reached {ev.host}", file=self.out, flush=True)
+            print(f"      (the datagram of step [{st.n}] also reached {ev.host})", file=self.out,
+                  flush=True)
             st.text += f"\nalso reached {ev.host}"
             return
         ttl = v["ttl"]
