@@ -744,7 +744,8 @@ def main(a) -> int:
                 f.write(render(walk))
             print(f"wrote {a.html}")
     finally:
-        labstate.down(name)
+        if lab.topo is not None:        # never a lab this walk did not make
+            labstate.down(name)
     failed = [s for s in walk.steps if s.ok is False]
     took = time.monotonic() - t0
     if failed:
