@@ -68,7 +68,7 @@ def test_status_exec_down(netns_ready):
         s = lab("status", "--name", name)
         assert s.returncode == 0, s.stderr
         assert "host1$ bridge fdb show dev vxlan0" in s.stdout
-        assert "00:00:00:00:00:00 dst 192.0.2.2 self permanent" in s.stdout
+        assert "00:00:00:00:00:00 dst 192.0.2.2 via eth0 self permanent" in s.stdout
         assert "host2$ vxtun fdb show dev vxtun0" in s.stdout
         assert "00:00:00:00:00:00 dst 192.0.2.1 via eth0 self permanent" in s.stdout
         assert "10.20.1.3 lladdr" in s.stdout          # host1's ARP cache after the check
@@ -81,6 +81,21 @@ def test_status_exec_down(netns_ready):
         assert lab("status", "--name", name).returncode == 1
     finally:
         lab("down", "--name", name)
+
+
+def alive(pid: int, wait: float = 0.0) -> bool:
+    """Running, not a zombie (an orphan is reaped by whichever init adopts it, maybe late);
+    ``wait``: seconds to give a dying process to become one."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state == "Z" or time.time() > deadline:
+            return state != "Z"
+        time.sleep(0.1)
 
 
 def _vxtun_pids(name: str) -> list[int]:
@@ -103,10 +118,11 @@ def test_sigkilled_lab_is_removed_by_down(netns_ready):
         p.send_signal(signal.SIGKILL)            # half-way through: containers not all made
         p.wait()
         assert leftovers(name) and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+        assert all(alive(pid) for pid in pids)
         d = lab("down", "--name", name)
         assert d.returncode == 0, d.stderr
         assert not leftovers(name)
-        assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+        assert not any(alive(pid, wait=3) for pid in pids)
         assert not os.path.exists(labstate.path_of(name))
         assert not os.path.exists(labstate.log_dir(name))
 
@@ -117,12 +133,7 @@ def test_sigkilled_lab_is_removed_by_down(netns_ready):
         os.unlink(labstate.path_of(name))
         d = lab("down", "--name", name)
         assert d.returncode == 0 and not leftovers(name), d.stdout + d.stderr
-        for pid in pids:
-            for _ in range(20):
-                if not os.path.exists(f"/proc/{pid}"):
-                    break
-                time.sleep(0.1)
-            assert not os.path.exists(f"/proc/{pid}")
+        assert not any(alive(pid, wait=3) for pid in pids)
     finally:
         if p.poll() is None:
             p.kill()
