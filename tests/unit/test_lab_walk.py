@@ -131,3 +131,16 @@ def test_lab_is_not_built_by_unit_tests():
     assert lab.group(43) == "239.1.1.43" and lab.underlay(2) == "192.0.2.2/24"
     assert Lab(scenario("2"), ["vxtun"] * 3, ipv6=True, name="u").underlay(1) == \
         "2001:db8::1/64"
+
+
+def test_a_checksum_left_to_offload_is_filled_in_and_said_so():
+    from vxtun.lab.walk import layers, with_udp_checksum
+    f = datagram(arp_request())                      # UDP checksum 0x0000 as built
+    partial = f[:40] + b"\x12\x34" + f[42:]          # what a CHECKSUM_PARTIAL capture holds
+    fixed = with_udp_checksum(partial)
+    assert fixed[:40] == f[:40] and fixed[42:] == f[42:] and fixed[40:42] != b"\x12\x34"
+    (udp,) = [la for la in layers(partial, set(), partial=True) if la.name == "UDP"]
+    (csum,) = [x for x in udp.fields if x.name == "checksum"]
+    assert "(correct)" in csum.value and "checksum offload" in csum.value
+    (udp,) = [la for la in layers(partial, set()) if la.name == "UDP"]
+    assert "(wrong)" in [x for x in udp.fields if x.name == "checksum"][0].value

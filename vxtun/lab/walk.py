@@ -33,11 +33,13 @@ import time
 from dataclasses import dataclass, field
 
 from ..wire.addr import ip_version
+from ..wire.offload import csum_add, fold_complement
 from . import state as labstate
 from . import traffic
 from .netns import child_env, python
 from .scenarios import PORT, ZERO, Lab, LabHost, parse_vteps, scenario
-from .walkmodel import Field, Layer, Step, TableChange, Walk
+from .layers import layers_of
+from .walkmodel import Layer, Step, TableChange, Walk
 from .walkmodel import Host as WHost
 from .walkmodel import Vtep as WVtep
 
@@ -111,28 +113,36 @@ def vxlan_of(f: bytes) -> dict | None:
             "vni": int.from_bytes(f[u + 12:u + 15], "big"), "inner": f[u + 16:]}
 
 
-def layers(frame: bytes, first: set[str]) -> list[Layer]:
-    """The datagram as layers with their sizes, the fields that matter explained once.
-    ``vxtun.lab.layers`` (the html helper's) does it when present; until then, sizes and
-    the fields without the long explanations."""
-    try:
-        from .layers import layers_of
-    except ImportError:
-        layers_of = None
-    if layers_of is not None:
-        return layers_of(frame, first)
-    v = vxlan_of(frame)
-    if v is None:
-        return [Layer("frame", len(frame))]
-    ip_len = 20 if frame[12:14] == b"\x08\x00" else 40
-    return [Layer("outer Ethernet", 14, [Field("dst", mac(frame[0:6])),
-                                         Field("src", mac(frame[6:12]))]),
-            Layer(f"outer IPv{4 if ip_len == 20 else 6}", ip_len,
-                  [Field("src", v["src"]), Field("dst", v["dst"]), Field("TTL", str(v["ttl"]))]),
-            Layer("UDP", 8, [Field("source port", str(v["sport"])),
-                             Field("destination port", str(PORT))]),
-            Layer("VXLAN", 8, [Field("VNI", str(v["vni"])), Field("I flag", "set")]),
-            Layer("inner frame", len(v["inner"]), [Field("summary", summary(v["inner"]))])]
+def layers(frame: bytes, first: set[str], partial: bool = False) -> list[Layer]:
+    """The datagram as layers with their sizes, the fields that matter explained once
+    (``vxtun.lab.layers``).  ``partial``: the capture saw it before checksum offload filled in
+    its UDP checksum; it is filled in here as the NIC would have, and said so."""
+    if partial:
+        frame = with_udp_checksum(frame)
+    out = layers_of(frame, first)
+    if partial:
+        for la in out:
+            for f in la.fields:
+                if la.name == "UDP" and f.name == "checksum":
+                    f.value += (", filled in by the walk: the capture saw the datagram "
+                                "before checksum offload (CHECKSUM_PARTIAL) computed it")
+    return out
+
+
+def with_udp_checksum(f: bytes) -> bytes:
+    """The frame with its outer UDP checksum computed (RFC 768: over the pseudo-header and
+    the datagram; a result of 0 is sent as 0xffff)."""
+    u = traffic._udp_offset(f, PORT)
+    if u is None:
+        return f
+    length = struct.unpack("!H", f[u + 4:u + 6])[0]
+    if f[12:14] == b"\x08\x00":
+        pseudo = f[26:34] + struct.pack("!xBH", 17, length)
+    else:
+        pseudo = f[22:54] + struct.pack("!IxxxB", length, 17)
+    udp = f[u:u + 4] + f[u + 4:u + 6] + b"\0\0" + f[u + 8:u + length]
+    c = fold_complement(csum_add(pseudo + udp)) or 0xFFFF
+    return f[:u + 6] + struct.pack("!H", c) + f[u + 8:]
 
 
 # --- watching ------------------------------------------------------------------------------
@@ -175,7 +185,8 @@ class Watch:
             host = names.get(d["dev"], where)
             pcap = f"{host}-eth0" if kind == "ul" else f"{where}-{d['dev']}"
             self.frames.setdefault(pcap, []).append((d["t"], f))
-            yield Event(d["t"], kind, host, {"dev": d["dev"], "out": d["out"], "frame": f})
+            yield Event(d["t"], kind, host, {"dev": d["dev"], "out": d["out"], "frame": f,
+                                             "partial": d.get("partial", False)})
         return parse
 
     @staticmethod
@@ -484,7 +495,8 @@ class Narrator:
         if v is None:
             return
         if not ev.data["out"]:           # entering the bridge: the host sent it
-            rec = {"from": ev.host, "to": [], "outer": v, "t": ev.t, "frame": f}
+            rec = {"from": ev.host, "to": [], "outer": v, "t": ev.t, "frame": f,
+                   "partial": ev.data.get("partial", False)}
             self.ul_seen[f] = rec
             self.datagrams.append(rec)
             return
@@ -505,7 +517,7 @@ class Narrator:
             f"{summary(v['inner'])}", rec["from"], "datagram",
             f"UDP {v['sport']} > {PORT}, TTL {ttl}, {len(f)} bytes on the wire\n"
             f"reached {ev.host}", src=rec["from"], dst=[ev.host],
-            layers=layers(f, self.first), t=ev.t)
+            layers=layers(f, self.first, rec["partial"]), t=ev.t)
 
     def on_fdb(self, ev: Event) -> None:
         d = ev.data
