@@ -144,3 +144,13 @@ def test_a_checksum_left_to_offload_is_filled_in_and_said_so():
     assert "(correct)" in csum.value and "checksum offload" in csum.value
     (udp,) = [la for la in layers(partial, set()) if la.name == "UDP"]
     assert "(wrong)" in [x for x in udp.fields if x.name == "checksum"][0].value
+
+
+def test_vxtun_lab_alias(monkeypatch, capsys):
+    from vxtun.lab import cli, p2p
+    seen = []
+    monkeypatch.setattr(p2p, "main", lambda argv=None: seen.append(argv) or 42)
+    assert cli.alias_main([]) == 42 and cli.alias_main(["--pure"]) == 42   # the old lab
+    assert seen == [[], ["--pure"]]
+    assert cli.alias_main(["list"]) == 0                                    # vxtun lab
+    assert "head-end replication" in capsys.readouterr().out
