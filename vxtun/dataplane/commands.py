@@ -53,7 +53,7 @@ def _fdb_delete(node, port, conn, req: FdbDelete):
 
 
 def _fdb_show(node, port, conn, req: FdbShow):
-    return port.vtep.fdb_show()
+    return port.vtep.fdb_show(time.monotonic())
 
 
 def _fdb_flush(node, port, conn, req: FdbFlush):

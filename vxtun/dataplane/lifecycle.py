@@ -199,7 +199,7 @@ class Vteps:
                 cfg.mac = self.nl.mac(cfg.name)
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
-            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg))
+            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg), now=time.monotonic())
             for u in fdb:
                 vtep.fdb.add(u.mac, u.remote, u.state, time.monotonic(), u.op)
             # Up (and into the bridge) last: the first frame must find the FDB complete.
