@@ -38,7 +38,9 @@ KINDS = ("kernel", "vxtun")
 
 @dataclass(frozen=True)
 class Scenario:
-    key: str
+    """One of ``vxtun lab list``: its key on the command line, what it shows, how many
+    hosts it needs, and the mix of VTEPs it gets without ``--vteps``."""
+    key: str                       # "1".."7", "vni"
     title: str
     hosts: int
     what: str
