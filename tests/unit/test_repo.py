@@ -24,7 +24,8 @@ def fresh_machine_commands() -> list[str]:
 
 
 def test_readme_shows_exactly_two_commands_lab_and_ci():
-    assert fresh_machine_commands() == ["pip install '.[lab]' && vxtun-lab", "bash .ci/run"]
+    assert fresh_machine_commands() == [
+        "pip install '.[lab]' && vxtun lab walk 2 --vteps kernel,vxtun,vxtun", "bash .ci/run"]
 
 
 def test_ci_runs_the_test_command_the_readme_names():
@@ -43,7 +44,8 @@ def test_console_scripts():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
     assert project["scripts"]["vxtun"] == "vxtun.cli.main:main"
-    assert project["scripts"]["vxtun-lab"] == "vxtun.lab.p2p:main"
+    # vxtun-lab: with no arguments the point-to-point lab, with a subcommand ``vxtun lab``.
+    assert project["scripts"]["vxtun-lab"] == "vxtun.lab.cli:alias_main"
     assert "scapy>=2.5" in project["optional-dependencies"]["lab"]
     from vxtun.lab.p2p import main
     assert callable(main)
