@@ -26,7 +26,8 @@
 The keys are the long options of ``vxtun up`` (``vni`` or ``id``, ``name``, ``remote``,
 ``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl`` (a number,
 "auto" or "inherit"), ``tos`` (a number or "inherit"), ``df`` ("unset" or "set"), ``flowlabel``,
-``udpcsum`` (or ``noudpcsum``), ``udp6zerocsumtx``, ``udp6zerocsumrx``, ``mtu``,
+``udpcsum`` (or ``noudpcsum``), ``udp6zerocsumtx``, ``udp6zerocsumrx``, ``localbypass`` (or
+``nolocalbypass``), ``mtu``,
 ``address`` (a string or a list), ``mac``, ``master``, ``nolearning`` (or ``learning``),
 ``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``,
 ``gc_stale_time``); a dash may
@@ -62,6 +63,7 @@ _KEYS = {
     "flowlabel": (_INT, "flowlabel"),
     "udpcsum": (_BOOL, "udpcsum"), "noudpcsum": (_BOOL, "udpcsum"),
     "udp6zerocsumtx": (_BOOL, "udp6zerocsumtx"), "udp6zerocsumrx": (_BOOL, "udp6zerocsumrx"),
+    "localbypass": (_BOOL, "localbypass"), "nolocalbypass": (_BOOL, "localbypass"),
     "mtu": (_INT, "mtu"),
     "address": ((str, list), "address"), "mac": (_STR, "mac"), "master": (_STR, "master"),
     "learning": (_BOOL, "learning"), "nolearning": (_BOOL, "learning"),
@@ -138,7 +140,7 @@ def _vtep(table: dict) -> tuple[VtepConfig, list]:
             want = " or ".join(dict.fromkeys(_NAMES[t] for t in types))
             got = str(value).lower() if isinstance(value, bool) else repr(value)
             raise LocalError(f"{key} must be {want}, not {got}")
-        if k in ("nolearning", "noudpcsum"):
+        if k in ("nolearning", "noudpcsum", "nolocalbypass"):
             value = not value
         elif k == "address":
             value = [value] if isinstance(value, str) else value

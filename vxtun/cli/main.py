@@ -86,7 +86,9 @@ def up_parser() -> argparse.ArgumentParser:
                    help="the outer IPv6 flow label (default 0)")
     for word, on, what in (("udpcsum", True, "checksum the outer UDP header over IPv4"),
                            ("udp6zerocsumtx", False, "send a zero UDP checksum over IPv6"),
-                           ("udp6zerocsumrx", False, "accept a zero UDP checksum over IPv6")):
+                           ("udp6zerocsumrx", False, "accept a zero UDP checksum over IPv6"),
+                           ("localbypass", True, "hand frames for a local address straight to "
+                            "the VTEP of that VNI and port")):
         # iproute2's [no]WORD pairs
         p.add_argument(f"--{word}", dest=word, action="store_true", default=on,
                        help=f"{what} (default: {'on' if on else 'off'}, as the kernel)")
@@ -141,7 +143,8 @@ def config_from_args(a) -> list:
         srcport=tuple(a.srcport) if a.srcport else DEFAULT_SRCPORT, ttl=a.ttl, mtu=a.mtu,
         tos=a.tos, df=a.df, flowlabel=a.flowlabel, udpcsum=a.udpcsum,
         udp6zerocsumtx=a.udp6zerocsumtx, udp6zerocsumrx=a.udp6zerocsumrx,
-        mac=mac_from_str(a.mac) if a.mac else b"", address=list(a.address), master=a.master,
+        localbypass=a.localbypass, mac=mac_from_str(a.mac) if a.mac else b"",
+        address=list(a.address), master=a.master,
         learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
         l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,
         gc_stale_time=a.gc_stale_time)

@@ -33,6 +33,7 @@ class VtepConfig:
     udpcsum: bool = True              # IPv4: checksum the outer UDP header
     udp6zerocsumtx: bool = False      # IPv6: send a zero outer UDP checksum
     udp6zerocsumrx: bool = False      # IPv6: accept a zero outer UDP checksum
+    localbypass: bool = True          # a remote that is a local address: straight to its VTEP
     mtu: int | None = None
     mac: bytes = b""
     address: list[str] = field(default_factory=list)
@@ -195,7 +196,8 @@ class VtepConfig:
             "srcport": list(self.srcport), "ttl": self.ttl, "tos": self.tos, "df": self.df,
             "flowlabel": self.flowlabel,
             "udpcsum": self.udpcsum, "udp6zerocsumtx": self.udp6zerocsumtx,
-            "udp6zerocsumrx": self.udp6zerocsumrx, "learning": self.learning,
+            "udp6zerocsumrx": self.udp6zerocsumrx, "localbypass": self.localbypass,
+            "learning": self.learning,
             "ageing": self.ageing, "maxaddress": self.maxaddress, "proxy": self.proxy,
             "l2miss": self.l2miss, "l3miss": self.l3miss,
         }

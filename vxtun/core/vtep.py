@@ -8,6 +8,11 @@ the returned actions:
   in a UDP datagram from source port ``sport`` to ``ip``:``port``, with ``tos`` as the outer
   IPv4 TOS / IPv6 traffic class.
 * ``Deliver(vnet, frame)``: write ``vnet`` (the virtio-net header) + ``frame`` to the TAP.
+* ``Bypass(family, port, vni, frame)``: with ``localbypass``, a remote that is an address of
+  this namespace (``local_ips``) gets no datagram: ``frame`` goes straight to the local VTEP
+  of ``vni`` on UDP port ``port`` and IP ``family``, whose ``handle_bypass`` takes it; with
+  no such VTEP the caller counts ``tx_error`` (vxlan_xmit_one -> encap_bypass_if_local ->
+  vxlan_encap_bypass).
 
 Malformed input is never an exception: it is dropped and counted in ``self.stats``.
 
@@ -32,7 +37,11 @@ Transmit path (vxlan_xmit):
      ``external``); a remote of 0.0.0.0 or :: is dropped and counted
      (``no_remote``: vxlan_xmit_one's ``vxlan_addr_any(dst)`` without route short-circuit),
      under an outer TOS that carries the inner ECN bits and a DSCP of 0 (the default ``tos``
-     0 of a kernel vxlan device; vxtun.wire.ecn).
+     0 of a kernel vxlan device; vxtun.wire.ecn).  A remote that is a local address (the
+     kernel: a route with RTCF_LOCAL, neither broadcast nor multicast) is a ``Bypass``
+     with ``localbypass`` (the default since Linux 6.1), not counted here: the VTEP that
+     carries it out counts one tx packet of the whole frame (vxlan_encap_bypass counts
+     skb->len, Ethernet header included) once it found the local VTEP.
 
 Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
   1. Reserved bits set: drop.  Inner frame shorter than Ethernet: drop.
@@ -85,12 +94,23 @@ class Deliver(NamedTuple):
     frame: bytes
 
 
+class Bypass(NamedTuple):
+    family: int          # 4 or 6: the remote's, as vxlan_find_vni() is asked
+    port: int
+    vni: int
+    frame: bytes
+    datagram: Transmit   # what to send instead if the port is not one of ours (see Node.bypass)
+
+
 # How often the same miss may be reported: the kernel reports every one (vxlan_fdb_miss and
 # vxlan_ip_miss have no limit), which lets a burst of traffic flood the listener; one report
 # per key (IP or MAC) per interval is enough for a controller.
 MISS_INTERVAL = 1.0
 # The any address as a remote: "this host" (vxlan_addr_any), never a VTEP to send to.
 ANY_IPS = ("0.0.0.0", "::")
+# What vxlan_encap_bypass() learns a bypassed frame's source MAC against: the loopback
+# address of the receiving VTEP's family, not the local address the frame was sent to.
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 MISS_KEYS_MAX = 4096
 EVENTS_MAX = 4096
 
@@ -116,6 +136,9 @@ class Vtep:
         # [min, max) of the source ports: set by whoever creates the VTEP from the
         # namespace's ip_local_port_range (vxtun.io.underlay.local_port_range)
         self.sport_range = port_range(config.srcport, LOCAL_PORT_RANGE)
+        # the namespace's own addresses (set by whoever runs the VTEP, vxtun.io.netlink): a
+        # remote among them, or in 127.0.0.0/8 or ::1, is bypassed with ``localbypass``
+        self.local_ips: frozenset = frozenset()
         self._events: deque = deque()
         self._miss_seen: dict = {}
         self.events_lost = 0
@@ -294,14 +317,51 @@ class Vtep:
         tos = ecn.encap_tos(frame, self.outer_tos)       # ip_tunnel_ecn_encap()
         ttl = ecn.inner_ttl(frame) if self.ttl_inherit else 0
         out = []
+        sent = 0
         for r in remotes:
             if r.ip in ANY_IPS:
                 self.stats.drop("no_remote")
                 continue
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
-            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl))
-        self.stats.count_tx(len(out), len(frame))
+            t = Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl)
+            if cfg.localbypass and self.is_local(r.ip):
+                vni = cfg.vni if r.vni is None else r.vni
+                out.append(Bypass(ip_version(r.ip), t.port, vni, frame, t))
+                continue
+            out.append(t)
+            sent += 1
+        self.stats.count_tx(sent, len(frame))
         return out
+
+    def is_local(self, ip: str) -> bool:
+        """``ip`` is this namespace's (the kernel's test: the route to it is RTCF_LOCAL)."""
+        return ip in self.local_ips or ip.startswith("127.") or ip == "::1"
+
+    # --- another VTEP of this namespace -> TAP (localbypass) ---------------------------
+
+    def handle_bypass(self, frame: bytes, now: float) -> list:
+        """A frame another local VTEP bypassed to us (vxlan_encap_bypass): no header to check
+        and no own-MAC test, as the kernel's; with learning on its source MAC is snooped
+        against the loopback address (and whatever vxlan_snoop says, it is delivered), and rx
+        counts the whole frame."""
+        if self.fdb.learning and not (frame[6] & 1 or frame[6:12] == ZERO_MAC):
+            self._snoop(frame[6:12], LOOPBACK[self.config.family], now)
+        self.stats.rx_packets += 1
+        self.stats.rx_bytes += len(frame)
+        return [Deliver(rx_vnet_header(frame, self.mtu), frame)]
+
+    def _snoop(self, src: bytes, ip: str, now: float) -> int:
+        """vxlan_snoop(): learn ``src`` at ``ip``, count and report what changed."""
+        res = self.fdb.learn(src, ip, now)
+        if res == LEARN_NEW or res == LEARN_MOVED:
+            if res == LEARN_NEW:
+                self.stats.learned += 1
+            else:
+                self.stats.moved += 1
+            e = self.fdb.get(src)
+            if e is not None:
+                self.fdb_changed("new", e)
+        return res
 
     # --- underlay -> TAP ---------------------------------------------------------------
 
@@ -322,18 +382,9 @@ class Vtep:
         if self.fdb.learning and (src[0] & 1 or src == ZERO_MAC):
             self.stats.drop("invalid_src_mac")
             return []
-        res = self.fdb.learn(src, src_ip, now)
-        if res == LEARN_PINNED:
+        if self._snoop(src, src_ip, now) == LEARN_PINNED:
             self.stats.drop("static_mac_moved")
             return []
-        if res == LEARN_NEW or res == LEARN_MOVED:
-            if res == LEARN_NEW:
-                self.stats.learned += 1
-            else:
-                self.stats.moved += 1
-            e = self.fdb.get(src)
-            if e is not None:
-                self.fdb_changed("new", e)
         # after vxlan_set_mac(): a frame dropped here has taught us its source MAC all the same
         reason, frame = ecn.decapsulate(frame, outer_tos)
         if reason is not None:
@@ -403,4 +454,4 @@ def _is_ns(frame: bytes) -> bool:
             and frame[ETH_HLEN + 40] == 135 and frame[ETH_HLEN + 41] == 0)
 
 
-__all__ = ["Vtep", "Transmit", "Deliver", "mac_to_str"]
+__all__ = ["Vtep", "Transmit", "Deliver", "Bypass", "mac_to_str"]

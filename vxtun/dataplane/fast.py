@@ -66,6 +66,7 @@ from ..proxy import NeighTable
 from ..trace.records import from_ring
 from ..trace.reference import trace_frame
 from ..trace.summary import HEAD
+from ..wire.addr import ip_to_bytes
 
 SOL_UDP = 17
 UDP_GRO = 104
@@ -205,6 +206,7 @@ class FastBackend:
                                neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
+        self.set_local(port, port.vtep.local_ips)
         self._ports[vid] = port
         self._use("tap_tso", tso)
         self._use("tap_csum", bool(flags & TUN_F_CSUM) and not tso)
@@ -228,6 +230,12 @@ class FastBackend:
             self._unuse(f)
 
     # --- counters --------------------------------------------------------------------------
+
+    def set_local(self, port, ips) -> None:
+        """The namespace's addresses changed: the TX thread punts frames for them."""
+        vid = self._vids.get(id(port), (None,))[0]
+        if vid is not None:
+            self.dp.set_local(vid, port.config.localbypass, [ip_to_bytes(ip) for ip in ips])
 
     def set_mac(self, port, mac: bytes) -> None:
         """The TAP's address changed: the C threads' own_mac check follows it."""

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import Demux, Vtep, VtepConfig
-from ..core.vtep import Deliver, Transmit
+from ..core.vtep import Bypass, Deliver, Transmit
 from ..errors import LocalError
 from ..io import control, tap, underlay
 from ..io.netlink import Netlink
@@ -55,11 +55,18 @@ class Port:
     tx: socket.socket | None = None     # this VTEP's send socket (its ttl, group, local)
     ifindex: int = 0                    # of --dev, where the group was joined
     lease: object = None                # who asked for it (vxtun.dataplane.owner)
+    bypass: object = None               # Node.bypass: hands a Bypass to the local VTEP
 
     def execute(self, actions) -> None:
-        """Carry out the core's actions: send datagrams, write frames to the TAP."""
+        """Carry out the core's actions: send datagrams, write frames to the TAP, hand
+        bypassed frames to the local VTEP they are for."""
         for a in actions:
-            if type(a) is Transmit:
+            if type(a) is Bypass:
+                if self.bypass is None:
+                    self.vtep.stats.drop("tx_error")
+                else:
+                    self.bypass(self, a)
+            elif type(a) is Transmit:
                 if not underlay.send_datagram(self.tx or self.underlay.tx, self.underlay.family,
                                               a.ip, a.sport, a.port, a.payload, a.tos,
                                               a.ttl):
@@ -154,6 +161,16 @@ class Vteps:
         if self.attached:
             self._hand_over([self.underlays[key] for key in new_us], ports)
         return ports
+
+    def local_vtep(self, family: int, port: int, vni: int) -> Port | None:
+        """vxlan_find_vni(): the VTEP of this process serving ``vni`` on UDP ``port`` over IP
+        ``family`` (4 or 6), if any."""
+        us = self.underlays.get((socket.AF_INET6 if family == 6 else socket.AF_INET, port))
+        return None if us is None else us.by_vni.get(vni)
+
+    def serves(self, family: int, port: int) -> bool:
+        """This process holds UDP ``port`` over IP ``family`` (4 or 6)."""
+        return (socket.AF_INET6 if family == 6 else socket.AF_INET, port) in self.underlays
 
     def _check(self, configs: list[VtepConfig]) -> None:
         """Refuse what ``ip link add type vxlan`` would refuse beside the devices already here."""

@@ -17,6 +17,7 @@ The node is also what backends and ``commands.handle`` see: ``watch``/``unwatch`
 from __future__ import annotations
 
 import sys
+import time
 
 from ..core import VtepConfig
 from ..io import tap
@@ -65,8 +66,11 @@ class Node:
     def add(self, configs: list[VtepConfig], fdb: dict | None = None) -> list[Port]:
         """Open ``configs`` (all or none, see ``Vteps.add``) and serve their control sockets.
         Raises LocalError and leaves nothing behind."""
+        local = self._local_ips()
         ports = self.vteps.add(configs, fdb)
         for port in ports:
+            port.bypass = self.bypass
+            self._set_local(port, local)
             self.control.listen(port)
         return ports
 
@@ -126,7 +130,9 @@ class Node:
 
     def _tick(self, now: float) -> None:
         self.control.tick(now)
+        local = self._local_ips() if self.ports else frozenset()
         for port in list(self.ports.values()):
+            self._set_local(port, local)
             self._follow_mac(port)
             port.vtep.expire(now)
             self.after_core(port)
@@ -145,7 +151,43 @@ class Node:
         self.loop.close()
         self.nl.close()
 
+    def _local_ips(self) -> frozenset:
+        """The namespace's addresses, for localbypass (read once a tick: an address added
+        is bypassed within a second; the kernel's route lookup sees it at once)."""
+        try:
+            return frozenset(self.nl.local_addresses())
+        except OSError:
+            return frozenset()
+
+    def _set_local(self, port: Port, local: frozenset) -> None:
+        if port.vtep.local_ips != local:
+            port.vtep.local_ips = local
+            self.backend.set_local(port, local)
+
     # --- what the backends and the commands use ----------------------------------------
+
+    def bypass(self, port: Port, a) -> None:
+        """vxlan_encap_bypass(): ``port``'s frame for a remote that is a local address goes
+        straight to the VTEP of this process serving that VNI, port and family, which learns
+        it against the loopback address; tx and rx both count the whole frame.  No such VTEP
+        here: the kernel's tx_errors (encap_bypass_if_local), counted as ``tx_error``.
+
+        A UDP port this process has no socket on may be a kernel vxlan device's (the two
+        cannot share a port: each binds it): the datagram is sent to it through the
+        underlay, as it was without localbypass, and counted so."""
+        if not self.vteps.serves(a.family, a.port):
+            port.vtep.stats.count_tx(1, len(a.frame))
+            port.execute([a.datagram])
+            return
+        dst = self.vteps.local_vtep(a.family, a.port, a.vni)
+        if dst is None:
+            port.vtep.stats.drop("tx_error")
+            return
+        port.vtep.stats.tx_packets += 1
+        port.vtep.stats.tx_bytes += len(a.frame)
+        dst.execute(dst.vtep.handle_bypass(a.frame, time.monotonic()))
+        if dst is not port:
+            self.after_core(dst)
 
     def execute(self, port: Port, actions) -> None:
         """Carry out the core's actions for ``port``: send datagrams, write frames to its TAP."""

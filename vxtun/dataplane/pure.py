@@ -58,6 +58,9 @@ class PureBackend:
     def detach(self, port) -> None:
         self.node.unwatch(port.tap_fd)
 
+    def set_local(self, port, ips) -> None:
+        """The namespace's addresses changed: nothing to do, the core's Vtep.local_ips is it."""
+
     def set_mac(self, port, mac: bytes) -> None:
         """The TAP's address changed: nothing to do, the core's Vtep.mac is the check."""
 

@@ -11,7 +11,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
 
-from vxtun.fastpath.decide cimport fp_demux_build, fp_stats_json, fp_vstate
+from vxtun.fastpath.decide cimport fp_demux_build, fp_set_local, fp_stats_json, fp_vstate
 from vxtun.fastpath.fdb cimport CFdb
 from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
@@ -253,6 +253,16 @@ cdef class Dataplane:
         memcpy(v.s.mac, <const char*>mb, 6)
         self._resume(was)
 
+    def set_local(self, uint32_t vid, bint localbypass, addrs) -> None:
+        """``localbypass`` and the namespace's addresses (packed, 4 or 16 bytes): the TX thread
+        punts a frame for any of them, or for 127.0.0.0/8 or ::1 (vxtun.core.vtep.Bypass)."""
+        cdef fp_vtep* v = self._vtep(vid)
+        was = self._pause()
+        try:
+            fp_set_local(&v.s, localbypass, addrs)
+        finally:
+            self._resume(was)
+
     def remove_vtep(self, uint32_t vid) -> dict:
         """Stop serving a VTEP; returns its final counters."""
         cdef fp_vtep* v = self._vtep(vid)
@@ -265,6 +275,7 @@ cdef class Dataplane:
         out = fp_stats_json(&v.s.st[0], &v.s.st[1])
         fp_gso_close_all(v)
         pthread_mutex_destroy(&v.txlock)
+        free(v.s.local)
         free(v)
         self._fdbs.pop(vid, None)
         return out

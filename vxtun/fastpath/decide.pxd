@@ -34,6 +34,9 @@ cdef struct fp_vstate:
     uint8_t tos           # the device's tos (1: inherit), as vxlan_xmit_one() reads cfg.tos
     int ttl_inherit       # ttl inherit: the outer TTL is the inner packet's
     int l3miss
+    int localbypass       # a remote that is a local address: the frame is punted (Node.bypass)
+    int nlocal
+    fp_remote* local      # the namespace's addresses (family and addr), nlocal of them
     fp_fdb* fdb
     fp_neigh* neigh       # with ``proxy``: the neighbour table (vxtun/fastpath/neigh.pyx)
     fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
@@ -101,6 +104,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
 cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil
 cdef void fp_tx_action_free(fp_tx_action* a) noexcept nogil
 cdef object fp_stats_json(const fp_stats* a, const fp_stats* b)
+cdef int fp_set_local(fp_vstate* v, bint bypass, addrs) except -1
 
 # what the threads hand to Python (fp_punt.kind in vxtun/fastpath/state.pxd)
 cdef enum:

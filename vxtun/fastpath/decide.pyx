@@ -29,7 +29,7 @@ from vxtun.fastpath.neigh cimport (
     N_UNASKED, P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide)
 from vxtun.fastpath.wire cimport (
     D_BAD_FRAME, D_INNER_TRUNCATED, D_INVALID_SRC_MAC, D_NO_REMOTE, D_OWN_MAC, D_PROXY,
-    D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
+    D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_TX_ERROR, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
     F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAXSEG, SEGH_MAX, VNET_HDR_LEN,
     VXLAN_HLEN, be16, fp_complete_checksum, fp_decode_header, fp_ecn_decap, fp_encap_tos,
     fp_encode_header, fp_inner_ttl, fp_pack_vnet, fp_reserved_bits_set, fp_rx_vnet_header, fp_source_port,
@@ -158,6 +158,45 @@ cdef inline bint _addr_any(const fp_remote* r) noexcept nogil:
             return False
     return True
 
+cdef inline bint _is_local(const fp_vstate* v, const fp_remote* r) noexcept nogil:
+    """Vtep.is_local: 127.0.0.0/8, ::1, or one of the namespace's addresses."""
+    cdef int i
+    if r.family == 4 and r.addr[0] == 127:
+        return True
+    if r.family == 6 and r.addr[15] == 1:
+        for i in range(15):
+            if r.addr[i]:
+                break
+        else:
+            return True
+    for i in range(v.nlocal):
+        if v.local[i].family == r.family and \
+                memcmp(v.local[i].addr, r.addr, 4 if r.family == 4 else 16) == 0:
+            return True
+    return False
+
+cdef int fp_set_local(fp_vstate* v, bint bypass, addrs) except -1:
+    """Set ``localbypass`` and the namespace's addresses (``addrs``: packed 4- or 16-byte
+    IPs).  The caller keeps the threads off ``v`` meanwhile (Dataplane._pause)."""
+    cdef fp_remote* arr = NULL
+    cdef int i, n = len(addrs)
+    if n:
+        arr = <fp_remote*>calloc(n, sizeof(fp_remote))
+        if arr == NULL:
+            raise MemoryError()
+    for i, a in enumerate(addrs):
+        b = bytes(a)
+        if len(b) not in (4, 16):
+            free(arr)
+            raise ValueError("an address is 4 or 16 bytes")
+        arr[i].family = 4 if len(b) == 4 else 6
+        memcpy(arr[i].addr, <const char*>b, len(b))
+    free(v.local)
+    v.local = arr
+    v.nlocal = n
+    v.localbypass = bypass
+    return 0
+
 cdef inline void _tx_drop(fp_tx_action* a, fp_stats* st, int reason) noexcept nogil:
     a.kind = A_DROP
     a.reason = reason
@@ -237,6 +276,17 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.kind = A_PUNT                        # L2 miss and no_remote: the core decides
         a.reason = D_NO_REMOTE
         return
+    # localbypass (vxlan_encap_bypass): a remote that is a local address goes to the local VTEP
+    # of its VNI, which learns the frame's source MAC: that is the core's to decide
+    # (Vtep._encap) and the node's to carry out, never this thread's (the RX thread alone
+    # writes the C FDB), so the whole frame is punted; Python unable to take it counts
+    # tx_error, as encap_bypass_if_local counts a missing VTEP
+    if v.localbypass:
+        for i in range(<uint32_t>nr):
+            if _is_local(v, &a.rem[i]):
+                a.kind = A_PUNT
+                a.reason = D_TX_ERROR
+                return
     # a remote of 0.0.0.0 or :: is "this host", never sent to: each is dropped and counted
     # (vxlan_xmit_one's vxlan_addr_any(dst)); Vtep._encap
     k = 0
@@ -327,10 +377,20 @@ cdef class Decisions:
     def __dealloc__(self):
         cdef int i
         for i in range(self.n):
+            free(self.vs[i].local)
             free(self.vs[i])
         free(self.vs)
         free(self.d.vnis)
         fp_tx_action_free(&self.ta)
+
+    def set_local(self, uint32_t vid, bint localbypass, addrs) -> None:
+        """As Dataplane.set_local: ``localbypass`` and the namespace's packed addresses."""
+        cdef int i
+        for i in range(self.n):
+            if self.vs[i].id == vid:
+                fp_set_local(self.vs[i], localbypass, addrs)
+                return
+        raise KeyError(vid)
 
     def add_vtep(self, uint32_t vni, mac, int mtu, CFdb fdb not None, uint32_t sport_lo=32768,
                  uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False,
