@@ -178,3 +178,12 @@ def test_the_tx_thread_punts_a_frame_for_a_local_remote_and_the_core_bypasses_it
         assert dec.tx(vid, vnet + f, 0.0)[1]                 # loopback is always local
         dec.set_local(vid, False, [ip_to_bytes(LOCAL)])
         assert not dec.tx(vid, vnet + f, 0.0)[1]             # nolocalbypass: sent
+
+
+def test_a_traced_bypass_is_sent_with_no_outer_header():
+    from vxtun.trace.reference import trace_frame
+
+    v = vtep(remote=LOCAL)
+    actions, rec = trace_frame(v, frame(), 0.0, wall=1.0)
+    assert [type(a) for a in actions] == [Bypass]
+    assert rec["action"] == "sent" and rec["remotes"] == [LOCAL] and "outer" not in rec

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from ..core.stats import DROP_REASONS
-from ..core.vtep import Deliver, Transmit, _is_ns
+from ..core.vtep import Bypass, Deliver, Transmit, _is_ns
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.vxlan import VXLAN_HLEN, decode_header
 from .records import IP_HLEN, UDP_HLEN, outer_ttl, record
@@ -54,6 +54,8 @@ def trace_frame(vtep, frame: bytes, now: float, wall: float | None = None) -> tu
     when = time.time() if wall is None else wall
     reason = _reason(drops, st.drops)
     sent = [a for a in actions if type(a) is Transmit]
+    # localbypass: a copy handed to a local VTEP is sent too, with no outer header
+    bypassed = [a.datagram for a in actions if type(a) is Bypass]
     kw: dict = {"reason": reason}
     etype = (frame[12] << 8) | frame[13] if len(frame) >= ETH_HLEN else 0
     # the frames Vtep.handle_frame gives to its ARP/ND proxy (arp_reduce, neigh_reduce)
@@ -76,7 +78,10 @@ def trace_frame(vtep, frame: bytes, now: float, wall: float | None = None) -> tu
         d = None if e is not None else vtep.fdb.get(ZERO_MAC)
         kw["fdb"] = {"mac": mac_to_str(dst), "hit": e is not None, "default": d is not None,
                      "remotes": _remotes(e if e is not None else d)}
-        if sent:
+        if bypassed and not sent:
+            action = "sent"
+            kw["remotes"] = [t.ip for t in bypassed]
+        elif sent:
             action = "sent"
             a = sent[0]
             outer = {"src": cfg.local} if cfg.local else {}
@@ -85,7 +90,7 @@ def trace_frame(vtep, frame: bytes, now: float, wall: float | None = None) -> tu
                           "ttl": outer_ttl(cfg, a.ip), "tos": a.tos,
                           "len": len(a.payload) + UDP_HLEN + IP_HLEN[cfg.family]})
             kw["outer"] = outer
-            kw["remotes"] = [t.ip for t in sent]
+            kw["remotes"] = [t.ip for t in sent + bypassed]
         else:
             action = "l2miss" if st.l2miss != l2 else "dropped"
     return actions, record(cfg.name, when, "tx", frame[:HEAD], len(frame), action, **kw)
