@@ -9,8 +9,8 @@ underlay bridge records what h1 sends; h2 is a kernel VTEP that answers.
   kernel's, on veth, are left partial for the NIC that is not there: not comparable).
 * A zero IPv6 checksum is received only with ``udp6zerocsumrx``.
 * The source ports come from the namespace's ip_local_port_range, its high end left out.
-* ``ttl N|auto|inherit``, ``tos N|inherit`` and ``df set|unset`` give the outer IPv4 header the
-  kernel gives it.
+* ``ttl N|auto|inherit``, ``tos N|inherit`` and ``df set|unset|inherit`` give the outer IPv4
+  header the kernel gives it.
 * ``mtu`` above what ``dev`` carries is clamped, as the kernel clamps it at creation.
 
 Each test runs once per dataplane.
@@ -171,6 +171,28 @@ def test_outer_ttl_tos_df_are_the_kernels(topo, dataplane, words, options):
                 if ICMP in inner(p) and inner(p)[IP].ttl == 33}
 
     assert fields(k) and fields(v) == fields(k), (words, fields(k), fields(v))
+
+
+def test_df_inherit_copies_the_inner_df_as_the_kernel(topo, dataplane):
+    """``df inherit``: the outer DF is the inner IPv4 packet's, datagram by datagram (vxtun
+    sends through one of two sockets; IP_MTU_DISCOVER is per socket)."""
+    h1, h2 = hosts(topo)
+    u1, u2 = UNDERLAY["ipv4"]
+    kernel_vtep(h2, remote=u1, local=u2, address="10.20.1.2/24")
+
+    def run(dev):
+        for ttl, pmtu in ((33, "do"), (34, "dont")):
+            h1.sh(f"ping -c 2 -i 0.2 -W 2 -t {ttl} -M {pmtu} 10.20.1.2")
+
+    k, v = kernel_then_vxtun(topo, h1, u1, u2, "df inherit", ["--df", "inherit"], dataplane,
+                             run)
+
+    def fields(pkts):
+        return {(inner(p)[IP].ttl, inner(p)[IP].flags.DF, outer(p).flags.DF) for p in pkts
+                if ICMP in inner(p) and inner(p)[IP].ttl in (33, 34)}
+
+    assert fields(k) == {(33, 1, 1), (34, 0, 0)}, fields(k)
+    assert fields(v) == fields(k)
 
 
 # --- MTU ------------------------------------------------------------------------------------

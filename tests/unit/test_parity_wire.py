@@ -209,9 +209,10 @@ def test_bad_options(argv, message):
         config(argv)
 
 
-def test_df_inherit_is_refused_plainly():
-    with pytest.raises(LocalError, match="df inherit is not supported"):
-        VtepConfig(vni=1, df="inherit").validate()
+def test_df_inherit_is_taken_and_other_words_refused():
+    VtepConfig(vni=1, df="inherit").validate()
+    with pytest.raises(LocalError, match="invalid df maybe: must be unset, set or inherit"):
+        VtepConfig(vni=1, df="maybe").validate()
 
 
 def test_config_file_keys(tmp_path):
@@ -248,5 +249,4 @@ def test_flowlabel_option():
         config(["--flowlabel", "inherit"])
     with pytest.raises(LocalError, match="invalid flowlabel 524288"):
         config(["--flowlabel", "524288"])
-    with pytest.raises(LocalError, match="df inherit is not supported"):
-        config(["--df", "inherit"])
+    assert config(["--df", "inherit"]).df == "inherit"

@@ -81,7 +81,9 @@ def up_parser() -> argparse.ArgumentParser:
     p.add_argument("--tos", type=_hex_or_word, default=0, metavar="TOS|inherit",
                    help="outer TOS in hexadecimal as iproute2 reads it, e.g. 0x28 or 28 "
                    "(default 0; the inner ECN bits are always carried out)")
-    p.add_argument("--df", default="unset", help="the outer IPv4 DF bit: unset (default) or set")
+    p.add_argument("--df", default="unset",
+                   help="the outer IPv4 DF bit: unset (default), set, or inherit (the inner "
+                   "packet's: set for IPv6, and for IPv4 with DF)")
     p.add_argument("--flowlabel", type=_int_or_word, default=0, metavar="LABEL",
                    help="the outer IPv6 flow label (default 0)")
     for word, on, what in (("udpcsum", True, "checksum the outer UDP header over IPv4"),

@@ -28,7 +28,7 @@ class VtepConfig:
     srcport: tuple[int, int] = DEFAULT_SRCPORT
     ttl: int | str | None = None      # 1..255, None or 0: auto (the route's), "inherit"
     tos: int | str = 0                # 0..255, "inherit" (the kernel's cfg.tos 1)
-    df: str = "unset"                 # unset | set (IFLA_VXLAN_DF; not inherit)
+    df: str = "unset"                 # unset | set | inherit (IFLA_VXLAN_DF)
     flowlabel: int = 0                # the outer IPv6 flow label (IFLA_VXLAN_LABEL)
     udpcsum: bool = True              # IPv4: checksum the outer UDP header
     udp6zerocsumtx: bool = False      # IPv6: send a zero outer UDP checksum
@@ -137,7 +137,7 @@ class VtepConfig:
 
     def _validate_outer(self) -> None:
         """``ttl``, ``tos`` and ``df`` as iproute2 takes them (TTL := 1..255 | auto | inherit,
-        TOS := NUMBER | inherit, DF := unset | set, not inherit); normalised to ttl None
+        TOS := NUMBER | inherit, DF := unset | set | inherit); normalised to ttl None
         (auto), an int or "inherit", tos an int or "inherit"."""
         ttl = self.ttl
         if ttl in ("auto", 0):
@@ -158,11 +158,8 @@ class VtepConfig:
         # lease them, so vxtun cannot send them
         if isinstance(fl, bool) or not isinstance(fl, int) or not 0 <= fl < 0x80000:
             raise LocalError(f"invalid flowlabel {fl}: vxtun sends 0..524287 (0x7ffff)")
-        if self.df == "inherit":
-            # the raw send socket sets DF for all its datagrams (IP_MTU_DISCOVER), not one
-            raise LocalError("df inherit is not supported by vxtun: use df set or df unset")
-        if self.df not in ("unset", "set"):
-            raise LocalError(f"invalid df {self.df}: must be unset or set")
+        if self.df not in ("unset", "set", "inherit"):
+            raise LocalError(f"invalid df {self.df}: must be unset, set or inherit")
 
     def max_mtu(self, lower_mtu: int) -> int:
         """The largest MTU over a lower device (``--dev``) of ``lower_mtu``: its MTU less the

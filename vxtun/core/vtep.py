@@ -6,7 +6,7 @@ the returned actions:
 
 * ``Transmit(ip, port, sport, payload, tos)``: send ``payload`` (VXLAN header + inner frame)
   in a UDP datagram from source port ``sport`` to ``ip``:``port``, with ``tos`` as the outer
-  IPv4 TOS / IPv6 traffic class.
+  IPv4 TOS / IPv6 traffic class (and ``ttl``, ``df`` when inherited from the inner packet).
 * ``Deliver(vnet, frame)``: write ``vnet`` (the virtio-net header) + ``frame`` to the TAP.
 * ``Bypass(family, port, vni, frame)``: with ``localbypass``, a remote that is an address of
   this namespace (``local_ips``) gets no datagram: ``frame`` goes straight to the local VTEP
@@ -65,7 +65,7 @@ from ..errors import LocalError
 from ..fdb import LEARN_MOVED, LEARN_NEW, LEARN_PINNED, Fdb, Remote
 from ..wire import ecn
 from ..wire.addr import ip_version
-from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
+from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
 from ..wire.vxlan import (
     LOCAL_PORT_RANGE,
@@ -87,6 +87,17 @@ class Transmit(NamedTuple):
     payload: bytes
     tos: int = 0         # outer IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN)
     ttl: int = 0         # outer TTL / hop limit; 0: the socket's (``ttl N``, or the route's)
+    df: bool = False     # ``df inherit``: set the outer IPv4 DF (else the socket's ``df``)
+
+
+def inner_df(frame: bytes) -> bool:
+    """vxlan_xmit_one() with ``df inherit``: the outer IPv4 header gets DF when the inner
+    frame's Ethernet type is IPv6, or IPv4 with DF set (a VLAN tag in front: neither)."""
+    if len(frame) < ETH_HLEN:
+        return False
+    etype = (frame[12] << 8) | frame[13]
+    return etype == ETH_P_IPV6 or (etype == ETH_P_IP and len(frame) > ETH_HLEN + 6
+                                   and bool(frame[ETH_HLEN + 6] & 0x40))
 
 
 class Deliver(NamedTuple):
@@ -133,6 +144,8 @@ class Vtep:
         # the device's tos as vxlan_xmit_one() reads it (1: inherit), and ttl inherit
         self.outer_tos = 1 if config.tos == "inherit" else config.tos
         self.ttl_inherit = config.ttl == "inherit"
+        # df inherit means something over IPv4 only (vxlan_xmit_one's IPv4 branch)
+        self.df_inherit = config.df == "inherit" and config.family == 4
         # [min, max) of the source ports: set by whoever creates the VTEP from the
         # namespace's ip_local_port_range (vxtun.io.underlay.local_port_range)
         self.sport_range = port_range(config.srcport, LOCAL_PORT_RANGE)
@@ -316,6 +329,7 @@ class Vtep:
         sport = source_port(frame, *self.sport_range)
         tos = ecn.encap_tos(frame, self.outer_tos)       # ip_tunnel_ecn_encap()
         ttl = ecn.inner_ttl(frame) if self.ttl_inherit else 0
+        df = self.df_inherit and inner_df(frame)
         out = []
         sent = 0
         for r in remotes:
@@ -323,7 +337,7 @@ class Vtep:
                 self.stats.drop("no_remote")
                 continue
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
-            t = Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl)
+            t = Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl, df)
             if cfg.localbypass and self.is_local(r.ip):
                 vni = cfg.vni if r.vni is None else r.vni
                 out.append(Bypass(ip_version(r.ip), t.port, vni, frame, t))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core import Demux, Vtep, VtepConfig
 from ..core.vtep import Bypass, Deliver, Transmit
@@ -56,6 +56,7 @@ class Port:
     ifindex: int = 0                    # of --dev, where the group was joined
     lease: object = None                # who asked for it (vxtun.dataplane.owner)
     bypass: object = None               # Node.bypass: hands a Bypass to the local VTEP
+    tx_df: socket.socket | None = None  # df inherit: a send socket that sets DF
 
     def execute(self, actions) -> None:
         """Carry out the core's actions: send datagrams, write frames to the TAP, hand
@@ -67,7 +68,10 @@ class Port:
                 else:
                     self.bypass(self, a)
             elif type(a) is Transmit:
-                if not underlay.send_datagram(self.tx or self.underlay.tx, self.underlay.family,
+                # DF is a socket's setting (IP_MTU_DISCOVER; no control message sets it), so
+                # df inherit chooses between two sockets per datagram
+                sock = self.tx_df if a.df and self.tx_df is not None else self.tx
+                if not underlay.send_datagram(sock or self.underlay.tx, self.underlay.family,
                                               a.ip, a.sport, a.port, a.payload, a.tos,
                                               a.ttl):
                     self.vtep.stats.drop("tx_error")
@@ -78,7 +82,7 @@ class Port:
                     self.vtep.stats.drop("tap_error")
 
     def close(self) -> None:
-        for sock in (self.listener, self.tx):
+        for sock in (self.listener, self.tx, self.tx_df):
             if sock is not None:
                 try:
                     sock.close()
@@ -206,18 +210,26 @@ class Vteps:
 
     def _open_port(self, cfg: VtepConfig, us: Underlay, ifindex: int, fdb) -> Port:
         tx = underlay.open_tx(_family(cfg), cfg.local, cfg.ttl, cfg.group, ifindex, cfg)
+        tx_df = None
         try:
+            if cfg.df == "inherit" and cfg.family == 4:
+                tx_df = underlay.open_tx(_family(cfg), cfg.local, cfg.ttl, cfg.group, ifindex,
+                                         replace(cfg, df="set"))
             lst = control.listen(cfg.name)
         except BaseException:
             tx.close()
+            if tx_df is not None:
+                tx_df.close()
             raise
         try:
             fd = tap.open_tap(cfg.name, self.backend.tap_offload)
         except BaseException:
             lst.close()
             tx.close()
+            if tx_df is not None:
+                tx_df.close()
             raise
-        port = Port(cfg, None, fd, us, lst, tx=tx, ifindex=ifindex)
+        port = Port(cfg, None, fd, us, lst, tx=tx, ifindex=ifindex, tx_df=tx_df)
         try:
             if not cfg.mac:
                 cfg.mac = self.nl.mac(cfg.name)

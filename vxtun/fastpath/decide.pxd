@@ -35,6 +35,7 @@ cdef struct fp_vstate:
     int ttl_inherit       # ttl inherit: the outer TTL is the inner packet's
     int l3miss
     int localbypass       # a remote that is a local address: the frame is punted (Node.bypass)
+    int df_inherit        # df inherit (IPv4): a frame whose outer header takes DF is punted
     int nlocal
     fp_remote* local      # the namespace's addresses (family and addr), nlocal of them
     fp_fdb* fdb

@@ -29,7 +29,8 @@ from vxtun.fastpath.neigh cimport (
     N_UNASKED, P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide)
 from vxtun.fastpath.wire cimport (
     D_BAD_FRAME, D_INNER_TRUNCATED, D_INVALID_SRC_MAC, D_NO_REMOTE, D_OWN_MAC, D_PROXY,
-    D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_TX_ERROR, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
+    D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_TX_ERROR, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IP,
+    ETH_P_IPV6,
     F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAXSEG, SEGH_MAX, VNET_HDR_LEN,
     VXLAN_HLEN, be16, fp_complete_checksum, fp_decode_header, fp_ecn_decap, fp_encap_tos,
     fp_encode_header, fp_inner_ttl, fp_pack_vnet, fp_reserved_bits_set, fp_rx_vnet_header, fp_source_port,
@@ -287,6 +288,14 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
                 a.kind = A_PUNT
                 a.reason = D_TX_ERROR
                 return
+    # df inherit (vxtun.core.vtep.inner_df): DF is a socket's setting, and the threads send
+    # through one socket without it; the core sends a frame that takes DF through the VTEP's
+    # second socket, which has it.  Slow, but only for VTEPs with df inherit.
+    if v.df_inherit and (etype == ETH_P_IPV6 or (
+            etype == ETH_P_IP and n > ETH_HLEN + 6 and f[ETH_HLEN + 6] & 0x40)):
+        a.kind = A_PUNT
+        a.reason = D_TX_ERROR
+        return
     # a remote of 0.0.0.0 or :: is "this host", never sent to: each is dropped and counted
     # (vxlan_xmit_one's vxlan_addr_any(dst)); Vtep._encap
     k = 0
@@ -395,7 +404,7 @@ cdef class Decisions:
     def add_vtep(self, uint32_t vni, mac, int mtu, CFdb fdb not None, uint32_t sport_lo=32768,
                  uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False,
                  uint8_t tos=0, bint ttl_inherit=False, CNeigh neigh=None,
-                 bint l3miss=False) -> int:
+                 bint l3miss=False, bint df_inherit=False) -> int:
         """Serve ``vni``; returns the VTEP's id (as in punted records).  With ``proxy``,
         ``neigh`` is the table the proxy answers from (None: every request is punted)."""
         cdef fp_vstate* v
@@ -426,6 +435,7 @@ cdef class Decisions:
         v.proxy = proxy
         v.tos = tos
         v.ttl_inherit = ttl_inherit
+        v.df_inherit = df_inherit
         v.fdb = fdb.t
         v.l3miss = l3miss
         v.neigh = neigh.t if neigh is not None else NULL
