@@ -322,6 +322,16 @@ FDB = {"mac": "00:00:00:00:00:00", "remotes": [{"dst": "192.0.2.1"}], "flags": [
 control.running = lambda: ["vxtun0"]
 control.call = lambda dev, body, timeout=5.0: SHOW if body["cmd"] == "show" else \\
     [dict(FDB) for _ in range(int(sys.argv[1]))]
+# a listing comes in pages (vxtun/dataplane/server.py): here in pages of 512
+class Client:
+    def __init__(self, dev, timeout=5.0):
+        pass
+    def pages(self, body):
+        rows = control.call("vxtun0", body)
+        return iter([rows[i:i + 512] for i in range(0, len(rows), 512)] or [[]])
+    def close(self):
+        pass
+control.Client = Client
 sys.exit(main.main(sys.argv[2:]))
 """
 

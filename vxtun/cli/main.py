@@ -181,26 +181,42 @@ def cmd_down(req: Command) -> int:
 def cmd_table(req: Command, kind: str) -> int:
     from ..io import control
     if req.request.op == "show":
-        rows = []
+        if req.request.count:
+            counts = [{"ifname": dev, "count": control.call(dev, req.body)["count"]}
+                      for dev in _targets(req, all_ok=True)]
+            print(json.dumps(counts) if req.json else
+                  "\n".join(output.format_count(c, kind) for c in counts))
+            return 0
+        # Printed page by page as the VTEP sends them (a large table comes in pages, see
+        # vxtun/dataplane/server.py): memory stays at one page, and output starts at once.
+        with_dev = req.dev is None
+        sep = "["
         for dev in _targets(req, all_ok=True):
-            ans = control.call(dev, req.body)
-            for e in ans:
-                e.setdefault("ifname", dev)
-            rows += ans
+            c = control.Client(dev)
+            try:
+                for page in c.pages(req.body):
+                    lines = []
+                    for e in page:
+                        e.setdefault("ifname", dev)
+                        if req.json and kind == "fdb":
+                            lines += [json.dumps(r) for r in output.fdb_bridge_json(e, with_dev)]
+                        elif req.json:
+                            lines.append(json.dumps(output.neigh_show_json(e, with_dev)))
+                        elif kind == "fdb":
+                            lines.append(output.format_fdb_line(e, with_dev=with_dev))
+                        else:
+                            lines.append(output.format_neigh_line(e, with_dev=with_dev,
+                                                                  dev=e["ifname"]))
+                    if req.json and lines:
+                        # one JSON array, as json.dumps(list) writes it
+                        sys.stdout.write(sep + ", ".join(lines))
+                        sep = ", "
+                    elif lines:
+                        sys.stdout.write("\n".join(lines) + "\n")
+            finally:
+                c.close()
         if req.json:
-            if kind == "fdb":
-                rows = [row for e in rows
-                        for row in output.fdb_bridge_json(e, with_dev=req.dev is None)]
-            else:
-                rows = [output.neigh_show_json(e, with_dev=req.dev is None) for e in rows]
-            print(json.dumps(rows))
-        else:
-            for e in rows:
-                if kind == "fdb":
-                    print(output.format_fdb_line(e, with_dev=req.dev is None))
-                else:
-                    print(output.format_neigh_line(e, with_dev=req.dev is None,
-                                                   dev=e.get("ifname", "")))
+            print("[]" if sep == "[" else "]")
         return 0
     (dev,) = _targets(req, all_ok=False)
     control.call(dev, req.body)

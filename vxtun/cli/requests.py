@@ -105,9 +105,11 @@ def parse_fdb(words: list[str]) -> Command:
     listing = op in ("show", "flush")
     mac = None if listing else mac_from_str(w.first("a MAC address"))
     dst = via = None
-    port, vni, state, dynamic = 0, None, "permanent", False
+    port, vni, state, dynamic, count = 0, None, "permanent", False, False
     for word in w:
-        if word == "dst":
+        if word == "count" and op == "show":
+            count = True                # the number of entries, not the entries
+        elif word == "dst":
             dst = canonical_ip(w.value("dst"), "dst")
         elif word in ("port", "dst_port"):
             port = _int(w.value("port"), "port", 1, 65535)
@@ -128,7 +130,7 @@ def parse_fdb(words: list[str]) -> Command:
         else:
             raise w.unexpected(word)
     if op == "show":
-        return w.command(FdbShow())
+        return w.command(FdbShow(count))
     if op == "flush":
         return w.command(FdbFlush(dynamic))
     if op == "del":
@@ -147,8 +149,11 @@ def parse_neigh(words: list[str]) -> Command:
     listing = op in ("show", "flush")
     ip = None if listing else canonical_ip(w.first("an IP address"), "neighbour")
     lladdr = to = nud = None
+    count = False
     for word in w:
-        if word == "lladdr":
+        if word == "count" and op == "show":
+            count = True                # the number of entries (in any state) only
+        elif word == "lladdr":
             lladdr = mac_from_str(w.value("lladdr"))
         elif word == "nud":
             nud = w.value("nud")
@@ -163,7 +168,9 @@ def parse_neigh(words: list[str]) -> Command:
         else:
             raise w.unexpected(word)
     if op == "show":
-        return w.command(NeighShow(to, nud))
+        if count and (to or nud):
+            raise LocalError("neigh show count counts the whole table: drop to/nud")
+        return w.command(NeighShow(to, nud, count))
     if op == "flush":
         return w.command(NeighFlush(to, nud == "all"))
     if op == "del":

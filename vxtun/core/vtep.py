@@ -181,6 +181,18 @@ class Vtep:
         return [fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
                 for e in self.fdb.entries()]
 
+    def fdb_show_pages(self, n: int):
+        """``fdb_show`` in batches of at most ``n`` rows, each made when asked for, so that a
+        listing of a million entries never holds the loop for long.  A table of up to ``n``
+        entries is one batch, ordered as ``fdb_show``; a larger one comes in the store's
+        order (the default entry first), as the kernel's dump comes in hash order."""
+        if len(self.fdb) <= n:
+            yield self.fdb_show()
+            return
+        for batch in self.fdb.pages(n):
+            yield [fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
+                   for e in batch]
+
     def neigh_update(self, op: str, ip: str, lladdr: bytes, nud: str, now: float) -> None:
         """``ip neigh add|replace|change``: reported only when the state or the lladdr changed,
         as __neigh_update() notifies; a refresh with the same values only restarts the
@@ -216,6 +228,23 @@ class Vtep:
         if nud != "all":
             rows = [e for e in rows if (e.state == nud if nud else e.state != "noarp")]
         return [e.to_json() for e in rows]
+
+    def neigh_show_pages(self, now: float, n: int, to: str | None = None,
+                         nud: str | None = None):
+        """``neigh_show`` in batches of at most ``n`` rows (as ``fdb_show_pages``): a large
+        table comes in table order, each batch read when asked for."""
+        if len(self.neigh) <= n or to:
+            yield self.neigh_show(now, to, nud)
+            return
+        self.neigh.expire(now)
+        self.neigh_aged()
+        keys = self.neigh.keys()
+        for i in range(0, len(keys), n):
+            rows = [e for k in keys[i:i + n] if (e := self.neigh.get(k)) is not None]
+            if nud != "all":
+                rows = [e for e in rows if (e.state == nud if nud else e.state != "noarp")]
+            if rows:
+                yield [e.to_json() for e in rows]
 
     # --- TAP -> underlay ---------------------------------------------------------------
 

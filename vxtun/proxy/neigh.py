@@ -181,5 +181,9 @@ class NeighTable:
             self.expire(now)
         return sorted(self._entries.values(), key=lambda e: ip_sort_key(e.ip))
 
+    def keys(self) -> list[str]:
+        """The addresses in the table now (a listing in batches reads them one by one)."""
+        return list(self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
