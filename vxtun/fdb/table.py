@@ -320,12 +320,12 @@ class Fdb:
         data path (vxtun fdb show of a large table): the default entry first, then in the
         store's order, each batch read when the caller asks for it (``store.page``)."""
         default = self.store.get(ZERO_MAC)
-        if default is not None:
-            yield [default]
+        head = [] if default is None else [default]
         cursor: object = 0
         while cursor is not None:
             batch, cursor = self.store.page(cursor, n)
-            batch = [e for e in batch if e.mac != ZERO_MAC]
+            batch = head + [e for e in batch if e.mac != ZERO_MAC]
+            head = []
             if batch:
                 yield batch
 
