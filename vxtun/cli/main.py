@@ -6,6 +6,7 @@
     vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
     vxtun neigh add|replace|del|show ...        (as ip neigh)
     vxtun monitor [dev NAME] [-j]               (as ip monitor)
+    vxtun save [dev NAME] > FILE                (then: vxtun up --config FILE)
 """
 from __future__ import annotations
 
@@ -223,6 +224,20 @@ def cmd_table(req: Command, kind: str) -> int:
     return 0
 
 
+def cmd_save(req: Command) -> int:
+    """``vxtun save [dev NAME]``: what the VTEPs have been told, as ``vxtun up --config``
+    reads it (vxtun/cli/configfile.py ``dump``)."""
+    from ..core.requests import FdbShow, NeighShow
+    from ..io import control
+    from .configfile import dump
+    vteps = [{"show": control.call(dev, {"cmd": "show"}),
+              "fdb": control.call(dev, FdbShow().to_json()),
+              "neigh": control.call(dev, NeighShow(nud="all").to_json())}
+             for dev in _targets(req, all_ok=True)]
+    sys.stdout.write(dump(vteps))
+    return 0
+
+
 def cmd_monitor(req: Command) -> int:
     from ..io import control
     devs = _targets(req, all_ok=True)
@@ -303,6 +318,8 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_neigh(rest)
             req.json = req.json or js
             return cmd_table(req, "neigh")
+        if cmd == "save":
+            return cmd_save(parse_dev_only(rest, "show"))
         if cmd == "monitor":
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js

@@ -409,11 +409,12 @@ def request_from_json(obj) -> Request:
 
 
 
-def fdb_update_from_json(obj) -> FdbUpdate:
-    """An FDB entry a VTEP starts with (``vxtun up --config``, sent to the port owner with
-    ``FdbUpdate.to_json()``): only ``fdb add|append|replace`` describes one."""
+def fdb_update_from_json(obj) -> FdbUpdate | NeighUpdate:
+    """An entry a VTEP starts with (``vxtun up --config``, sent to the port owner with
+    ``to_json()``): only ``fdb add|append|replace`` describes one, or a neighbour's
+    ``neigh add|replace|change`` (a saved file's ``neigh`` lines, vxtun/cli/configfile.py)."""
     req = request_from_json(obj)
-    if not isinstance(req, FdbUpdate):
+    if not isinstance(req, (FdbUpdate, NeighUpdate)):
         raise LocalError(f"an FDB entry must be fdb add, append or replace, not {req.cmd} "
                          f"{getattr(req, 'op', '')}".rstrip())
     return req

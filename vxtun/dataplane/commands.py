@@ -46,7 +46,8 @@ def _show(node, port, conn, req):
     cfg = port.config
     d = cfg.to_json()
     d.update({"mtu": cfg.mtu, "address": mac_to_str(cfg.mac), "addresses": cfg.address,
-              "master": cfg.master, "dataplane": node.backend.name,
+              "master": cfg.master, "tos": cfg.tos, "reachable_time": cfg.reachable_time,
+              "gc_stale_time": cfg.gc_stale_time, "dataplane": node.backend.name,
               "features": node.backend.features(), "pid": os.getpid()})
     return d
 
