@@ -208,7 +208,7 @@ class Controller:
         return self._call(FdbShow())
 
     def fdb_pages(self) -> Iterator[list[dict]]:
-        """The FDB page by page, each as the VTEP sends it (a table of up to 512 entries is
+        """The FDB page by page, each as the VTEP sends it (a table of up to 256 entries is
         one page)."""
         yield from self._pages(FdbShow())
 

@@ -20,7 +20,7 @@ from . import counters
 
 # Rows per page of a listing: a page is made and encoded in a few milliseconds, and the
 # loop serves packets between two pages (vxtun/dataplane/server.py).
-PAGE = 512
+PAGE = 256
 
 
 class Pages:
