@@ -6,6 +6,7 @@
     vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
     vxtun neigh add|replace|del|show ...        (as ip neigh)
     vxtun monitor [dev NAME] [-j]               (as ip monitor)
+    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
     vxtun save [dev NAME] > FILE                (then: vxtun up --config FILE)
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 
 from ..errors import ControlError, LocalError, VxtunError
 from . import output
-from .requests import Command, parse_dev_only, parse_fdb, parse_neigh
+from .requests import Command, parse_dev_only, parse_fdb, parse_neigh, parse_trace
 
 PROG = "vxtun"
 
@@ -238,36 +239,61 @@ def cmd_save(req: Command) -> int:
     return 0
 
 
-def cmd_monitor(req: Command) -> int:
+def _stream(req: Command, show) -> int:
+    """Send ``req`` to its one VTEP and hand every line that follows the answer to
+    ``show(dev, msg)`` until the VTEP goes or the user presses ^C (monitor, trace)."""
     from ..io import control
     devs = _targets(req, all_ok=True)
     if len(devs) > 1:
         raise LocalError(f"several VTEPs run here ({', '.join(devs)}): say dev NAME")
-    from ..core.events import event_from_json
     c = control.Client(devs[0], timeout=None)
     try:
-        c.call({"cmd": "monitor"})
+        c.call(req.body)
         while True:
             msg = c.read()
             if msg is None:
                 return 0
-            if msg.get("lost"):
-                # Like ip monitor's "No buffer space available": the VTEP dropped events
-                # because this listener did not keep up; packets were not held back.
-                print(f"{PROG}: {msg['lost']} events lost (the listener was too slow)",
-                      file=sys.stderr, flush=True)
-            if "event" not in msg:
-                continue
-            if req.json:
-                print(json.dumps(msg["event"]), flush=True)
-            else:
-                # As ip monitor: "dev NAME" only when no device was named.
-                ev = event_from_json(msg["event"])
-                print(output.format_event(ev, with_dev=req.dev is None), flush=True)
+            show(devs[0], msg)
     except KeyboardInterrupt:
         return 0
     finally:
         c.close()
+
+
+def cmd_monitor(req: Command) -> int:
+    from ..core.events import event_from_json
+
+    def show(dev: str, msg: dict) -> None:
+        if msg.get("lost"):
+            # Like ip monitor's "No buffer space available": the VTEP dropped events
+            # because this listener did not keep up; packets were not held back.
+            print(f"{PROG}: {msg['lost']} events lost (the listener was too slow)",
+                  file=sys.stderr, flush=True)
+        if "event" not in msg:
+            return
+        if req.json:
+            print(json.dumps(msg["event"]), flush=True)
+        else:
+            # As ip monitor: "dev NAME" only when no device was named.
+            ev = event_from_json(msg["event"])
+            print(output.format_event(ev, with_dev=req.dev is None), flush=True)
+    return _stream(req, show)
+
+
+def cmd_trace(req: Command) -> int:
+    """``vxtun trace``: one record per frame or datagram the VTEP handles, as they come."""
+    def show(dev: str, msg: dict) -> None:
+        rec = msg.get("trace")
+        if msg.get("lost"):
+            # records the VTEP dropped because this reader did not keep up
+            rec = {"type": "lost", "dev": dev, "count": msg["lost"]}
+        if rec is None:
+            return
+        if req.json:
+            print(json.dumps(rec), flush=True)
+        else:
+            print(output.format_trace(rec, with_dev=req.dev is None), flush=True)
+    return _stream(req, show)
 
 
 USAGE = __doc__
@@ -324,6 +350,10 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js
             return cmd_monitor(req)
+        if cmd == "trace":
+            req = parse_trace(rest)
+            req.json = req.json or js
+            return cmd_trace(req)
         return _err(f"unknown command {cmd!r}; try '{PROG} help'")
     except VxtunError as e:
         return _err(str(e))

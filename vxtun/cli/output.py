@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 from ..core.events import FdbChange, L2Miss, L3Miss, NeighChange
+from ..trace.records import format_record
+
+
+def format_trace(record: dict, with_dev: bool = True) -> str:
+    """A ``vxtun trace`` record as one line (vxtun/trace/records.py ``format_record``):
+    ``12:00:01.000001 tx ARP who-has 10.20.1.3 tell 10.20.1.2; fdb miss, default
+    00:00:00:00:00:00 with 2 remotes; sent to 192.0.2.1, 192.0.2.3 (VNI 42, sport 51234,
+    ttl 1)``."""
+    return format_record(record, with_dev)
 
 
 def fdb_bridge_json(entry: dict, with_dev: bool = True) -> list[dict]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..core.requests import (NUD_WORDS, Down, FdbDelete, FdbFlush, FdbShow, FdbUpdate,
                              Monitor, NeighDelete, NeighFlush, NeighShow, NeighUpdate, Request,
-                             Show, Stats)
+                             Show, Stats, TraceRequest)
 from ..errors import LocalError
 from ..fdb import Remote
 from ..wire.addr import canonical_ip, is_ip
@@ -203,3 +203,37 @@ def parse_dev_only(words: list[str], what: str) -> Command:
         else:
             raise LocalError(f"unexpected word {w!r} in {what}")
     return Command(dev, _DEV_ONLY[what](), js)
+
+
+def parse_trace(words: list[str]) -> Command:
+    """``trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]``"""
+    dev = mac = ip = None
+    js = drops = False
+    i = 0
+
+    def value(what: str) -> str:
+        if i + 1 >= len(words):
+            raise LocalError(f"{what} needs a value")
+        return words[i + 1]
+
+    while i < len(words):
+        w = words[i]
+        if w == "dev":
+            dev = value("dev")
+            i += 2
+        elif w == "mac":
+            mac = mac_from_str(value("mac"))
+            i += 2
+        elif w == "ip":
+            ip = canonical_ip(value("ip"), "trace")
+            i += 2
+        elif w in JSON_WORDS:
+            js = True
+            i += 1
+        elif w == "drops":
+            drops = True
+            i += 1
+        else:
+            raise LocalError(f"unexpected word {w!r} in trace "
+                             "(expected dev NAME, mac MAC, ip IP, drops or -j)")
+    return Command(dev, TraceRequest(mac, ip, drops), js)

@@ -13,6 +13,7 @@ program's arguments, and ``vxtun/dataplane/commands.py`` carries them out with t
 name them:
 
     show | stats | down | monitor
+    trace [mac MAC] [ip IP] [drops]
     fdb add|append|replace MAC dst IP [port P] [vni V] [via DEV] [permanent|static|dynamic]
     fdb del MAC [dst IP [port P] [vni V]]      fdb show [count]      fdb flush [dynamic]
     neigh add|replace|change IP lladdr MAC [nud STATE]      neigh del IP
@@ -179,6 +180,32 @@ class Monitor(_Request):
     cmd: ClassVar[str] = "monitor"
 
 
+@dataclass(frozen=True)
+class TraceRequest(_Request):
+    """``vxtun trace [mac MAC] [ip IP] [drops]``: after the answer, a record of every decision
+    the VTEP makes comes on this connection (``vxtun/trace/records.py``), only those about
+    ``mac`` or ``ip`` when given, only drops with ``drops``; the VTEP applies the filter."""
+    cmd: ClassVar[str] = "trace"
+    mac: bytes | None = None
+    ip: str | None = None
+    drops: bool = False
+
+    def __post_init__(self) -> None:
+        self._canon(mac=None if self.mac is None else _mac(self.mac),
+                    ip=None if self.ip is None else _ip(self.ip, "trace"),
+                    drops=_flag(self.drops, "drops"))
+
+    def _fields_json(self) -> dict:
+        d: dict = {}
+        if self.mac is not None:
+            d["mac"] = mac_to_str(self.mac)
+        if self.ip is not None:
+            d["ip"] = self.ip
+        if self.drops:
+            d["drops"] = True
+        return d
+
+
 # --- the FDB (bridge fdb ... self) ----------------------------------------------------------
 
 
@@ -323,7 +350,7 @@ class NeighFlush(_Neigh):
         return d
 
 
-Request = (Show | Stats | Down | Monitor | FdbUpdate | FdbDelete | FdbShow | FdbFlush
+Request = (Show | Stats | Down | Monitor | TraceRequest | FdbUpdate | FdbDelete | FdbShow | FdbFlush
            | NeighUpdate | NeighDelete | NeighShow | NeighFlush)
 
 
@@ -358,6 +385,8 @@ _FROM_JSON = {
     ("stats", None): ((), lambda op, d: Stats()),
     ("down", None): ((), lambda op, d: Down()),
     ("monitor", None): ((), lambda op, d: Monitor()),
+    ("trace", None): (("mac", "ip", "drops"), lambda op, d: TraceRequest(
+        d.get("mac"), d.get("ip"), _default(d.get("drops"), False))),
     **{("fdb", op): (("mac", "dst", "port", "vni", "via", "state"), _fdb_update)
        for op in FDB_UPDATE_OPS},
     ("fdb", "del"): (("mac", "dst", "port", "vni"),

@@ -13,7 +13,7 @@ import time
 
 from ..core.requests import (Down, FdbDelete, FdbFlush, FdbShow, FdbUpdate, Monitor,
                              NeighDelete, NeighFlush, NeighShow, NeighUpdate, Show, Stats,
-                             request_from_json)
+                             TraceRequest, request_from_json)
 from ..wire.ether import mac_to_str
 from . import counters
 
@@ -116,7 +116,14 @@ def _monitor(node, port, conn, req):
     return {"ifname": port.config.name}
 
 
-_HANDLERS = {Show: _show, Stats: _stats, Down: _down, Monitor: _monitor,
+def _trace(node, port, conn, req: TraceRequest):
+    # vxtun/trace/hub.py: records after this answer, filtered here, in the VTEP
+    from ..trace.records import TraceFilter
+    node.traces.subscribe(port, conn, TraceFilter(req.mac, req.ip, req.drops))
+    return {"ifname": port.config.name, "dataplane": node.backend.name}
+
+
+_HANDLERS = {Show: _show, Stats: _stats, Down: _down, Monitor: _monitor, TraceRequest: _trace,
              FdbUpdate: _fdb_update, FdbDelete: _fdb_delete, FdbShow: _fdb_show,
              FdbFlush: _fdb_flush, NeighUpdate: _neigh_update, NeighDelete: _neigh_delete,
              NeighShow: _neigh_show, NeighFlush: _neigh_flush}

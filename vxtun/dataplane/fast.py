@@ -31,6 +31,11 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 
+``vxtun trace``: while a VTEP is traced, the threads copy each decision into a bounded ring
+(vxtun/fastpath/trace.pyx) whose eventfd the selector watches; ``_on_trace`` turns each entry
+into the record the pure core's tracer would build (vxtun/trace/records.py ``from_ring``), and
+punted frames are traced by the core that decides them.  Untraced, the threads test one flag.
+
 ECN as the kernel's vxlan: the outer TOS / traffic class of each send is given as a control
 message (IP_TOS / IPV6_TCLASS, only when it is not 0), and the receive socket hands each
 datagram's outer TOS over as one (IP_RECVTOS / IPV6_RECVTCLASS, set by vxtun.io.underlay): no
@@ -48,6 +53,9 @@ from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+from ..trace.records import from_ring
+from ..trace.reference import trace_frame
+from ..trace.summary import HEAD
 
 SOL_UDP = 17
 UDP_GRO = 104
@@ -114,6 +122,9 @@ class FastBackend:
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._watching = False
+        self._traced: set = set()      # Ports with a tracer (vxtun trace)
+        self._tracing = False
+        self._trace_lost = 0
 
     def make_fdb(self, config):
         """The core's rules over the C table the threads share (``fdb.store``)."""
@@ -216,6 +227,49 @@ class FastBackend:
             base.append("poll_other")
         return base + sorted(self._features)
 
+    # --- vxtun trace -----------------------------------------------------------------------
+
+    def trace_changed(self, port, on: bool) -> None:
+        """The first tracer of ``port`` came, or its last one left: the threads record into
+        the trace ring while any VTEP is traced (vxtun/fastpath/trace.pyx), and the ring's
+        eventfd is watched meanwhile."""
+        if on:
+            self._traced.add(port)
+        else:
+            self._traced.discard(port)
+        want = bool(self._traced)
+        if want == self._tracing:
+            return
+        self._tracing = want
+        self.dp.trace(want)
+        if want:
+            self._trace_lost = self.dp.trace_lost
+            self.node.watch(self.dp.trace_fileno(), self._on_trace)
+        else:
+            self.node.unwatch(self.dp.trace_fileno())
+
+    def _on_trace(self) -> None:
+        """Format what the threads recorded and hand it to the tracers (off the hot path)."""
+        traces = self.node.traces
+        offset = time.time() - time.monotonic()     # the threads' clock is CLOCK_MONOTONIC
+        for raw in self.dp.trace_pop(POP_MAX):
+            vid = raw["vid"]
+            if vid:
+                ports = [p for p in (self._ports.get(vid),) if p is not None]
+            else:       # dropped before a VTEP was known: every VTEP of that socket is told
+                ports = [p for p in self._ports.values()
+                         if self._uids.get(id(p.underlay), (None,))[0] == raw["uid"]]
+            ports = [p for p in ports if traces.watching(p)]
+            if ports:
+                rec = from_ring(raw, ports[0].config if vid else None, raw["now"] + offset)
+                for p in ports:
+                    traces.publish(p, rec, raw["head"])
+        lost = self.dp.trace_lost
+        if lost != self._trace_lost:
+            for p in list(self._traced):
+                traces.lost(p, lost - self._trace_lost)
+            self._trace_lost = lost
+
     # --- what the C threads hand back ------------------------------------------------------
 
     def _on_punt(self) -> None:
@@ -230,7 +284,12 @@ class FastBackend:
                 gone.append((port, int.from_bytes(data, sys.byteorder, signed=True)))
                 continue
             touched[vid] = port
-            actions = handle_punt(port.vtep, kind, data, now)
+            if kind == PUNT_FRAME and self.node.traces.watching(port):
+                # the core decides a punted frame: its record is the pure core's
+                actions, rec = trace_frame(port.vtep, data, now)
+                self.node.traces.publish(port, rec, data[:HEAD])
+            else:
+                actions = handle_punt(port.vtep, kind, data, now)
             if actions:
                 self.node.execute(port, actions)
         for port in touched.values():

@@ -21,6 +21,7 @@ import sys
 from ..core import VtepConfig
 from ..io import tap
 from ..io.netlink import Netlink
+from ..trace.hub import TraceHub
 from . import counters, use_pure
 from .fanout import Fanout
 from .lifecycle import Port, Underlay, Vteps
@@ -44,6 +45,8 @@ class Node:
         self.nl = Netlink()
         self.fanout = Fanout()
         self.backend = select_backend(self)
+        self.traces = TraceHub()        # vxtun trace: the backends ask it, and are told
+        self.traces.on_change = self.backend.trace_changed
         self.vteps = Vteps(self.backend, self.nl)
         self.control = ControlServer(self.loop, self, self.fanout)
         self.on_down = None             # set by the owner: down removes one VTEP, not all

@@ -3,13 +3,20 @@
 Every frame read from a TAP goes through ``Vtep.handle_frame`` and every datagram through
 ``Demux.handle_datagram``; the returned actions are carried out here.  The TAP is opened with
 offloads off, so the kernel hands us complete checksums and frames no larger than the MTU.
+
+While a VTEP is traced (``vxtun trace``, vxtun/trace/hub.py), its frames and datagrams go
+through vxtun/trace/reference.py instead, which calls the same core and builds the record of
+what it decided; untraced, the loop pays one dictionary test per frame.
 """
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 from ..io.underlay import TOS_CMSG_SPACE, received_tos
+from ..trace.reference import trace_datagram, trace_frame
+from ..trace.summary import HEAD
 from ..wire.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, complete_checksum
 
 BATCH = 64          # frames read per wake-up before looking at other fds again
@@ -57,6 +64,9 @@ class PureBackend:
     def features(self) -> list[str]:
         return ["vnet_hdr", "raw_tx"]
 
+    def trace_changed(self, port, on: bool) -> None:
+        """Nothing to switch: the loop asks the node's TraceHub for every frame."""
+
     @property
     def punts_lost(self) -> int:
         """Nothing is handed over between threads here (see FastBackend.punts_lost)."""
@@ -85,7 +95,13 @@ class PureBackend:
                 complete_checksum(frame, start, off)
                 frame = bytes(frame)
             now = time.monotonic()
-            port.execute(port.vtep.handle_frame(frame, now))
+            traces = self.node.traces
+            if traces.watching(port):
+                actions, rec = trace_frame(port.vtep, frame, now)
+                port.execute(actions)
+                traces.publish(port, rec, frame[:HEAD])
+            else:
+                port.execute(port.vtep.handle_frame(frame, now))
             self.node.after_core(port)
 
     def _on_rx(self, us) -> None:
@@ -100,7 +116,11 @@ class PureBackend:
             except OSError:
                 return
             now = time.monotonic()
-            actions = us.demux.handle_datagram(bytes(buf[:n]), addr[0], now, received_tos(anc))
+            if self.node.traces.active:
+                actions = self._traced_rx(us, bytes(buf[:n]), addr, now, received_tos(anc))
+            else:
+                actions = us.demux.handle_datagram(bytes(buf[:n]), addr[0], now,
+                                                   received_tos(anc))
             if actions:
                 vni = (buf[4] << 16) | (buf[5] << 8) | buf[6]
                 port = us.by_vni.get(vni)
@@ -108,3 +128,17 @@ class PureBackend:
                     port.execute(actions)
                     self.node.after_core(port)
 
+
+    def _traced_rx(self, us, data: bytes, addr, now: float, tos: int) -> list:
+        """A datagram while some VTEP is traced: its record goes to the tracers of the VTEP
+        that decided it, or of every VTEP on the socket when it was dropped before one was
+        known (not_vxlan, vni_not_found: the kernel counts those on the socket too)."""
+        family = 6 if us.family == socket.AF_INET6 else 4
+        actions, rec, vtep = trace_datagram(us.demux, data, addr[0], addr[1], now, tos, family)
+        traces = self.node.traces
+        head = data[8:8 + HEAD]
+        ports = [p for p in us.by_vni.values() if vtep is None or p.vtep is vtep]
+        for port in ports:
+            if traces.watching(port):
+                traces.publish(port, rec, head)
+        return actions

@@ -11,6 +11,8 @@ modules above it cimport (the msgpack / uvloop layout), bottom to top:
 * ``decide``: the per-packet decisions, pure C functions mirroring Demux + Vtep
   (vxtun/core): a datagram or a frame in, an action struct out; ``Decisions`` drives them
   from Python.
+* ``trace``: the ring of fixed-size trace records the threads fill while a VTEP is traced
+  (``vxtun trace``); ``TraceRing`` drives it over ``Decisions`` for the tests.
 * ``coalesce``: TCP segments delivered back to back become one GSO super-frame for the TAP.
 * ``state.pxd``: the tables the threads run over (VTEPs, sockets, the punt queue).
 * ``send``: carrying out a send: batched sendmmsg(), UDP GSO trains, the outer TOS.

@@ -19,6 +19,7 @@ from vxtun.fastpath.libc cimport (
 from vxtun.fastpath.send cimport fp_gso_close_all, fp_probe_gso
 from vxtun.fastpath.state cimport QLEN, fp_dp, fp_punt, fp_underlay, fp_vtep
 from vxtun.fastpath.threads cimport dp_start, dp_stop
+from vxtun.fastpath.trace cimport tr_enable, tr_free, tr_init, tr_pop
 
 
 cdef void* _new_member(void*** arr, int n, size_t size) except NULL:
@@ -62,7 +63,7 @@ cdef class Dataplane:
         pthread_mutex_init(&self.dp.q.lock, NULL)
         self.dp.q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         self.dp.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if self.dp.q.efd < 0 or self.dp.stop_fd < 0:
+        if self.dp.q.efd < 0 or self.dp.stop_fd < 0 or tr_init(&self.dp.tr) < 0:
             raise OSError(errno, "eventfd")
         self._fdbs = {}
         self._next_id = 1
@@ -88,6 +89,7 @@ cdef class Dataplane:
         if self.dp.stop_fd >= 0:
             close(self.dp.stop_fd)
         pthread_mutex_destroy(&self.dp.q.lock)
+        tr_free(&self.dp.tr)
 
     def fileno(self) -> int:
         """Readable when punted records wait (an eventfd)."""
@@ -260,6 +262,26 @@ cdef class Dataplane:
     @property
     def punts_lost(self) -> int:
         return self.dp.q.lost
+
+    # --- vxtun trace (vxtun/fastpath/trace.pyx) ---------------------------------------------
+
+    def trace(self, bint on) -> None:
+        """Record every decision of the threads in the trace ring, or stop."""
+        if tr_enable(&self.dp.tr, on) < 0:
+            raise MemoryError()
+
+    def trace_fileno(self) -> int:
+        """Readable when trace records wait (an eventfd)."""
+        return self.dp.tr.efd
+
+    def trace_pop(self, int maximum=256) -> list:
+        """Trace records, oldest first, as vxtun/trace/records.py ``from_ring`` takes them."""
+        return tr_pop(&self.dp.tr, maximum)
+
+    @property
+    def trace_lost(self) -> int:
+        """Records dropped because the ring was full (the reader was too slow)."""
+        return self.dp.tr.lost
 
     def pop(self, int maximum=256) -> list:
         """Punted records, oldest first: ``(kind, vtep_id, bytes)``; kind in PUNT_KINDS (for

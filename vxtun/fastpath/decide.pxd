@@ -62,11 +62,22 @@ cdef struct fp_tx_action:
     int nr                # A_SEND: the remotes, copied under the FDB lock, in rem[0:nr]
     uint16_t sport
     uint8_t tos
+    int hit               # A_SEND: the destination MAC had an entry (else the default's remotes)
     # the caller's buffers, reused from one frame to the next (fp_tx_action_init)
     fp_seg* segs          # MAXSEG
     uint8_t* segh         # MAXSEG * SEGH_MAX: the segments' headers
     fp_remote* rem
     uint32_t remcap
+
+cdef class Decisions:
+    # declared here so that vxtun/fastpath/trace.pyx can drive the same decisions
+    cdef fp_demux d
+    cdef fp_vstate** vs
+    cdef int n
+    cdef dict _fdbs
+    cdef fp_tx_action ta
+    cdef uint32_t _next_id
+    cdef fp_vstate* _v(self, uint32_t vid) except NULL
 
 cdef fp_vstate* fp_demux_find(fp_demux* d, uint32_t vni) noexcept nogil
 cdef int fp_demux_build(fp_demux* d, fp_vstate** vs, int n) noexcept nogil

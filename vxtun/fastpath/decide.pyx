@@ -197,6 +197,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.reason = D_PROXY
         return
     nr = fdb_lookup_copy(v.fdb, mac48(f), now, &a.rem, &a.remcap)
+    a.hit = nr >= 0                            # for a trace record: the entry, or the default
     if nr < 0:
         nr = fdb_lookup_copy(v.fdb, 0, now, &a.rem, &a.remcap)
     if nr < 0:
@@ -258,14 +259,8 @@ cdef class Decisions:
     Python, shaped as ``Dataplane.pop()`` returns them: ``(kind, vtep_id, bytes)``.
 
     ``rx`` counts as the RX thread does and ``tx`` as the TX thread does; ``stats`` and
-    ``demux_stats`` return the counters as the Dataplane does.
+    ``demux_stats`` return the counters as the Dataplane does.  (Its fields: decide.pxd.)
     """
-    cdef fp_demux d
-    cdef fp_vstate** vs
-    cdef int n
-    cdef dict _fdbs
-    cdef fp_tx_action ta
-    cdef uint32_t _next_id
 
     def __cinit__(self):
         memset(&self.d, 0, sizeof(fp_demux))

@@ -11,6 +11,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vxtun.fastpath.decide cimport fp_demux, fp_vstate
 from vxtun.fastpath.libc cimport pthread_mutex_t, pthread_t, sockaddr_in6, socklen_t
+from vxtun.fastpath.trace cimport fp_tring
 
 cdef enum:
     QLEN = 1024           # punt queue length
@@ -78,3 +79,4 @@ cdef struct fp_dp:
     int stop_fd
     fp_thread th[2]       # [role]
     fp_queue q
+    fp_tring tr           # vxtun trace: records of the threads' decisions (tr.on: tracing)

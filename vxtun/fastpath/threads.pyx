@@ -25,7 +25,7 @@ thread stops watching the fd.  Python then removes the VTEP as ``vxtun down`` wo
 burst ends on a failed read, and the event flags once per epoll event.
 """
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
@@ -48,6 +48,7 @@ from vxtun.fastpath.send cimport (
     fp_txctx_init)
 from vxtun.fastpath.state cimport (
     QLEN, ROLE_RX, ROLE_TX, fp_dp, fp_queue, fp_thread, fp_underlay, fp_vtep)
+from vxtun.fastpath.trace cimport tr_rx, tr_tx
 from vxtun.fastpath.wire cimport D_TAP_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
 
 cdef enum:
@@ -126,6 +127,7 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
     the other thread holds it.  Returns how many frames were read."""
     cdef int k, n = 0
     cdef ssize_t r
+    cdef double now
     if wait:
         pthread_mutex_lock(&v.txlock)
     elif pthread_mutex_trylock(&v.txlock) != 0:
@@ -137,7 +139,11 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
                 _tap_gone(&dp.q, v, errno)
             break
         n += 1
-        fp_tx_decide(&v.s, c.buf, <size_t>r, fp_now(), c.tid, &c.act)
+        now = fp_now()
+        fp_tx_decide(&v.s, c.buf, <size_t>r, now, c.tid, &c.act)
+        if dp.tr.on and c.act.kind != A_PUNT:   # a punted frame is traced by the core
+            tr_tx(&dp.tr, &v.s, c.buf + VNET_HDR_LEN,
+                  <size_t>r - VNET_HDR_LEN if r > VNET_HDR_LEN else 0, now, &c.act)
         _tx_carry_out(&dp.q, v, c)
     fp_tx_pend_flush(c, v)
     pthread_mutex_unlock(&v.txlock)
@@ -196,13 +202,17 @@ cdef void _coal_write(fp_rxctx* c) noexcept nogil:
         v.s.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
-                       const uint8_t* addr, uint8_t tos, double now) noexcept nogil:
+                       const uint8_t* addr, uint16_t sport, uint8_t tos, double now,
+                       uint32_t tsegs) noexcept nogil:
     """Decide one datagram received under the outer TOS / traffic class ``tos`` and do it;
-    ``d`` has RXHEAD bytes of room before it (for the virtio-net header)."""
+    ``d`` has RXHEAD bytes of room before it (for the virtio-net header).  While tracing, the
+    first datagram of a GRO train is recorded for the ``tsegs`` it held (0: not recorded)."""
     cdef fp_rx_action a
     cdef fp_vtep* v
     cdef int k
     fp_rx_decide(&us.dm, d, n, fam, addr, tos, now, c.tid, &a)
+    if tsegs and dp.tr.on:
+        tr_rx(&dp.tr, us.id, d, n, fam, addr, sport, tos, now, tsegs, &a)
     if a.learn == LEARN_NEW or a.learn == LEARN_MOVED:
         q_push(&dp.q, PUNT_LEARN, a.v.id, d + VXLAN_HLEN + 6, 6, NULL, 0, True)
     if a.kind != A_DELIVER:
@@ -223,6 +233,8 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
     cdef int i, r, rounds, gso, fam, tclass
     cdef uint8_t tos
+    cdef uint16_t sport
+    cdef uint32_t tsegs
     cdef size_t n, off, seg
     cdef uint8_t* d
     cdef const uint8_t* addr
@@ -257,6 +269,9 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
             else:
                 fam = 6
                 addr = c.slots[i].addr.sin6_addr.s6_addr
+            # sin_port and sin6_port sit at the same offset, in network order
+            sport = c.slots[i].addr.sin6_port
+            sport = <uint16_t>((sport >> 8) | (sport << 8))
             gso = 0
             tos = 0
             if mh.msg_controllen:
@@ -275,12 +290,14 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
                 # exactly gso bytes; GRO merges only datagrams with the same outer TOS / traffic
                 # class (inet_gro_receive, ipv6_gro_receive), so one ``tos`` holds for all
                 off = 0
+                tsegs = <uint32_t>((n + <size_t>gso - 1) / <size_t>gso)     # one record
                 while off < n:
                     seg = n - off if n - off < <size_t>gso else <size_t>gso
-                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, tos, now)
+                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, sport, tos, now, tsegs)
+                    tsegs = 0
                     off += seg
             else:
-                _rx_datagram(c, dp, us, d, n, fam, addr, tos, now)
+                _rx_datagram(c, dp, us, d, n, fam, addr, sport, tos, now, 1)
         if r < RXBATCH:
             break
     _coal_write(c)      # the socket is empty: nothing more will join the pending frame
