@@ -99,6 +99,25 @@ def serve_while(loop: Loop, fn):
     return out["result"]
 
 
+def read_until(loop: Loop, s: socket.socket, done) -> list[dict]:
+    """The lines ``s`` reads while the loop turns, until ``done(lines)``; closes ``s``."""
+    s.settimeout(0.05)
+    lines: list[dict] = []
+    buf = b""
+    deadline = time.monotonic() + 120
+    while not done(lines):
+        assert time.monotonic() < deadline, "the answers did not all come"
+        turn(loop)
+        try:
+            buf += s.recv(1 << 20)
+        except TimeoutError:
+            continue
+        *whole, buf = buf.split(b"\n")
+        lines += [json.loads(x) for x in whole]
+    s.close()
+    return lines
+
+
 def test_fdb_show_of_a_large_table_is_whole(big):
     server, port, loop = big
     dev = port.config.name
@@ -152,17 +171,7 @@ def test_a_page_is_made_only_when_the_reader_has_taken_the_last(big):
     assert len(made) < N // commands.PAGE // 4
     assert chan.backlog <= commands.PAGE * 200
     # now read it all, while the loop turns
-    s.settimeout(10)
-    lines, buf = [], b""
-    while not lines or "more" in lines[-1]:
-        turn(loop)
-        try:
-            buf += s.recv(1 << 20)
-        except TimeoutError:
-            continue
-        *done, buf = buf.split(b"\n")
-        lines += [json.loads(x) for x in done]
-    s.close()
+    lines = read_until(loop, s, lambda lines: lines and "more" not in lines[-1])
     assert sum(len(x.get("more", x.get("result", []))) for x in lines) == N
 
 
@@ -175,18 +184,7 @@ def test_requests_sent_during_a_listing_are_answered_after_it_in_order(big):
               + jsonlines.encode({"cmd": "fdb", "op": "add", "mac": "02:ff:00:00:00:01",
                                   "dst": "192.0.2.7"})
               + jsonlines.encode({"cmd": "fdb", "op": "show", "count": True}))
-    s.settimeout(0.05)
-    lines, buf = [], b""
-    deadline = time.monotonic() + 120
-    while len([x for x in lines if "more" not in x]) < 4 and time.monotonic() < deadline:
-        turn(loop)
-        try:
-            buf += s.recv(1 << 20)
-        except TimeoutError:
-            continue
-        *done, buf = buf.split(b"\n")
-        lines += [json.loads(x) for x in done]
-    s.close()
+    lines = read_until(loop, s, lambda lines: len([x for x in lines if "more" not in x]) == 4)
     answers = [x for x in lines if "more" not in x]
     assert [a.get("result") for a in answers[1:]] == [{"count": N}, None, {"count": N + 1}]
     assert sum(len(x.get("more", [])) for x in lines) + len(answers[0]["result"]) == N

@@ -74,6 +74,10 @@ _KEYS = {
     "reachable_time": (_NUM, "reachable_time"), "gc_stale_time": (_NUM, "gc_stale_time"),
 }
 
+# the table keys of a [[vtep]], each a list of lines such as this one
+_TABLE_EXAMPLES = {"fdb": "00:00:00:00:00:00 dst 192.0.2.2",
+                   "neigh": "10.20.1.4 lladdr 52:5e:55:58:9a:ab nud permanent"}
+
 
 def load(path: str) -> list[VtepConfig]:
     """The VTEPs described in ``path`` (validated)."""
@@ -125,21 +129,14 @@ def parse(doc: dict, where: str = "config") -> tuple[list[VtepConfig], dict]:
 
 def _vtep(table: dict) -> tuple[VtepConfig, list]:
     kw: dict = {"dstport": IANA_PORT, "srcport": DEFAULT_SRCPORT}
-    fdb_lines: list[str] = []
-    neigh_lines: list[str] = []
+    lines: dict[str, list[str]] = {"fdb": [], "neigh": []}
     for key, value in table.items():
         k = key.replace("-", "_")
-        if k == "fdb":
+        if k in _TABLE_EXAMPLES:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise LocalError("fdb must be a list of strings such as "
-                                 "\"00:00:00:00:00:00 dst 192.0.2.2\"")
-            fdb_lines = value
-            continue
-        if k == "neigh":
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise LocalError("neigh must be a list of strings such as "
-                                 "\"10.20.1.4 lladdr 52:5e:55:58:9a:ab nud permanent\"")
-            neigh_lines = value
+                raise LocalError(f"{k} must be a list of strings such as "
+                                 f"\"{_TABLE_EXAMPLES[k]}\"")
+            lines[k] = value
             continue
         if k not in _KEYS:
             raise LocalError(f"unknown key {key!r} (the keys are vxtun up's long options: "
@@ -166,22 +163,28 @@ def _vtep(table: dict) -> tuple[VtepConfig, list]:
         raise LocalError("vni is required")
     cfg = VtepConfig(**kw)
     cfg.validate()
-    entries = [_fdb_line(line, cfg) for line in fdb_lines]
-    entries += [_neigh_line(line, cfg) for line in neigh_lines]
+    entries = [_fdb_line(line, cfg) for line in lines["fdb"]]
+    entries += [_neigh_line(line, cfg) for line in lines["neigh"]]
     return cfg, entries
 
 
 def _neigh_line(line: str, cfg: VtepConfig) -> NeighUpdate:
+    return _command(line, cfg, "neigh", ("add", "replace", "change"), parse_neigh).request
+
+
+def _command(line: str, cfg: VtepConfig, kind: str, ops: tuple[str, ...], parse):
+    """One ``fdb``/``neigh`` line of a VTEP's table: the words after ``vxtun KIND`` (the
+    operation may be left out: ``ops[0]``), for this VTEP only."""
     words = shlex.split(line)
-    if not words or words[0] not in ("add", "replace", "change"):
-        words = ["add"] + words
+    if not words or words[0] not in ops:
+        words = [ops[0]] + words
     try:
-        cmd = parse_neigh(words)
+        cmd = parse(words)
     except LocalError as e:
-        raise LocalError(f"neigh {line!r}: {e}") from None
+        raise LocalError(f"{kind} {line!r}: {e}") from None
     if cmd.dev not in (None, cfg.name):
-        raise LocalError(f"neigh {line!r}: dev {cmd.dev} is not this VTEP ({cfg.name})")
-    return cmd.request
+        raise LocalError(f"{kind} {line!r}: dev {cmd.dev} is not this VTEP ({cfg.name})")
+    return cmd
 
 
 # --- writing: vxtun save ------------------------------------------------------------------
@@ -275,16 +278,7 @@ def dump(vteps: list[dict]) -> str:
 
 
 def _fdb_line(line: str, cfg: VtepConfig) -> FdbUpdate:
-    words = shlex.split(line)
-    if not words or words[0] not in ("add", "append", "replace"):
-        words = ["append"] + words
-    try:
-        cmd = parse_fdb(words)
-    except LocalError as e:
-        raise LocalError(f"fdb {line!r}: {e}") from None
-    if cmd.dev not in (None, cfg.name):
-        raise LocalError(f"fdb {line!r}: dev {cmd.dev} is not this VTEP ({cfg.name})")
-    update = cmd.request
+    update = _command(line, cfg, "fdb", ("append", "add", "replace"), parse_fdb).request
     dst = update.remote.ip
     if ip_version(dst) != cfg.family:
         raise LocalError(f"fdb {line!r}: dst {dst} is IPv{ip_version(dst)} but the underlay is "
