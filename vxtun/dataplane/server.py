@@ -178,4 +178,7 @@ def _page_lines(pages):
     except VxtunError as e:
         yield encode({"ok": False, "error": str(e)})
         return
+    except (ValueError, KeyError, TypeError) as e:     # as _answer: never into the loop
+        yield encode({"ok": False, "error": f"bad request: {e}"})
+        return
     yield encode({"ok": True, "result": [] if prev is None else prev})
