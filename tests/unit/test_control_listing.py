@@ -214,3 +214,24 @@ def test_a_store_hands_out_every_entry_once_in_batches_while_entries_are_added(k
     assert old[0] == b"\0" * 6
     assert sorted(old) == sorted([b"\0" * 6] + [_mac(i) for i in range(1, 5000)])
     assert len(seen) == len(set(seen))
+
+
+def test_a_listing_that_fails_half_way_ends_with_an_error_and_the_connection_lives(big):
+    server, port, loop = big
+    real = port.vtep.fdb_show_pages
+
+    def broken(n):
+        pages = real(n)
+        yield next(pages)
+        yield next(pages)
+        raise ValueError("the table broke")
+    port.vtep.fdb_show_pages = broken
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(control.address(port.config.name))
+    s.sendall(jsonlines.encode({"cmd": "fdb", "op": "show"})
+              + jsonlines.encode({"cmd": "fdb", "op": "show", "count": True}))
+    lines = read_until(loop, s, lambda lines: len([x for x in lines if "more" not in x]) == 2)
+    (page,) = lines[:-2]     # the first page; the second waited to learn if it was the last
+    assert 0 < len(page["more"]) <= commands.PAGE + 1
+    assert lines[-2:] == [{"ok": False, "error": "bad request: the table broke"},
+                          {"ok": True, "result": {"count": N}}]
