@@ -182,3 +182,23 @@ def test_a_walk_without_topology_gets_a_column_per_named_host_and_an_empty_walk_
     assert html.count('class="host"') == 3
     empty = render(Walk("9", "nothing"))
     assert "This walk has no steps." in empty
+
+
+def test_a_moved_mac_replaces_its_line_and_the_default_entry_keeps_one_line_per_remote():
+    def fdb(change, line):
+        return TableChange("host1/vxtun0", "fdb", change, line)
+
+    zero = "00:00:00:00:00:00 dev vxtun0 dst 192.0.2.{} self permanent"
+    html = render(walk([
+        Step(1, "defaults", 0.0, "host1", "table",
+             tables=[fdb("added", zero.format(2)), fdb("added", zero.format(3))]),
+        Step(2, "learned", 0.1, "host1", "table",
+             tables=[fdb("added", "02:00:00:00:00:09 dev vxtun0 dst 192.0.2.2 self")]),
+        Step(3, "moved", 0.2, "host1", "table",
+             tables=[fdb("changed", "02:00:00:00:00:09 dev vxtun0 dst 192.0.2.3 self")]),
+    ]))
+    last = re.findall(r'<article class="step".*?</article>', html, re.S)[-1]
+    state = last[last.index("Tables after this step"):]
+    assert zero.format(2) in state and zero.format(3) in state
+    assert "02:00:00:00:00:09 dev vxtun0 dst 192.0.2.3 self" in state
+    assert "dst 192.0.2.2 self<" not in state

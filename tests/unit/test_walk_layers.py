@@ -230,3 +230,15 @@ def test_inner_ipv6_neighbour_solicitation_and_echo_reply_one_liners():
     assert f["inner frame", "EtherType"] == "0x86dd (IPv6)"
     f = fields(layers_of(over_v6(reply, dst="2001:db8::3", hlim=64)))
     assert f["inner frame", "packet"] == "ICMPv6 echo reply id 9 seq 4"
+
+
+def test_a_checksum_left_for_offload_is_called_partial_not_wrong():
+    from vxtun.wire.offload import csum_add
+
+    data = bytearray(over_v6(arp_request(), dst="2001:db8::3", hlim=64))
+    pkt = Ether(bytes(data))
+    pseudo = csum_add(bytes(data[22:54]) + pkt[IPv6].plen.to_bytes(4, "big") + bytes((0, 0, 0, 17)))
+    data[14 + 40 + 6:14 + 40 + 8] = pseudo.to_bytes(2, "big")   # as udp6_set_csum leaves it
+    f = fields(layers_of(bytes(data)))
+    assert f["UDP", "checksum"] == (f"0x{pseudo:04x} (partial: the pseudo-header sum, before "
+                                    "checksum offload completes it)")

@@ -1,14 +1,5 @@
-"""``vxtun``: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
-
-    vxtun up --vni 42 --remote 192.0.2.1 --local 192.0.2.2 --dev eth0 [--dstport 4789] ...
-    vxtun down [NAME]
-    vxtun show [dev NAME] [-j]          vxtun stats [dev NAME] [-j]
-    vxtun fdb add|append|replace|del|show ...   (as bridge fdb)
-    vxtun neigh add|replace|del|show ...        (as ip neigh)
-    vxtun monitor [dev NAME] [-j]               (as ip monitor)
-    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
-    vxtun save [dev NAME] > FILE                (then: vxtun up --config FILE)
-"""
+"""The ``vxtun`` command: run a VTEP and talk to running ones, in the words of ``ip``,
+``bridge`` and ``ip monitor`` (USAGE below is what ``vxtun help`` prints)."""
 from __future__ import annotations
 
 import argparse
@@ -17,11 +8,50 @@ import os
 import signal
 import sys
 
+from ..core.requests import FdbShow
 from ..errors import ControlError, LocalError, VxtunError
 from . import output
-from .requests import Command, parse_dev_only, parse_fdb, parse_neigh, parse_trace
+from .requests import (STATS_WORDS, Command, parse_dev_only, parse_fdb, parse_neigh,
+                       parse_trace, up_words)
 
 PROG = "vxtun"
+
+USAGE = """\
+Usage: vxtun [ OPTIONS ] OBJECT { COMMAND | help }
+where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | save }
+       OPTIONS := { -V[ersion] | -j[son] | -s[tatistics] }
+
+vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
+
+    vxtun up NAME id 42 remote 192.0.2.1 local 192.0.2.2 dev eth0 dstport 4789 ...
+                                       (the words of ip link add NAME type vxlan ...)
+    vxtun up --vni 42 --remote 192.0.2.1 --local 192.0.2.2 --dev eth0 [--dstport 4789] ...
+    vxtun down [NAME]
+    vxtun show [dev NAME] [-j]          vxtun stats [dev NAME] [-j]
+    vxtun fdb add|append|replace|del|show|flush ...   (as bridge fdb; vxtun fdb help)
+    vxtun neigh add|replace|change|del|show|flush ... (as ip neigh; vxtun neigh help)
+    vxtun monitor [dev NAME] [-j]                     (as ip monitor)
+    vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
+    vxtun save [dev NAME] > FILE                      (then: vxtun up --config FILE)"""
+
+# As ``bridge fdb help`` and ``ip neigh help`` print them, with the words vxtun takes.
+FDB_USAGE = """\
+Usage: vxtun fdb { add | append | del | replace } ADDR dev DEV
+              [ self ] [ local | static | dynamic ]
+              [ dst IPADDR ] [ port PORT] [ vni VNI ]
+              [ via DEV ] [ src_vni VNI ]
+       vxtun fdb [ show [ dev DEV ] [ -s[tatistics] ] [ -j[son] ] [ count ] ]
+       vxtun fdb flush [ dev DEV ] [ dynamic ]"""
+
+NEIGH_USAGE = """\
+Usage: vxtun neigh { add | del | change | replace }
+                { ADDR [ lladdr LLADDR ] [ nud STATE ] }
+                [ dev DEV ]
+
+       vxtun neigh { show | flush } [ to ADDR ] [ dev DEV ] [ nud STATE ]
+       vxtun neigh show [ dev DEV ] count
+
+STATE := { noarp | permanent | reachable | stale | all (show and flush) }"""
 
 
 def _err(msg: str) -> int:
@@ -95,10 +125,30 @@ def dstport_note(a) -> str | None:
             "(the Linux kernel's default is 8472: --dstport 8472)")
 
 
+def up_options(p: argparse.ArgumentParser) -> dict[str, int]:
+    """Each long option of ``vxtun up`` and how many values it takes (for ``up_words``)."""
+    opts = {}
+    for action in p._actions:
+        n = action.nargs if isinstance(action.nargs, int) else (0 if action.nargs == 0 else 1)
+        for o in action.option_strings:
+            if o.startswith("--"):
+                opts[o] = n
+    return opts
+
+
+def parse_up(argv: list[str]) -> argparse.Namespace:
+    """``vxtun up``'s arguments: the long options, or a device name followed by the words of
+    ``ip link add NAME type vxlan`` (turned into the same long options)."""
+    p = up_parser()
+    if argv and not argv[0].startswith("-"):
+        argv = up_words(argv, up_options(p))
+    return p.parse_args(argv)
+
+
 def cmd_up(argv: list[str]) -> int:
     """Hand the VTEPs to this namespace's port owner and hold the lease in the foreground
     (see vxtun/dataplane/owner.py: VTEPs of several ``up`` share one UDP port)."""
-    a = up_parser().parse_args(argv)
+    a = parse_up(argv)
     from ..dataplane.owner import Lease
     fdb: dict = {}
     if a.config:
@@ -201,11 +251,13 @@ def cmd_table(req: Command, kind: str) -> int:
                     for e in page:
                         e.setdefault("ifname", dev)
                         if req.json and kind == "fdb":
-                            lines += [json.dumps(r) for r in output.fdb_bridge_json(e, with_dev)]
+                            lines += [json.dumps(r) for r in output.fdb_bridge_json(
+                                e, with_dev=with_dev, stats=req.stats)]
                         elif req.json:
                             lines.append(json.dumps(output.neigh_show_json(e, with_dev)))
                         elif kind == "fdb":
-                            lines.append(output.format_fdb_line(e, with_dev=with_dev))
+                            lines.append(output.format_fdb_line(e, with_dev=with_dev,
+                                                                stats=req.stats))
                         else:
                             lines.append(output.format_neigh_line(e, with_dev=with_dev,
                                                                   dev=e["ifname"]))
@@ -296,9 +348,6 @@ def cmd_trace(req: Command) -> int:
     return _stream(req, show)
 
 
-USAGE = __doc__
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         status = _main(argv)
@@ -319,14 +368,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    js = False
-    while argv and argv[0] in ("-j", "-json", "--json"):
-        js = True
+    js = stats = False
+    while argv and argv[0] in ("-j", "-json", "--json", *STATS_WORDS):
+        js = js or argv[0] in ("-j", "-json", "--json")
+        stats = stats or argv[0] in STATS_WORDS
         argv.pop(0)
+    if argv and argv[0] in ("-V", "-Version", "--version"):
+        from .. import __version__
+        print(f"{PROG} utility, {PROG}-{__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.strip())
+        print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if rest[:1] == ["help"] and cmd in ("fdb", "neigh", "neighbour", "neighbor"):
+        print(FDB_USAGE if cmd == "fdb" else NEIGH_USAGE)
+        return 0
     try:
         if cmd == "up":
             return cmd_up(rest)
@@ -339,6 +396,7 @@ def _main(argv: list[str] | None = None) -> int:
         if cmd == "fdb":
             req = parse_fdb(rest)
             req.json = req.json or js
+            req.stats = req.stats or (stats and isinstance(req.request, FdbShow))
             return cmd_table(req, "fdb")
         if cmd in ("neigh", "neighbour", "neighbor"):
             req = parse_neigh(rest)

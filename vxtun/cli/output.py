@@ -13,10 +13,11 @@ def format_trace(record: dict, with_dev: bool = True) -> str:
     return format_record(record, with_dev)
 
 
-def fdb_bridge_json(entry: dict, with_dev: bool = True) -> list[dict]:
+def fdb_bridge_json(entry: dict, with_dev: bool = True, stats: bool = False) -> list[dict]:
     """``bridge -j fdb show``'s rows for one entry: one object per destination, keys in
-    iproute2's order (``mac``, ``ifname``, ``dst``, ``port``, ``vni``, ``viaIf``, ``flags``,
-    ``state``); ``ifname`` is left out when the listing was asked with ``dev NAME``."""
+    iproute2's order (``mac``, ``ifname``, ``dst``, ``port``, ``vni``, ``viaIf``, ``used``,
+    ``updated``, ``flags``, ``state``); ``ifname`` is left out when the listing was asked
+    with ``dev NAME``, the timers unless asked with ``-s`` (``bridge -s -j fdb show``)."""
     rows = []
     for r in entry.get("remotes") or [{}]:
         row: dict = {"mac": entry["mac"]}
@@ -30,14 +31,18 @@ def fdb_bridge_json(entry: dict, with_dev: bool = True) -> list[dict]:
             row["vni"] = r["vni"]
         if r.get("via"):
             row["viaIf"] = r["via"]
+        if stats and "used" in entry:
+            row["used"] = entry["used"]
+            row["updated"] = entry["updated"]
         row["flags"] = list(entry.get("flags", []))
         row["state"] = entry.get("state", "")
         rows.append(row)
     return rows
 
 
-def format_fdb_line(entry: dict, with_dev: bool = True) -> str:
-    """``bridge fdb show`` prints one line per destination of an entry."""
+def format_fdb_line(entry: dict, with_dev: bool = True, stats: bool = False) -> str:
+    """``bridge fdb show`` prints one line per destination of an entry; with ``stats``
+    (``bridge -s fdb show``) the seconds since it was used and updated: ``used 3/10``."""
     lines = []
     for r in entry.get("remotes") or [{}]:
         parts = [entry["mac"]]
@@ -51,6 +56,8 @@ def format_fdb_line(entry: dict, with_dev: bool = True) -> str:
             parts += ["vni", str(r["vni"])]
         if r.get("via"):
             parts += ["via", r["via"]]
+        if stats and "used" in entry:
+            parts += ["used", f"{entry['used']}/{entry['updated']}"]
         parts += entry.get("flags", [])
         if entry.get("state"):
             parts.append(entry["state"])

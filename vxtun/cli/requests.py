@@ -22,6 +22,7 @@ from ..wire.vxlan import VNI_MAX
 FDB_OPS = ("add", "append", "replace", "del", "delete", "show", "list", "flush")
 NEIGH_OPS = ("add", "replace", "change", "del", "delete", "show", "list", "flush")
 JSON_WORDS = ("-j", "-json", "--json")
+STATS_WORDS = ("-s", "-stats", "-statistics")
 _ALIASES = {"delete": "del", "list": "show"}
 _DEV_ONLY = {"show": Show, "stats": Stats, "down": Down, "monitor": Monitor}
 
@@ -33,6 +34,7 @@ class Command:
     dev: str | None
     request: Request
     json: bool = False
+    stats: bool = False       # -s: each FDB entry's used/updated timers, as bridge -s fdb
 
     @property
     def body(self) -> dict:
@@ -99,16 +101,23 @@ def _int(text: str, what: str, lo: int, hi: int) -> int:
 
 def parse_fdb(words: list[str]) -> Command:
     """``fdb {add|append|replace|del|show|flush} [MAC] [dst IP] [dev NAME] [port P] [vni V]
-    [via DEV] [self] [permanent|static|dynamic] [-j]``"""
+    [via DEV] [src_vni V] [self] [permanent|static|dynamic] [-j] [-s]``"""
     w = _Words(words, "fdb", FDB_OPS)
     op = w.op
     listing = op in ("show", "flush")
     mac = None if listing else mac_from_str(w.first("a MAC address"))
     dst = via = None
-    port, vni, state, dynamic, count = 0, None, "permanent", False, False
+    port, vni, state, dynamic, stats, count = 0, None, "permanent", False, False, False
     for word in w:
-        if word == "count" and op == "show":
+        if word in STATS_WORDS and op == "show":
+            stats = True
+        elif word == "count" and op == "show":
             count = True                # the number of entries, not the entries
+        elif word == "src_vni" and not listing:
+            # NDA_SRC_VNI keys an entry only on an "external" (collect_metadata) device, and
+            # vxlan_fdb_info() shows it only there: a VTEP with its own VNI, as every vxtun
+            # VTEP is, accepts it and ignores it, as the kernel's does.
+            _int(w.value("src_vni"), "src_vni", 0, VNI_MAX)
         elif word == "dst":
             dst = canonical_ip(w.value("dst"), "dst")
         elif word in ("port", "dst_port"):
@@ -130,7 +139,9 @@ def parse_fdb(words: list[str]) -> Command:
         else:
             raise w.unexpected(word)
     if op == "show":
-        return w.command(FdbShow(count))
+        cmd = w.command(FdbShow(count))
+        cmd.stats = stats
+        return cmd
     if op == "flush":
         return w.command(FdbFlush(dynamic))
     if op == "del":
@@ -237,3 +248,63 @@ def parse_trace(words: list[str]) -> Command:
             raise LocalError(f"unexpected word {w!r} in trace "
                              "(expected dev NAME, mac MAC, ip IP, drops or -j)")
     return Command(dev, TraceRequest(mac, ip, drops), js)
+
+
+# --- vxtun up NAME WORDS: the words of ip link add NAME type vxlan WORDS -------------------------
+
+# ip/iplink_vxlan.c's words whose long option has another name, and ip link's own words
+# (``ip link add NAME address LLADDR mtu MTU master BR type vxlan ...``).
+UP_SYNONYMS = {"id": "--vni", "vni": "--vni", "hoplimit": "--ttl", "port": "--srcport",
+               "address": "--mac", "lladdr": "--mac"}
+# Words that ask for what vxtun does anyway: the kernel's defaults, which vxtun shares.
+UP_DEFAULT_WORDS = ("learning", "noproxy", "nol2miss", "nol3miss")
+# Words of iplink_vxlan.c vxtun has no counterpart for, and why.
+UP_UNSUPPORTED = {
+    "rsc": "route short-circuit needs the host's neighbour table",
+    "norsc": None, "external": "vxtun VTEPs serve one VNI each (no collect_metadata)",
+    "noexternal": None, "gbp": "the Group Based Policy extension is not implemented",
+    "gpe": "VXLAN-GPE is not implemented", "vnifilter": "vxtun VTEPs serve one VNI each",
+    "novnifilter": None, "remcsumtx": "remote checksum offload is not implemented",
+    "noremcsumtx": None, "remcsumrx": "remote checksum offload is not implemented",
+    "noremcsumrx": None,
+}
+
+
+def up_words(words: list[str], options: dict[str, int]) -> list[str]:
+    """``vxtun up NAME [type vxlan] WORDS`` as the long options of ``vxtun up``: each ``WORD``
+    is ``--WORD`` (``id 42`` is ``--vni 42``, ``nolearning`` is ``--nolearning``), so that both
+    forms make the same request.  ``options`` maps each long option of ``vxtun up`` to the
+    number of values it takes.  A word no option answers to is refused by name."""
+    name, rest = words[0], words[1:]
+    if name.startswith("-"):
+        raise LocalError(f"vxtun up NAME WORDS: {name!r} is not a device name")
+    out = ["--name", name]
+    i = 0
+    while i < len(rest):
+        w = rest[i]
+        i += 1
+        if w == "type":             # ip link's words (address, mtu, master) come before it
+            if rest[i:i + 1] != ["vxlan"]:
+                raise LocalError("vxtun up NAME ... type vxlan ...: vxtun makes vxlan devices "
+                                 "only")
+            i += 1
+            continue
+        if w.startswith("-"):           # long options may follow the words (--address ...)
+            return out + rest[i - 1:]
+        if w in UP_DEFAULT_WORDS:
+            continue
+        opt = UP_SYNONYMS.get(w, f"--{w}")
+        if opt not in options or w in ("name", "config"):
+            if w in UP_UNSUPPORTED:
+                why = UP_UNSUPPORTED[w]
+                if why is None:         # "norsc" and the like: the default, nothing to do
+                    continue
+                raise LocalError(f"vxtun does not support '{w}' ({why})")
+            raise LocalError(f"unknown word '{w}' in vxtun up (ip link add ... type vxlan); "
+                             f"'vxtun up --help' lists what vxtun supports")
+        n = options[opt]
+        if i + n > len(rest):
+            raise LocalError(f"'{w}' needs {n} value{'s' if n > 1 else ''}")
+        out += [opt, *rest[i:i + n]]
+        i += n
+    return out

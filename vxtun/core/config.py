@@ -12,6 +12,7 @@ from ..wire.vxlan import DEFAULT_SRCPORT, IANA_PORT, OVERHEAD_V4, OVERHEAD_V6, V
 
 ETH_MIN_MTU = 68
 ETH_MAX_MTU = 65535
+AGEING_DEFAULT = 300.0             # FDB_AGE_DEFAULT
 AGEING_MAX = 0xFFFFFFFF             # IFLA_VXLAN_AGEING is a u32 of seconds
 
 
@@ -32,7 +33,7 @@ class VtepConfig:
     address: list[str] = field(default_factory=list)
     master: str | None = None
     learning: bool = True
-    ageing: float = 300.0
+    ageing: float = AGEING_DEFAULT
     maxaddress: int = 0
     proxy: bool = False
     l2miss: bool = False
@@ -99,6 +100,10 @@ class VtepConfig:
             raise LocalError("ageing must not be negative")
         if self.ageing > AGEING_MAX:
             raise LocalError(f"invalid ageing {self.ageing:g}: at most {AGEING_MAX} seconds")
+        if self.ageing == 0:
+            # vxlan_config_validate(): "if (!conf->age_interval) conf->age_interval =
+            # FDB_AGE_DEFAULT", so `ageing 0` is the default 300 s, not "age at once".
+            self.ageing = AGEING_DEFAULT
         if self.reachable_time <= 0 or self.gc_stale_time <= 0:
             raise LocalError("reachable time and gc stale time must be positive")
         if self.maxaddress < 0:

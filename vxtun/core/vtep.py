@@ -26,14 +26,22 @@ Transmit path (vxlan_xmit):
   3. No entry and no default: drop (``no_remote``); for a unicast MAC with ``l2miss`` on, raise
      an L2 miss so a controller can add the entry.
   4. Send one copy to every remote of the entry (head-end replication for the flood list),
+     to the remote's port and VNI (unset: the device's; an explicit ``vni 0`` is VNI 0 on the
+     wire, as the kernel sends it: vxlan_xmit_one's ``rdst->remote_vni ? : default_vni``
+     falls back to a ``default_vni`` that vxlan_xmit leaves 0 unless the device is
+     ``external``); a remote of 0.0.0.0 or :: is dropped and counted
+     (``no_remote``: vxlan_xmit_one's ``vxlan_addr_any(dst)`` without route short-circuit),
      under an outer TOS that carries the inner ECN bits and a DSCP of 0 (the default ``tos``
      0 of a kernel vxlan device; vxtun.wire.ecn).
 
 Receive path (vxlan_rcv), after the Demux checked length, I flag and VNI:
   1. Reserved bits set: drop.  Inner frame shorter than Ethernet: drop.
-  2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.
-  3. Inner source MAC multicast/zero: drop.  Else learn it against the outer source IP
-     (vxlan_snoop); a static MAC claimed from elsewhere is dropped.
+  2. Inner source MAC is ours (a loop, or our own multicast flood coming back): drop.  Ours
+     is the TAP's address as it is now (``set_mac``), not as it was at start.
+  3. With learning on (vxlan_set_mac calls vxlan_snoop only then): an inner source MAC that
+     is multicast or zero is dropped (vxlan_snoop's is_valid_ether_addr); any other is learned
+     against the outer source IP, and a static MAC claimed from elsewhere is dropped.  With
+     ``nolearning`` neither check runs and such a frame is delivered, as by the kernel.
   4. The learning done, an inner IPv4/IPv6 header cut short is dropped, and the outer ECN
      field meets the inner one (RFC 6040): outer CE over Not-ECT is dropped, outer CE marks an
      ECT inner packet CE, outer ECT(1) turns an inner ECT(0) into ECT(1) (vxtun.wire.ecn).
@@ -73,6 +81,8 @@ class Deliver(NamedTuple):
 # vxlan_ip_miss have no limit), which lets a burst of traffic flood the listener; one report
 # per key (IP or MAC) per interval is enough for a controller.
 MISS_INTERVAL = 1.0
+# The any address as a remote: "this host" (vxlan_addr_any), never a VTEP to send to.
+ANY_IPS = ("0.0.0.0", "::")
 MISS_KEYS_MAX = 4096
 EVENTS_MAX = 4096
 
@@ -80,7 +90,7 @@ EVENTS_MAX = 4096
 class Vtep:
     """The decision logic of one VTEP (one VNI, one TAP)."""
 
-    def __init__(self, config: VtepConfig, fdb=None, neigh=None) -> None:
+    def __init__(self, config: VtepConfig, fdb=None, neigh=None, now: float = 0.0) -> None:
         self.config = config
         self.stats = Stats()
         self.fdb = fdb if fdb is not None else Fdb(config.ageing, config.maxaddress,
@@ -96,9 +106,14 @@ class Vtep:
         self._miss_seen: dict = {}
         self.events_lost = 0
         if config.remote:
-            self.fdb.add(ZERO_MAC, Remote(config.remote, via=config.dev), "permanent")
+            self.fdb.add(ZERO_MAC, Remote(config.remote, via=config.dev), "permanent", now)
         elif config.group:
-            self.fdb.add(ZERO_MAC, Remote(config.group, via=config.dev), "permanent")
+            self.fdb.add(ZERO_MAC, Remote(config.group, via=config.dev), "permanent", now)
+
+    def set_mac(self, mac: bytes) -> None:
+        """The TAP's own address changed (``ip link set vxtun0 address ...``): frames from it
+        are ours from now on (vxlan_set_mac compares with the live dev->dev_addr)."""
+        self.mac = self.config.mac = bytes(mac)
 
     # --- events ------------------------------------------------------------------------
 
@@ -130,7 +145,17 @@ class Vtep:
         self._fdb_event(action, entry.mac, entry.remotes, entry.state)
 
     def _fdb_event(self, action: str, mac: bytes, remotes, state: str) -> None:
+        if action == "new":
+            # An entry that expired on the way (a lookup, a learn, this change) is reported
+            # gone first, so that a listener never sees a deletion after what replaced it.
+            self.fdb_reaped()
         self._emit(FdbChange(action, self.config.name, mac, self._notified(remotes), state))
+
+    def fdb_reaped(self) -> None:
+        """Report the expired entries the FDB removed outside the ageing pass (vxlan_cleanup
+        notifies every entry it deletes; vxtun removes some earlier, never silently)."""
+        for e in self.fdb.reaped():
+            self.fdb_changed("del", e)
 
     def _notified(self, remotes) -> tuple[Remote, ...]:
         # vxlan_fdb_info() puts NDA_PORT / NDA_VNI in only when they differ from the device's.
@@ -176,22 +201,29 @@ class Vtep:
         """``bridge fdb flush [dynamic]``: every entry (or every learned one), unreported."""
         self.fdb.flush(dynamic_only=dynamic_only)
 
-    def fdb_show(self) -> list[dict]:
-        """Every entry as ``bridge -j fdb show`` has it, the default entry first."""
-        return [fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
-                for e in self.fdb.entries()]
+    def fdb_show(self, now: float | None = None) -> list[dict]:
+        """Every entry as ``bridge -j fdb show`` has it, the default entry first; given
+        ``now``, with the whole seconds since it was last used and updated, as ``bridge -s``
+        shows NDA_CACHEINFO's ndm_used / ndm_updated (vxlan_fdb_info)."""
+        return [self._fdb_row(e, now) for e in self.fdb.entries()]
 
-    def fdb_show_pages(self, n: int):
+    def _fdb_row(self, e, now: float | None) -> dict:
+        d = fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
+        if now is not None:
+            d["used"] = max(0, int(now - e.used))
+            d["updated"] = max(0, int(now - e.updated))
+        return d
+
+    def fdb_show_pages(self, n: int, now: float | None = None):
         """``fdb_show`` in batches of at most ``n`` rows, each made when asked for, so that a
         listing of a million entries never holds the loop for long.  A table of up to ``n``
         entries is one batch, ordered as ``fdb_show``; a larger one comes in the store's
         order (the default entry first), as the kernel's dump comes in hash order."""
         if len(self.fdb) <= n:
-            yield self.fdb_show()
+            yield self.fdb_show(now)
             return
         for batch in self.fdb.pages(n):
-            yield [fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
-                   for e in batch]
+            yield [self._fdb_row(e, now) for e in batch]
 
     def neigh_update(self, op: str, ip: str, lladdr: bytes, nud: str, now: float) -> None:
         """``ip neigh add|replace|change``: reported only when the state or the lladdr changed,
@@ -276,8 +308,13 @@ class Vtep:
         tos = ecn.encap_tos(frame)      # ip_tunnel_ecn_encap() with the device's tos 0
         out = []
         for r in remotes:
+            if r.ip in ANY_IPS:
+                self.stats.drop("no_remote")
+                continue
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
             out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos))
+        if not out:
+            return out
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(frame)
         return out
@@ -298,7 +335,7 @@ class Vtep:
         if src == self.mac:
             self.stats.drop("own_mac")
             return []
-        if src[0] & 1 or src == ZERO_MAC:
+        if self.fdb.learning and (src[0] & 1 or src == ZERO_MAC):
             self.stats.drop("invalid_src_mac")
             return []
         res = self.fdb.learn(src, src_ip, now)
@@ -362,7 +399,7 @@ class Vtep:
         # A neighbour whose MAC sits behind this very host (an FDB entry whose first remote is
         # the any address) is left to answer for itself: the "bridge-local neighbor" check.
         f = self.fdb.get(n.lladdr)
-        if f is not None and f.remotes and f.remotes[0].ip in ("0.0.0.0", "::"):
+        if f is not None and f.remotes and f.remotes[0].ip in ANY_IPS:
             self.stats.drop("proxy")
             return []
         if etype == ETH_P_ARP:

@@ -78,9 +78,10 @@ def _paged(node, port, batches):
 def _fdb_show(node, port, conn, req: FdbShow):
     if req.count:
         return {"count": len(port.vtep.fdb)}
+    now = time.monotonic()
     if len(port.vtep.fdb) <= PAGE:
-        return port.vtep.fdb_show()     # one line, as any other answer
-    return Pages(_paged(node, port, port.vtep.fdb_show_pages(PAGE)))
+        return port.vtep.fdb_show(now)  # one line, as any other answer
+    return Pages(_paged(node, port, port.vtep.fdb_show_pages(PAGE, now)))
 
 
 def _fdb_flush(node, port, conn, req: FdbFlush):

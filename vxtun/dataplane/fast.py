@@ -204,6 +204,12 @@ class FastBackend:
 
     # --- counters --------------------------------------------------------------------------
 
+    def set_mac(self, port, mac: bytes) -> None:
+        """The TAP's address changed: the C threads' own_mac check follows it."""
+        vid = self._vids.get(id(port), (None,))[0]
+        if vid is not None:
+            self.dp.set_mac(vid, mac)
+
     def stats(self, port) -> dict:
         vid = self._vids.get(id(port), (None,))[0]
         c = self.dp.vtep_stats(vid) if vid is not None else getattr(port, "fast_stats", None)

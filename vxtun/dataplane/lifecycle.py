@@ -200,7 +200,7 @@ class Vteps:
                 cfg.mac = self.nl.mac(cfg.name)
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
-            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg))
+            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg), now=time.monotonic())
             for u in fdb:           # FdbUpdate, or NeighUpdate (a saved file's neigh lines)
                 if isinstance(u, NeighUpdate):
                     vtep.neigh.add(u.ip, u.lladdr, u.nud, time.monotonic(), u.op)

@@ -143,8 +143,17 @@ class Node:
     def _tick(self, now: float) -> None:
         self.control.tick(now)
         for port in list(self.ports.values()):
+            self._follow_mac(port)
             port.vtep.expire(now)
             self.after_core(port)
+
+    def _follow_mac(self, port) -> None:
+        """``ip link set vxtun0 address ...`` works as on a kernel vxlan device: the own-MAC
+        check follows the TAP's address (read once a tick; the kernel's is at once)."""
+        mac = tap.hwaddr(port.config.name)
+        if mac and any(mac) and mac != port.vtep.mac:
+            port.vtep.set_mac(mac)
+            self.backend.set_mac(port, mac)
 
     def close(self) -> None:
         self.control.close()

@@ -55,6 +55,9 @@ class PureBackend:
     def detach(self, port) -> None:
         self.node.unwatch(port.tap_fd)
 
+    def set_mac(self, port, mac: bytes) -> None:
+        """The TAP's address changed: nothing to do, the core's Vtep.mac is the check."""
+
     def stats(self, port) -> dict:
         return port.vtep.stats.to_json()
 

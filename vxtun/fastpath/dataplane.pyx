@@ -231,6 +231,17 @@ cdef class Dataplane:
         self._fdbs[v.s.id] = fdb
         return v.s.id
 
+    def set_mac(self, uint32_t vid, mac) -> None:
+        """The VTEP's own MAC changed (``ip link set NAME address ...``): the own_mac check of
+        the RX thread follows it, as vxlan_set_mac compares with the live dev_addr."""
+        cdef fp_vtep* v = self._vtep(vid)
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        mb = bytes(mac)
+        was = self._pause()
+        memcpy(v.s.mac, <const char*>mb, 6)
+        self._resume(was)
+
     def remove_vtep(self, uint32_t vid) -> dict:
         """Stop serving a VTEP; returns its final counters."""
         cdef fp_vtep* v = self._vtep(vid)

@@ -116,7 +116,8 @@ cdef void fp_rx_decide(fp_demux* d, uint8_t* data, size_t n, int family, const u
     if memcmp(src, v.mac, 6) == 0:
         _rx_drop(a, &v.st[tid], D_OWN_MAC)
         return
-    if (src[0] & 1) or mac48(src) == 0:
+    # vxlan_snoop() checks is_valid_ether_addr, and runs only with learning on
+    if v.fdb.learning and ((src[0] & 1) or mac48(src) == 0):
         _rx_drop(a, &v.st[tid], D_INVALID_SRC_MAC)
         return
     a.learn = fdb_learn(v.fdb, mac48(src), family, addr, now)
@@ -147,6 +148,13 @@ cdef inline bint _is_ns(const uint8_t* f, size_t n) noexcept nogil:
     """vtep._is_ns: IPv6 + ICMPv6 Neighbour Solicitation, no extension headers."""
     return n >= ETH_HLEN + 40 + 24 and f[20] == 58 and f[54] == 135 and f[55] == 0
 
+cdef inline bint _addr_any(const fp_remote* r) noexcept nogil:
+    cdef int i
+    for i in range(4 if r.family == 4 else 16):
+        if r.addr[i]:
+            return False
+    return True
+
 cdef inline void _tx_drop(fp_tx_action* a, fp_stats* st, int reason) noexcept nogil:
     a.kind = A_DROP
     a.reason = reason
@@ -160,7 +168,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef size_t n
     cdef uint8_t flags, gso
     cdef uint32_t etype, i
-    cdef int nr
+    cdef int nr, k
     cdef uint64_t nbytes = 0
     a.nseg = 0
     a.nr = 0
@@ -204,8 +212,22 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.kind = A_PUNT                        # L2 miss and no_remote: the core decides
         a.reason = D_NO_REMOTE
         return
+    # a remote of 0.0.0.0 or :: is "this host", never sent to: each is dropped and counted
+    # (vxlan_xmit_one's vxlan_addr_any(dst)); Vtep._encap
+    k = 0
+    for i in range(<uint32_t>nr):
+        if _addr_any(&a.rem[i]):
+            v.st[tid].drops[D_NO_REMOTE] += <uint64_t>a.nseg
+        else:
+            if <int>i != k:
+                a.rem[k] = a.rem[i]
+            k += 1
+    if k == 0:
+        a.kind = A_DROP
+        a.reason = D_NO_REMOTE
+        return
     a.kind = A_SEND
-    a.nr = nr
+    a.nr = k
     # one flow, one source port: the flow key of a super-frame is that of its segments
     a.sport = fp_source_port(f, n, v.sport_lo, v.sport_hi)
     # ip_tunnel_ecn_encap() with the device's tos 0: the outer ECN of every segment is that of
@@ -319,6 +341,14 @@ cdef class Decisions:
         self._next_id += 1
         self._fdbs[v.id] = fdb
         return v.id
+
+    def set_mac(self, uint32_t vid, mac) -> None:
+        """Dataplane.set_mac: the VTEP's own MAC, as the own_mac check sees it."""
+        cdef fp_vstate* v = self._v(vid)
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        mb = bytes(mac)
+        memcpy(v.mac, <const char*>mb, 6)
 
     cdef fp_vstate* _v(self, uint32_t vid) except NULL:
         cdef int i

@@ -41,6 +41,11 @@ cdef struct fp_entry:
     uint8_t state         # ST_PERMANENT, ST_STATIC, ST_DYNAMIC
     fp_remote r0
 
+cdef struct fp_snap:
+    # a copy of one entry taken under the lock, turned into Python objects after unlocking
+    fp_entry e
+    fp_remote* rem
+
 cdef struct fp_fdb:
     pthread_mutex_t lock
     int32_t* index        # open addressing, linear probing: -1 or a position in entries
@@ -51,11 +56,9 @@ cdef struct fp_fdb:
     double ageing
     uint32_t maxaddress
     int learning
-
-cdef struct fp_snap:
-    # a copy of one entry taken under the lock, turned into Python objects after unlocking
-    fp_entry e
-    fp_remote* rem
+    fp_snap* gone         # expired entries a lookup or a learn removed, not yet reported
+    uint32_t ngone        # (CFdb.reaped: the core reports each one deleted)
+    uint32_t capgone
 
 cdef fp_fdb* fdb_new() noexcept nogil
 cdef void fdb_free(fp_fdb* t) noexcept nogil

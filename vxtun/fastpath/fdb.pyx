@@ -81,10 +81,18 @@ cdef void _fdb_clear(fp_fdb* t) noexcept nogil:
     t.count = 0
     memset(t.index, 0xFF, (t.mask + 1) * sizeof(int32_t))
 
+cdef void _gone_clear(fp_fdb* t) noexcept nogil:
+    cdef uint32_t i
+    for i in range(t.ngone):
+        free(t.gone[i].rem)
+    t.ngone = 0
+
 cdef void fdb_free(fp_fdb* t) noexcept nogil:
     if t == NULL:
         return
     _fdb_clear(t)
+    _gone_clear(t)
+    free(t.gone)
     free(t.index)
     free(t.entries)
     pthread_mutex_destroy(&t.lock)
@@ -182,6 +190,33 @@ cdef void _fdb_remove(fp_fdb* t, uint32_t slot, uint32_t p) noexcept nogil:
         idx[k] = <int32_t>p
     t.count -= 1
 
+cdef int _snap(fp_entry* e, fp_snap* s) noexcept nogil:
+    cdef uint32_t i
+    s.e = e[0]
+    s.e.ext = NULL
+    s.rem = <fp_remote*>malloc((e.nr if e.nr else 1) * sizeof(fp_remote))
+    if s.rem == NULL:
+        return -1
+    for i in range(e.nr):
+        s.rem[i] = _rem(e, i)[0]
+    return 0
+
+cdef void _fdb_reap(fp_fdb* t, uint32_t slot, uint32_t p) noexcept nogil:
+    """Remove the expired entry at ``p`` and keep a copy for CFdb.reaped, so that the core
+    reports it deleted (vxlan_cleanup notifies every entry it removes).  Out of memory, the
+    entry still goes: a report is lost, never the table's consistency."""
+    cdef uint32_t ncap
+    cdef fp_snap* ng
+    if t.ngone == t.capgone:
+        ncap = t.capgone * 2 if t.capgone else 16
+        ng = <fp_snap*>realloc(t.gone, ncap * sizeof(fp_snap))
+        if ng != NULL:
+            t.gone = ng
+            t.capgone = ncap
+    if t.ngone < t.capgone and _snap(&t.entries[p], &t.gone[t.ngone]) == 0:
+        t.ngone += 1
+    _fdb_remove(t, slot, p)
+
 cdef void _entry_set_one(fp_entry* e, const fp_remote* r) noexcept nogil:
     free(e.ext)
     e.ext = NULL
@@ -225,7 +260,7 @@ cdef int fdb_learn(fp_fdb* t, uint64_t mac, int family, const uint8_t* addr,
     pthread_mutex_lock(&t.lock)
     p = fdb_find(t, mac, &slot)
     if p >= 0 and _expired(t, &t.entries[p], now):
-        _fdb_remove(t, slot, <uint32_t>p)
+        _fdb_reap(t, slot, <uint32_t>p)
         p = -1
     if p >= 0:
         e = &t.entries[p]
@@ -236,7 +271,13 @@ cdef int fdb_learn(fp_fdb* t, uint64_t mac, int family, const uint8_t* addr,
         elif e.state != ST_DYNAMIC:
             res = LEARN_PINNED
         else:
-            _entry_set_one(e, &r)
+            # moved: only the first remote's IP changes; its port, VNI and device stay
+            # (vxlan_snoop: rdst->remote_ip = *src_ip)
+            if e.nr:
+                memcpy(e.r0.addr, r.addr, 16)
+                e.r0.family = r.family
+            else:
+                _entry_set_one(e, &r)
             e.updated = now
             res = LEARN_MOVED
     elif t.maxaddress and t.count >= t.maxaddress:
@@ -270,7 +311,7 @@ cdef int fdb_lookup_copy(fp_fdb* t, uint64_t mac, double now, fp_remote** buf,
         return -1
     e = &t.entries[p]
     if _expired(t, e, now):
-        _fdb_remove(t, slot, <uint32_t>p)
+        _fdb_reap(t, slot, <uint32_t>p)
         pthread_mutex_unlock(&t.lock)
         return -1
     e.used = now
@@ -287,17 +328,6 @@ cdef int fdb_lookup_copy(fp_fdb* t, uint64_t mac, double now, fp_remote** buf,
     pthread_mutex_unlock(&t.lock)
     return nr
 
-
-cdef int _snap(fp_entry* e, fp_snap* s) noexcept nogil:
-    cdef uint32_t i
-    s.e = e[0]
-    s.e.ext = NULL
-    s.rem = <fp_remote*>malloc((e.nr if e.nr else 1) * sizeof(fp_remote))
-    if s.rem == NULL:
-        return -1
-    for i in range(e.nr):
-        s.rem[i] = _rem(e, i)[0]
-    return 0
 
 cdef int _fdb_drain(fp_fdb* t, int mode, double now, fp_snap** out, uint32_t* nout) noexcept nogil:
     """Remove expired (mode 0) or dynamic (mode 1) entries; snapshots of expired ones."""
@@ -520,16 +550,38 @@ cdef class CFdb:
         return fdb_learn(self.t, key, fam, addr, now)
 
     def expire(self, double now) -> list:
-        """Fdb.expire (vxlan_cleanup): remove and return the dynamic entries gone stale."""
+        """Fdb.expire (vxlan_cleanup): remove and return the dynamic entries gone stale,
+        after those ``reaped`` has not handed over yet."""
         cdef fp_snap* arr = NULL
         cdef uint32_t n = 0, i
+        gone = self.reaped()
         with nogil:
             pthread_mutex_lock(&self.t.lock)
             _fdb_drain(self.t, 0, now, &arr, &n)
             pthread_mutex_unlock(&self.t.lock)
         try:
+            return gone + [self._snap_out(&arr[i]) for i in range(n)]
+        finally:
+            free(arr)
+
+    def reaped(self) -> list:
+        """DictStore.reaped: the expired entries lookups and learns (in C, by the threads)
+        removed since the last call, oldest first."""
+        cdef fp_snap* arr
+        cdef uint32_t n, i
+        with nogil:
+            pthread_mutex_lock(&self.t.lock)
+            arr = self.t.gone
+            n = self.t.ngone
+            self.t.gone = NULL
+            self.t.ngone = 0
+            self.t.capgone = 0
+            pthread_mutex_unlock(&self.t.lock)
+        try:
             return [self._snap_out(&arr[i]) for i in range(n)]
         finally:
+            for i in range(n):
+                free(arr[i].rem)     # _snap_out set the ones it consumed to NULL
             free(arr)
 
     # --- raw entries (the store API) ------------------------------------------------------

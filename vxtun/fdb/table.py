@@ -10,10 +10,16 @@ Rules, each from the kernel function named:
   creates).  Only dynamic entries age; permanent and static ones never move.  (vxlan_cleanup)
 * Learning (vxlan_snoop): the inner source MAC of a received frame is bound to the outer
   source IP.  An unknown MAC is added as dynamic; a dynamic MAC seen from another VTEP is
-  re-pointed (it moved); a static or permanent MAC seen from another VTEP is *not* moved and the
-  frame is dropped.  Seeing a MAC again from the same VTEP refreshes ``updated``.
+  re-pointed (it moved): only the IP of its first remote changes, its port, VNI and device
+  stay (``rdst->remote_ip = *src_ip``); a static or permanent MAC seen from another VTEP is
+  *not* moved and the frame is dropped.  Seeing a MAC again from the same VTEP refreshes
+  ``updated``.
 * Ageing uses ``updated`` (last time the MAC was seen as a *source*), not ``used``: an entry
   that is only ever a destination still ages out, as in the kernel.
+* Every deletion is reported (vxlan_cleanup notifies RTM_DELNEIGH for each entry it removes):
+  an expired entry that ``lookup``, ``learn`` or an administrative change meets before the
+  ageing pass is removed on the spot and kept aside until ``reaped()`` (or the next
+  ``expire()``) hands it over, so the core can report it before anything newer.
 * ``maxaddress`` caps learning: once the table holds that many entries nothing more is
   learned, but the administrator can still add entries and known traffic keeps flowing.
 * ``add`` refuses an existing MAC (EEXIST), ``replace`` re-points a unicast entry and refuses
@@ -35,7 +41,7 @@ store.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import FdbError
 from ..wire.ether import ZERO_MAC, is_multicast_mac, mac_to_str
@@ -113,6 +119,7 @@ class DictStore:
         self.maxaddress = int(maxaddress)
         self.learning = bool(learning)
         self._entries: dict[bytes, FdbEntry] = {}
+        self._reaped: list[FdbEntry] = []
 
     # --- the data path -------------------------------------------------------------------
 
@@ -122,7 +129,7 @@ class DictStore:
         if e is None:
             return None
         if _expired(e, self.ageing, now):
-            del self._entries[mac]
+            self._reaped.append(self._entries.pop(mac))
             return None
         e.used = now
         return e.remotes
@@ -136,7 +143,7 @@ class DictStore:
             return LEARN_OFF
         e = self._entries.get(mac)
         if e is not None and _expired(e, self.ageing, now):
-            del self._entries[mac]
+            self._reaped.append(self._entries.pop(mac))
             e = None
         if e is not None:
             first = e.remotes[0] if e.remotes else None
@@ -146,7 +153,7 @@ class DictStore:
                 return LEARN_REFRESH
             if e.state != "dynamic":
                 return LEARN_PINNED
-            e.remotes = [Remote(ip)]
+            e.remotes = ([replace(first, ip=ip)] + e.remotes[1:]) if first else [Remote(ip)]
             e.updated = now
             return LEARN_MOVED
         if self.maxaddress and len(self._entries) >= self.maxaddress:
@@ -159,6 +166,12 @@ class DictStore:
         gone = [e for e in self._entries.values() if _expired(e, self.ageing, now)]
         for e in gone:
             del self._entries[e.mac]
+        return self.reaped() + gone
+
+    def reaped(self) -> list[FdbEntry]:
+        """The expired entries ``lookup`` and ``learn`` removed since the last call (and the
+        last ``expire``), oldest first."""
+        gone, self._reaped = self._reaped, []
         return gone
 
     # --- raw storage, for the administrative rules ---------------------------------------
@@ -207,6 +220,7 @@ class Fdb:
     def __init__(self, ageing: float = 300.0, maxaddress: int = 0, learning: bool = True,
                  store=None):
         self.store = store if store is not None else DictStore(ageing, maxaddress, learning)
+        self._reaped: list[FdbEntry] = []       # expired entries a change removed (_current)
 
     @property
     def ageing(self) -> float:
@@ -231,7 +245,13 @@ class Fdb:
     def expire(self, now: float) -> list[FdbEntry]:
         """The dynamic entries aged out, in ``entries()`` order: each store finds them in its
         own order, and the FdbChange events that report them must not depend on that."""
-        return sorted(self.store.expire(now), key=_order)
+        return sorted(self.reaped() + self.store.expire(now), key=_order)
+
+    def reaped(self) -> list[FdbEntry]:
+        """The expired entries removed on the way (by a lookup, a learn or a change) since
+        the last call or ``expire``: each must still be reported deleted."""
+        gone, self._reaped = self._reaped, []
+        return self.store.reaped() + gone
 
     # --- the control path (bridge fdb add/append/replace/del) -----------------------------
 
@@ -240,6 +260,7 @@ class Fdb:
         e = self.store.get(mac)
         if e is not None and _expired(e, self.store.ageing, now):
             self.store.remove(mac)
+            self._reaped.append(e)
             return None
         return e
 

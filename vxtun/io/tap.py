@@ -67,3 +67,18 @@ def failure(err: int) -> str:
     if err == 0:
         return "the TAP was closed under us (EPOLLHUP)"
     return f"the TAP failed ({errno.errorcode.get(err, err)}: {os.strerror(err)})"
+
+
+SIOCGIFHWADDR = 0x8927
+
+
+def hwaddr(name: str) -> bytes | None:
+    """The device's MAC address now (SIOCGIFHWADDR, in the caller's network namespace), or
+    None if there is no such device."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            ifreq = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("16s16x", name.encode()[:15]))
+    except (OSError, UnicodeError):
+        return None
+    return ifreq[18:24]          # struct ifreq: name[16], then sockaddr: family (2), data

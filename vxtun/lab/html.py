@@ -38,6 +38,7 @@ CHAR_W = 6.4           # average width of a 12px sans-serif character, to shorte
 LAYER_CLASS = {"outer Ethernet": "eth", "outer IPv4": "ip", "outer IPv6": "ip", "UDP": "udp",
                "VXLAN": "vxlan", "inner frame": "inner"}
 KIND_MARK = {"table": "\u2261", "note": "i", "frame": "\u25b8", "datagram": "\u25b8"}
+ZERO_MAC = "00:00:00:00:00:00"
 CHANGE_SIGN = {"added": "+", "deleted": "\u2212", "changed": "~"}
 
 
@@ -332,8 +333,13 @@ def _table_states(steps: list[Step]) -> list[dict[str, list[str]]]:
                 key += " " + words[words.index("dst") + 1]
             if c.change == "deleted":
                 table.pop(key, None)
-            else:
-                table[key] = c.line
+                continue
+            if c.change == "changed" and c.table == "fdb" and key.split()[0] != ZERO_MAC:
+                # A MAC that moved to another VTEP: its old line goes (one dst per MAC,
+                # except the all-zeros entry, which keeps a line per remote).
+                for old in [k for k in table if k.split()[0] == key.split()[0]]:
+                    del table[old]
+            table[key] = c.line
         out.append({name: list(lines.values()) for name, lines in state.items() if lines})
     return out
 

@@ -13,7 +13,8 @@ are different lessons, so each is told the first time it shows.
 
 The explanations state what a kernel vxlan device with default settings does (and vxtun with
 it), citing drivers/net/vxlan/vxlan_core.c and the RFCs.  Parsing the VXLAN header, the MAC and
-IP text forms and the checksum arithmetic come from ``vxtun/wire``; the datagram is treated as
+IP text forms and the checksum arithmetic come from ``vxtun/wire``, and the inner packet's one
+line from ``vxtun/trace/summary.py`` (the words ``vxtun trace`` uses); the datagram is treated as
 VXLAN whatever its UDP port, since the caller only hands over VXLAN traffic.  A frame cut short
 ends with a ``truncated`` layer instead of an exception: a capture is network input.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import struct
 
+from ..trace.summary import summarize
 from ..wire import ecn
 from ..wire.addr import ip_from_bytes
 from ..wire.ether import (
@@ -34,10 +36,7 @@ from ..wire.vxlan import (
 )
 from .walkmodel import Field, Layer
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
 IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
 UDP_HLEN = 8
 
 ECN_NAMES = {ecn.INET_ECN_NOT_ECT: "Not-ECT", ecn.INET_ECN_ECT_1: "ECT(1)",
@@ -301,8 +300,14 @@ def _checksum_state(frame: bytes, l4: int, length: int, pseudo: int) -> str:
     if length < UDP_HLEN or len(frame) < l4 + length:
         return "not checked: only part of the datagram is here"
     # A correct checksum makes the one's-complement sum over pseudo-header and datagram 0xffff.
-    return "correct" if fold_complement(csum_add(frame[l4:l4 + length], pseudo)) == 0 \
-        else "wrong"
+    if fold_complement(csum_add(frame[l4:l4 + length], pseudo)) == 0:
+        return "correct"
+    # Checksum offload (CHECKSUM_PARTIAL): the stack leaves the pseudo-header's sum in the
+    # field (udp_set_csum, udp6_set_csum) and the NIC, or the veth's peer, completes it; a
+    # capture on the sending host sees the datagram before that.
+    if struct.unpack_from("!H", frame, l4 + 6)[0] == pseudo:
+        return "partial: the pseudo-header sum, before checksum offload completes it"
+    return "wrong"
 
 
 def _vxlan(hdr: bytes, ex: _Explainer) -> Layer:
@@ -333,66 +338,9 @@ def _inner(inner: bytes, overhead: int, ex: _Explainer) -> Layer:
     dst, src = inner[0:6], inner[6:12]
     etype = struct.unpack_from("!H", inner, 12)[0]
     return Layer("inner frame", len(inner), [
-        Field("packet", inner_summary(inner)),
+        Field("packet", summarize(inner)),      # the words of vxtun trace
         ex.field("destination MAC", mac_to_str(dst),
                  "inner dst broadcast" if dst == BROADCAST_MAC else None),
         ex.field("source MAC", mac_to_str(src), "inner src MAC"),
         Field("EtherType", _ethertype(etype)),
         ex.field("tunnel overhead", f"{overhead} bytes", "overhead")])
-
-
-# --- the inner packet in one line ---------------------------------------------------------
-
-def inner_summary(inner: bytes) -> str:
-    """``ARP who-has 10.20.1.3 tell 10.20.1.2``, ``ICMP echo request id 7 seq 1``, ..."""
-    etype = struct.unpack_from("!H", inner, 12)[0]
-    body = inner[ETH_HLEN:]
-    if etype == ETH_P_ARP and len(body) >= 28:
-        op = struct.unpack_from("!H", body, 6)[0]
-        sha, spa, tpa = body[8:14], ip_from_bytes(body[14:18]), ip_from_bytes(body[24:28])
-        if op == 1:
-            return f"ARP who-has {tpa} tell {spa}"
-        if op == 2:
-            return f"ARP reply {spa} is-at {mac_to_str(sha)}"
-        return f"ARP op {op}"
-    if etype == ETH_P_IP and len(body) >= 20:
-        ihl = (body[0] & 0x0F) * 4
-        proto = body[9]
-        addrs = ip_from_bytes(body[12:16]), ip_from_bytes(body[16:20])
-        frag = struct.unpack_from("!H", body, 6)[0] & 0x1FFF
-        return _l4_summary(proto, body[ihl:] if not frag else b"", addrs, IPPROTO_ICMP)
-    if etype == ETH_P_IPV6 and len(body) >= 40:
-        addrs = ip_from_bytes(body[8:24]), ip_from_bytes(body[24:40])
-        return _l4_summary(body[6], body[40:], addrs, IPPROTO_ICMPV6)
-    return f"EtherType {_ethertype(etype)}, {len(inner)} bytes"
-
-
-_ICMP_NAMES = {(IPPROTO_ICMP, 8): "echo request", (IPPROTO_ICMP, 0): "echo reply",
-               (IPPROTO_ICMP, 3): "unreachable",
-               (IPPROTO_ICMPV6, 128): "echo request", (IPPROTO_ICMPV6, 129): "echo reply",
-               (IPPROTO_ICMPV6, 135): "ND NS", (IPPROTO_ICMPV6, 136): "ND NA",
-               (IPPROTO_ICMPV6, 133): "ND RS", (IPPROTO_ICMPV6, 134): "ND RA"}
-_TCP_FLAGS = "FSRP.U"        # tcpdump's letters, ACK as "."
-
-
-def _l4_summary(proto: int, l4: bytes, addrs: tuple[str, str], icmp: int) -> str:
-    src, dst = addrs
-    if proto == icmp and len(l4) >= 8:
-        kind, _code, _c, ident, seq = struct.unpack_from("!BBHHH", l4)
-        name = _ICMP_NAMES.get((proto, kind), f"type {kind}")
-        label = "ICMP" if proto == IPPROTO_ICMP else "ICMPv6"
-        if kind in (0, 8, 128, 129):
-            return f"{label} {name} id {ident} seq {seq}"
-        if kind in (135, 136) and len(l4) >= 24:
-            return f"{name} for {ip_from_bytes(l4[8:24])}"
-        return name if name.startswith("ND") else f"{label} {name}"
-    if proto == IPPROTO_TCP and len(l4) >= 20:
-        sport, dport = struct.unpack_from("!HH", l4)
-        flags = l4[13]
-        shown = "".join(c for i, c in enumerate(_TCP_FLAGS) if flags >> i & 1)
-        data = len(l4) - (l4[12] >> 4) * 4
-        return f"TCP {src}:{sport} > {dst}:{dport} [{shown}] len {max(data, 0)}"
-    if proto == IPPROTO_UDP and len(l4) >= 8:
-        sport, dport, length = struct.unpack_from("!HHH", l4)
-        return f"UDP {src}:{sport} > {dst}:{dport} len {length - UDP_HLEN}"
-    return f"IP {src} > {dst} protocol {proto}"
