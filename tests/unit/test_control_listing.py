@@ -149,8 +149,8 @@ def test_a_page_is_made_only_when_the_reader_has_taken_the_last(big):
     made = []
     real = port.vtep.fdb_show_pages
 
-    def counted(n):
-        for batch in real(n):
+    def counted(*args):
+        for batch in real(*args):
             made.append(len(batch))
             yield batch
     port.vtep.fdb_show_pages = counted
@@ -220,8 +220,8 @@ def test_a_listing_that_fails_half_way_ends_with_an_error_and_the_connection_liv
     server, port, loop = big
     real = port.vtep.fdb_show_pages
 
-    def broken(n):
-        pages = real(n)
+    def broken(*args):
+        pages = real(*args)
         yield next(pages)
         yield next(pages)
         raise ValueError("the table broke")
