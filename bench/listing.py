@@ -60,7 +60,13 @@ def fill(src, dst, n: int, timeout: float = 900) -> int:
                        timeout=600)
         time.sleep(0.2)
         have = fdb_count(dst)
-    return have
+    # a busy VTEP may still be learning what its socket holds: wait until the count stays put
+    while True:
+        time.sleep(1.0)
+        now = fdb_count(dst)
+        if now == have:
+            return have
+        have = now
 
 
 def _rtts(text: str) -> list[float]:
