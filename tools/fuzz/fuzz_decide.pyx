@@ -32,25 +32,23 @@ cdef uint64_t _touch(const uint8_t* p, size_t n) noexcept nogil:
 
 
 cdef class Target:
-    """Up to 8 VTEPs on one socket, each over a CFdb the Python side filled."""
+    """Up to 8 VTEPs on one socket (held in the object itself), each over a CFdb the Python
+    side filled."""
     cdef fp_demux d
-    cdef fp_vstate* vs[8]
+    cdef fp_vstate vs[8]
+    cdef fp_vstate* vp[8]     # what fp_demux_build takes
     cdef int n
     cdef fp_tx_action ta
     cdef list fdbs
     cdef public uint64_t checksum
 
     def __cinit__(self):
-        memset(&self.d, 0, sizeof(fp_demux))
-        self.n = 0
+        # Cython zeroes a new object's C fields: the demux and the VTEPs start empty
         self.fdbs = []
         if fp_tx_action_init(&self.ta) < 0:
             raise MemoryError()
 
     def __dealloc__(self):
-        cdef int i
-        for i in range(self.n):
-            free(self.vs[i])
         free(self.d.vnis)
         fp_tx_action_free(&self.ta)
 
@@ -59,10 +57,8 @@ cdef class Target:
         cdef fp_vstate* v
         if self.n == 8 or len(mac) != 6:
             raise ValueError("at most 8 VTEPs, 6-byte MACs")
-        v = <fp_vstate*>malloc(sizeof(fp_vstate))
-        if v == NULL:
-            raise MemoryError()
-        memset(v, 0, sizeof(fp_vstate))
+        v = &self.vs[self.n]
+        self.vp[self.n] = v
         v.id = self.n + 1
         v.vni = vni
         v.mtu = mtu
@@ -72,10 +68,9 @@ cdef class Target:
         v.dstport = 4789
         v.proxy = proxy
         v.fdb = fdb.t
-        self.vs[self.n] = v
         self.n += 1
         self.fdbs.append(fdb)
-        if fp_demux_build(&self.d, self.vs, self.n) < 0:
+        if fp_demux_build(&self.d, self.vp, self.n) < 0:
             raise MemoryError()
         return self.n - 1
 
@@ -134,7 +129,7 @@ cdef class Target:
             raise MemoryError()
         memcpy(buf, <const char*>data, n)
         try:
-            fp_tx_decide(self.vs[vid], buf, n, now, 0, a)
+            fp_tx_decide(&self.vs[vid], buf, n, now, 0, a)
             assert a.kind in (A_DROP, A_SEND, A_PUNT), a.kind
             if a.kind == A_DROP:
                 assert 0 <= a.reason < NDROPS, a.reason
