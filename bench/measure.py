@@ -90,8 +90,7 @@ def _iperf(client: Host, server: IperfServer, args: str, duration: float) -> dic
     raise MeasureError(f"iperf3 failed twice: {err}")
 
 
-def tcp_run(client: Host, server: IperfServer, streams: int, duration: float) -> dict:
-    j = _iperf(client, server, f"-P {streams}", duration)
+def _tcp_result(j: dict) -> dict:
     end = j["end"]
     return {
         "bps": end["sum_received"]["bits_per_second"],
@@ -99,6 +98,72 @@ def tcp_run(client: Host, server: IperfServer, streams: int, duration: float) ->
         "seconds": end["sum_received"]["seconds"],
         "retransmits": end["sum_sent"].get("retransmits"),
     }
+
+
+def tcp_run(client: Host, server: IperfServer, streams: int, duration: float) -> dict:
+    return _tcp_result(_iperf(client, server, f"-P {streams}", duration))
+
+
+def tcp_parallel(client: Host, servers: list[IperfServer], duration: float) -> dict:
+    """One iperf3 client per server, all at once (one stream each): the summed goodput."""
+    procs = [client.popen(["iperf3", "-c", srv.bind, "-p", str(srv.port), "-J",
+                           "--connect-timeout", "3000", "-t", f"{duration:g}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for srv in servers]
+    results, errors = [], []
+    for p, srv in zip(procs, servers, strict=True):
+        try:
+            out, err = p.communicate(timeout=duration + 30)
+            j = json.loads(out)
+            if p.returncode != 0 or "error" in j:
+                raise ValueError(j.get("error", f"exit {p.returncode}"))
+            results.append(_tcp_result(j))
+        except (ValueError, subprocess.TimeoutExpired) as e:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            errors.append(f"{srv.bind}: {e}")
+            srv.restart()
+    if errors:
+        raise MeasureError(f"{len(errors)} of {len(servers)} iperf3 clients failed: {errors[0]}")
+    return {"bps": sum(r["bps"] for r in results), "bytes": sum(r["bytes"] for r in results),
+            "streams": [r["bps"] for r in results],
+            "retransmits": sum(r["retransmits"] or 0 for r in results)}
+
+
+def ping_under_load(client: Host, server: IperfServer, count: int, interval: float,
+                    streams: int = 1) -> dict:
+    """ping_rtt() from ``client`` while a TCP stream runs the other way: ``iperf3 -R``, so the
+    server's host sends the bulk and the echo requests travel against it, their replies with
+    it.  The stream starts first and outlasts the pings; its goodput is returned too."""
+    ping_secs = count * interval + 1.0
+    duration = ping_secs + 2.0
+    cmd = (f"iperf3 -c {server.bind} -p {server.port} -J --connect-timeout 3000 -R "
+           f"-P {streams} -t {duration:g}")
+    bulk = client.popen(["sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)
+    try:
+        time.sleep(1.0)                 # the stream is up to speed before the first ping
+        if bulk.poll() is not None:
+            out, err = bulk.communicate()
+            server.restart()
+            raise MeasureError(f"iperf3 -R did not run: {(out + err).strip()[-300:]}")
+        rtt = ping_rtt(client, server.bind, count, interval)
+        out, err = bulk.communicate(timeout=duration + 30)
+    except BaseException:
+        if bulk.poll() is None:
+            os.killpg(bulk.pid, signal.SIGKILL)     # Host.popen: a session of its own
+            bulk.wait()
+        raise
+    try:
+        j = json.loads(out)
+    except ValueError:
+        j = {"error": (out + err).strip()[-300:]}
+    if bulk.returncode != 0 or "error" in j:
+        server.restart()
+        raise MeasureError(f"iperf3 -R failed: {j.get('error', bulk.returncode)}")
+    rtt["load"] = _tcp_result(j)
+    return rtt
 
 
 # The UDP sink is one single-threaded iperf3 on a shared machine: with the default 208 KB

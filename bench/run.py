@@ -1,13 +1,17 @@
 """vxtun against the kernel's vxlan, side by side, in one run.
 
-    sudo python -m bench.run                 # everything, about 10 minutes
-    sudo python -m bench.run --quick         # short runs, for development (about 1 minute)
+    sudo python -m bench.run                 # everything, about 30 minutes
+    sudo python -m bench.run --vteps 0 --no-pps          # without the slowest parts: about 15
+    sudo python -m bench.run --quick         # short runs, for development (a few minutes)
     sudo python -m bench.run --only kernel-kernel --only vxtun-kernel --out /tmp/b
 
 For each pairing (sender-receiver: kernel-kernel is the reference, kernel-vxtun, vxtun-kernel,
-vxtun-vxtun, pure-kernel, kernel-pure) it builds a fresh two-host topology in namespaces (see
-``bench/topology.py``) and measures TCP with 1 and 4 streams, the highest UDP rate with at most
-1 % loss at 64 and 1400 bytes, ping round trips, and the vxtun process's CPU time per gigabyte.
+vxtun-vxtun, pure-kernel, kernel-pure, and busy polling: kernel-busy, busy-kernel, busy-busy)
+it builds a fresh two-host topology in namespaces (see ``bench/topology.py``) and measures TCP
+with 1, 4 and 16 streams, the highest UDP rate with at most 1 % loss at 64 and 1400 bytes, ping
+round trips idle and with a TCP stream the other way, the vxtun processes' CPU at rest, during
+ping and per gigabyte; then 16 VTEPs per namespace sharing the port (``--vteps``) and the
+packet-rate capacity of the kernel and vxtun (``bench/pps.py``).
 It writes ``bench-<time>.json``, ``.md`` and ``.png`` into ``bench/results/`` (or ``--out``)
 and prints the Markdown table: every figure, its ratio to kernel<->kernel and, where
 ``bench/report.py`` sets one, the target and PASS/FAIL.  Exit status: 0 when every
@@ -29,17 +33,24 @@ import sys
 import time
 from pathlib import Path
 
-from vxtun.lab.netns import prerequisites
+from vxtun.lab.netns import Topology, prerequisites
 
 from . import measure, report
-from .topology import DEFAULT_PAIRINGS, REFERENCE, Pairing, cpu_seconds, label, parse_pairing
+from . import pps as ppsmod
+from .topology import (
+    BUSY_POLL_US, DEFAULT_PAIRINGS, ENV, REFERENCE, UNDERLAY, Pairing, cpu_seconds, label,
+    make_vtep, overlay, parse_pairing)
 
 HERE = Path(__file__).resolve().parent
 
 FULL = {"tcp_runs": 3, "tcp_seconds": 5, "udp_seconds": 3, "udp_trials": 8,
-        "ping_count": 1000, "ping_interval": 0.002}
+        "ping_count": 1000, "ping_interval": 0.002, "rest_seconds": 3,
+        "pps_seconds": 3, "pps_trials": 3}
 QUICK = {"tcp_runs": 1, "tcp_seconds": 1, "udp_seconds": 1, "udp_trials": 3,
-         "ping_count": 200, "ping_interval": 0.002}
+         "ping_count": 200, "ping_interval": 0.002, "rest_seconds": 1,
+         "pps_seconds": 1, "pps_trials": 1}
+# The pairings whose VTEPs are also measured 16 at a time in one namespace (--vteps).
+VTEP_PAIRINGS = ("kernel-kernel", "kernel-vxtun", "vxtun-kernel", "vxtun-vxtun")
 # Where the UDP search starts (payload bits/s); it doubles from here.
 UDP_START = {64: 20e6, 1400: 200e6}
 
@@ -95,12 +106,17 @@ def _loadavg() -> str:
         return "?"
 
 
-def estimate(cfg: dict, pairings: int) -> str:
-    """A rough duration: every test plus iperf3's start-up and the topology."""
-    per = (2 * cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
+def estimate(cfg: dict, pairings: int, vteps: int = 0, pps: bool = False,
+             per_host: int = 16) -> str:
+    """A rough duration: every test plus iperf3's start-up and the topology; ``vteps``: how
+    many pairings also run the many-VTEP test, with ``per_host`` VTEPs on each host (about
+    6 s to start a pair); ``pps``: the packet-rate part too."""
+    per = (3 * cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
            + 2 * cfg["udp_trials"] * 0.8 * (cfg["udp_seconds"] + 0.6)
-           + cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 3)
-    secs = per * pairings
+           + 2 * cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 6 + cfg["rest_seconds"])
+    secs = per * pairings + vteps * (cfg["tcp_runs"] * (cfg["tcp_seconds"] + 1) + 6 * per_host)
+    if pps:
+        secs += 4 * (8 + 2 * cfg["pps_trials"] * (cfg["pps_seconds"] + 0.5))
     return f"{secs / 60:.0f} minutes" if secs >= 90 else f"{secs:.0f} s"
 
 
@@ -145,10 +161,39 @@ def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "
                 log(f"{key}: FAILED: {e}")
                 pr.check_alive()          # a crashed VTEP ends the pairing with its message
 
+        def cpu_now() -> dict:
+            return {side: cpu_seconds(v.pid) for side, v in
+                    (("sender", pr.sender), ("receiver", pr.receiver)) if v.pid}
+
+        def cpu_share(before: dict, seconds: float) -> dict:
+            """Percent of one CPU each vxtun process used since ``before``."""
+            after = cpu_now()
+            return {side: 100.0 * (after[side] - before[side]) / seconds for side in before}
+
         def ping() -> dict:
+            c0, t0 = cpu_now(), time.monotonic()
             r = measure.ping_rtt(pr.h1, pr.server_ip, cfg["ping_count"], cfg["ping_interval"])
+            r["cpu_pct"] = cpu_share(c0, time.monotonic() - t0)
             log(f"ping: p50 {r['p50_us']:.1f} µs, p99 {r['p99_us']:.1f} µs "
-                f"({r['received']}/{r['count']} replies)")
+                f"({r['received']}/{r['count']} replies)"
+                + "".join(f"; vxtun {side} CPU {pct:.1f}%" for side, pct in r["cpu_pct"].items()))
+            return r
+
+        def rest() -> dict:
+            """CPU use with no traffic at all: what busy polling must not raise."""
+            c0, t0 = cpu_now(), time.monotonic()
+            time.sleep(cfg["rest_seconds"])
+            r = {"seconds": time.monotonic() - t0}
+            r["cpu_pct"] = cpu_share(c0, r["seconds"])
+            log("at rest:" + ("".join(f" vxtun {side} CPU {pct:.2f}%"
+                                      for side, pct in r["cpu_pct"].items()) or " (no vxtun)"))
+            return r
+
+        def ping_load() -> dict:
+            r = measure.ping_under_load(pr.h1, server, cfg["ping_count"], cfg["ping_interval"])
+            log(f"ping under load: p50 {r['p50_us']:.1f} µs, p99 {r['p99_us']:.1f} µs "
+                f"({r['received']}/{r['count']} replies), TCP the other way "
+                f"{r['load']['bps'] / 1e9:.2f} Gbit/s")
             return r
 
         def tcp(streams: int) -> dict:
@@ -188,9 +233,12 @@ def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "
                 f"with <= 1% loss{' (sender-limited)' if r['sender_limited'] else ''}")
             return r
 
+        step("rest", rest)
         step("ping", ping)
+        step("ping_load", ping_load)
         step("tcp1", lambda: tcp(1))
         step("tcp4", lambda: tcp(4))
+        step("tcp16", lambda: tcp(16))
         step("udp64", lambda: udp(64))
         step("udp1400", lambda: udp(1400))
         for i, v in enumerate(pr.vteps):
@@ -199,6 +247,45 @@ def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "
         log("done")
     if not res["errors"]:
         del res["errors"]
+
+
+def bench_vteps(name: str, n: int, cfg: dict, log: Progress, res: dict) -> None:
+    """``n`` VTEPs on each host, all in one namespace sharing port 4789 (VNI 42.., overlay
+    10.20.<j+1>.0/24), one TCP stream over each at once: the aggregate goodput, to compare with
+    one VTEP carrying ``n`` streams (tcp16 of the pairing)."""
+    log.where = f"{label(name)} x{n}"
+    log(f"building {n} VTEPs per host")
+    a, b = parse_pairing(name)
+    topo = Topology("bench")
+    try:
+        h1 = topo.host("h1", f"{UNDERLAY[0]}/24")
+        h2 = topo.host("h2", f"{UNDERLAY[1]}/24")
+        res["netns_prefix"] = topo.prefix
+        vteps = []
+        for j in range(n):
+            vteps += [make_vtep(a, h1, 0, j), make_vtep(b, h2, 1, j)]
+        servers = []
+        for j in range(n):
+            dst = overlay(1, j)
+            r = h1.run(f"ping -n -c 3 -i 0.2 -W 1 {dst}", timeout=15)
+            if r.returncode != 0 and h1.run(f"ping -n -c 3 -W 1 {dst}", timeout=15).returncode:
+                raise RuntimeError(f"{dst} does not answer over VTEP {j}")
+            srv = measure.IperfServer(h2, dst, measure.IPERF_PORT + j)
+            srv.start()
+            servers.append(srv)
+        res["streams"] = n
+        res["runs"] = []
+        for i in range(cfg["tcp_runs"]):
+            r = measure.tcp_parallel(h1, servers, cfg["tcp_seconds"])
+            res["runs"].append(r)
+            log(f"{n} VTEPs x 1 stream run {i + 1}/{cfg['tcp_runs']}: "
+                f"{r['bps'] / 1e9:.2f} Gbit/s in all")
+            for v in vteps:
+                if not v.alive():
+                    raise RuntimeError(v.why_dead())
+        res["bps"] = statistics.median(r["bps"] for r in res["runs"])
+    finally:
+        topo.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +302,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --only: do not add kernel-kernel (no ratios then)")
     ap.add_argument("--out", default=str(HERE / "results"), metavar="DIR",
                     help="where to write the JSON, Markdown and PNG (default bench/results/)")
+    ap.add_argument("--no-pps", action="store_true",
+                    help="skip the packet-rate capacity (bench/pps.py: kernel and vxtun, "
+                         "decap and encap, 64 and 1400 B)")
+    ap.add_argument("--vteps", type=int, default=16, metavar="N",
+                    help="also measure N VTEPs per namespace sharing the port, one TCP stream "
+                         f"each, for {', '.join(VTEP_PAIRINGS)} among the pairings run "
+                         "(default 16; 0: skip)")
+    ap.add_argument("--busy-poll", type=int, default=BUSY_POLL_US, metavar="US",
+                    help="the busy-polling budget of the `busy` kind, in microseconds "
+                         f"(VXTUN_BUSY_POLL_US; default {BUSY_POLL_US})")
     a = ap.parse_args(argv)
+    ENV["busy"]["VXTUN_BUSY_POLL_US"] = str(a.busy_poll)
 
     names = list(DEFAULT_PAIRINGS)
     if a.only:
@@ -240,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: this machine lacks: {', '.join(missing)}", file=sys.stderr)
         return 2
 
-    cfg = dict(QUICK if a.quick else FULL, quick=a.quick)
+    cfg = dict(QUICK if a.quick else FULL, quick=a.quick, busy_poll_us=a.busy_poll)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if a.quick else "")
@@ -252,11 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     log = Progress()
+    nv = sum(n in VTEP_PAIRINGS for n in names) if a.vteps > 0 else 0
     results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
     meta = results["meta"]
+    runs = len(names) + (not a.quick and len(names) > 1)      # the reference again at the end
     log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
         f"pairings: {', '.join(label(n) for n in names)}; about "
-        f"{estimate(cfg, len(names) + (not a.quick and len(names) > 1))}")
+        f"{estimate(cfg, runs, nv, not a.no_pps, a.vteps)}")
     failed = False
     try:
         no_fast = fastpath_problem()
@@ -286,6 +386,29 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:
                 log(f"FAILED: {e}")
                 res["error"] = str(e)
+                failed = True
+        if a.vteps > 0:
+            for n in names:
+                if n not in VTEP_PAIRINGS or (no_fast and "vxtun" in n):
+                    continue
+                res = results["pairings"][n].setdefault("many_vteps", {})
+                try:
+                    bench_vteps(n, a.vteps, cfg, log, res)
+                except Exception as e:
+                    log(f"FAILED: {e}")
+                    res["error"] = str(e)
+                    failed = True
+        if not a.no_pps:
+            log.where = "packet rate"
+            kinds = ("kernel",) if no_fast else ppsmod.KINDS
+            try:
+                results["pps"] = ppsmod.run_all(kinds, ppsmod.DIRECTIONS, ppsmod.SIZES,
+                                                cfg["pps_seconds"], cfg["pps_trials"], log)
+                failed |= any("error" in r for d in ppsmod.DIRECTIONS
+                              for r in (results["pps"].get(d) or {}).values())
+            except ppsmod.PpsError as e:
+                log(f"FAILED: {e}")
+                results["pps"] = {"error": str(e)}
                 failed = True
     except KeyboardInterrupt:
         results["interrupted"] = True

@@ -10,7 +10,8 @@ h2, so the first kind encapsulates and the second decapsulates the bulk of the t
 * ``kernel``: ``ip link add vxlan0 type vxlan id 42 dstport 4789 remote PEER local ME dev eth0``
   (a point-to-point VTEP), MTU 1450 from the underlay's 1500;
 * ``vxtun``: ``vxtun up`` with the default dataplane (the Cython fast path);
-* ``pure``: ``vxtun up`` with ``VXTUN_PUREPYTHON=1``.
+* ``pure``: ``vxtun up`` with ``VXTUN_PUREPYTHON=1``;
+* ``busy``: the fast path with ``VXTUN_BUSY_POLL_US`` set (busy polling after traffic).
 
 Offloads stay at their defaults everywhere (no ethtool): the point is to compare with what the
 kernel does on the same machine, not to tune the machine.  Each pairing gets a fresh topology
@@ -27,19 +28,24 @@ from dataclasses import dataclass, field
 
 from vxtun.lab.netns import Host, Topology
 
-KINDS = ("kernel", "vxtun", "pure")
-# What a full run measures, in this order (pure-Python mode both ways, as the fast path); any
-# other SENDER-RECEIVER of KINDS works with --only.
+KINDS = ("kernel", "vxtun", "pure", "busy")
+# What a full run measures, in this order (pure-Python mode both ways, as the fast path, and
+# the fast path with busy polling); any other SENDER-RECEIVER of KINDS works with --only.
 DEFAULT_PAIRINGS = ("kernel-kernel", "kernel-vxtun", "vxtun-kernel", "vxtun-vxtun",
-                    "pure-kernel", "kernel-pure")
+                    "pure-kernel", "kernel-pure", "kernel-busy", "busy-kernel", "busy-busy")
 REFERENCE = "kernel-kernel"
 
 VNI = 42
 DSTPORT = 4789
 UNDERLAY = ("192.0.2.1", "192.0.2.2")
 OVERLAY = ("10.20.1.1", "10.20.1.2")
-DEV = {"kernel": "vxlan0", "vxtun": "vxtun0", "pure": "vxtun0"}
-ENV = {"vxtun": {"VXTUN_PUREPYTHON": "0"}, "pure": {"VXTUN_PUREPYTHON": "1"}}
+DEV = {"kernel": "vxlan0", "vxtun": "vxtun0", "pure": "vxtun0", "busy": "vxtun0"}
+# ``busy``: the fast path with busy polling after traffic (vxtun/fastpath/threads.pyx); its
+# budget in microseconds is BUSY_POLL_US unless bench.run's --busy-poll says otherwise.
+BUSY_POLL_US = 200
+ENV = {"vxtun": {"VXTUN_PUREPYTHON": "0", "VXTUN_BUSY_POLL_US": "0"},
+       "pure": {"VXTUN_PUREPYTHON": "1"},
+       "busy": {"VXTUN_PUREPYTHON": "0", "VXTUN_BUSY_POLL_US": str(BUSY_POLL_US)}}
 
 
 def parse_pairing(name: str) -> tuple[str, str]:
@@ -136,26 +142,7 @@ class Pairing:
         return OVERLAY[1]
 
     def _vtep(self, kind: str, host: Host, i: int) -> Vtep:
-        me, peer, ov = UNDERLAY[i], UNDERLAY[1 - i], OVERLAY[i]
-        dev = DEV[kind]
-        if kind == "kernel":
-            host.sh(f"ip link add {dev} type vxlan id {VNI} dstport {DSTPORT} remote {peer} "
-                    f"local {me} dev eth0 && ip addr add {ov}/24 dev {dev} && "
-                    f"ip link set {dev} up")
-            return Vtep(kind, host, dev, ov)
-        proc = host.vxtun("--vni", str(VNI), "--remote", peer, "--local", me, "--dev", "eth0",
-                          "--dstport", str(DSTPORT), "--address", f"{ov}/24", "--name", dev,
-                          env=ENV[kind], wait_dev=dev)
-        v = Vtep(kind, host, dev, ov, proc=proc)
-        out = host.cmd("show", "dev", dev, "-j", timeout=10)
-        v.show = json.loads(out)[0]
-        v.pid = int(v.show.get("pid") or proc.pid)
-        # Measuring the wrong dataplane under the right name would be worse than no figure.
-        got = v.show.get("dataplane")
-        if (kind == "pure") != (got == "pure"):
-            raise RuntimeError(f"{kind}: asked for the {'pure' if kind == 'pure' else 'fast'} "
-                               f"dataplane, vxtun runs {got!r}")
-        return v
+        return make_vtep(kind, host, i)
 
     def wait_reachable(self, timeout: float = 15.0) -> None:
         """Ping until the overlay answers: ARP and FDB are warm before anything is measured."""
@@ -185,10 +172,7 @@ class Pairing:
             c: dict = {}
             for dev in (v.dev, "eth0"):
                 try:
-                    link = json.loads(h.sh(f"ip -j -s link show dev {dev}", timeout=10))[0]
-                    st = link.get("stats64", {})
-                    c[dev] = {f"{d}_{k}": st.get(d, {}).get(k, 0)
-                              for d in ("rx", "tx") for k in ("packets", "dropped", "errors")}
+                    c[dev] = link_counters(h, dev)
                 except (RuntimeError, ValueError, IndexError):
                     pass
             lines = [ln.split() for ln in h.sh("cat /proc/net/snmp", timeout=10).splitlines()
@@ -208,6 +192,47 @@ class Pairing:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def overlay(i: int, j: int = 0) -> str:
+    """Host ``i``'s overlay address on VTEP ``j``: 10.20.<j+1>.<i+1>."""
+    return OVERLAY[i] if j == 0 else f"10.20.{j + 1}.{i + 1}"
+
+
+def make_vtep(kind: str, host: Host, i: int, j: int = 0, env: dict | None = None) -> Vtep:
+    """The VTEP of ``kind`` on ``host``, the ``i``-th of UNDERLAY (0 or 1), remote the other.
+    ``j`` > 0: one more VTEP in the same namespace (VNI 42 + j, device vxlan<j> / vxtun<j>,
+    overlay 10.20.<j+1>.0/24), sharing UDP port 4789 with the others.  ``env``: vxtun's
+    environment instead of ENV[kind]."""
+    me, peer, ov = UNDERLAY[i], UNDERLAY[1 - i], overlay(i, j)
+    dev = DEV[kind] if j == 0 else DEV[kind].rstrip("0") + str(j)
+    vni = VNI + j
+    if kind == "kernel":
+        host.sh(f"ip link add {dev} type vxlan id {vni} dstport {DSTPORT} remote {peer} "
+                f"local {me} dev eth0 && ip addr add {ov}/24 dev {dev} && "
+                f"ip link set {dev} up")
+        return Vtep(kind, host, dev, ov)
+    proc = host.vxtun("--vni", str(vni), "--remote", peer, "--local", me, "--dev", "eth0",
+                      "--dstport", str(DSTPORT), "--address", f"{ov}/24", "--name", dev,
+                      env=env or ENV[kind], wait_dev=dev)
+    v = Vtep(kind, host, dev, ov, proc=proc)
+    out = host.cmd("show", "dev", dev, "-j", timeout=10)
+    v.show = json.loads(out)[0]
+    v.pid = int(v.show.get("pid") or proc.pid)
+    # Measuring the wrong dataplane under the right name would be worse than no figure.
+    got = v.show.get("dataplane")
+    if (kind == "pure") != (got == "pure"):
+        raise RuntimeError(f"{kind}: asked for the {'pure' if kind == 'pure' else 'fast'} "
+                           f"dataplane, vxtun runs {got!r}")
+    return v
+
+
+def link_counters(host: Host, dev: str) -> dict:
+    """``ip -s link`` packet and drop counters of ``dev`` in ``host``'s namespace."""
+    link = json.loads(host.sh(f"ip -j -s link show dev {dev}", timeout=10))[0]
+    st = link.get("stats64", {})
+    return {f"{d}_{k}": st.get(d, {}).get(k, 0)
+            for d in ("rx", "tx") for k in ("packets", "dropped", "errors")}
 
 
 def clock_ticks() -> int:

@@ -1,7 +1,8 @@
-"""The benchmark command still runs end to end (about 10 s): ``python -m bench.run --quick
---only kernel-kernel`` builds its topology, drives iperf3 and ping, parses them, writes the
-JSON, Markdown and PNG, and leaves no namespace behind.  It checks that figures exist, never how
-fast anything is (speed belongs to the benchmark itself, not to the tests)."""
+"""The benchmark command still runs end to end (about a minute): ``python -m bench.run --quick
+--only kernel-kernel --vteps 2`` builds its topologies, drives iperf3, ping and the packet-rate
+generator (bench/pktgen.c, against the kernel and vxtun), parses them, writes the JSON, Markdown
+and PNG, and leaves no namespace behind.  It checks that figures exist, never how fast anything
+is (speed belongs to the benchmark itself, not to the tests)."""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_quick_kernel_reference(netns_ready, tmp_path):
     p = subprocess.run(python("-m", "bench.run", "--quick", "--only", "kernel-kernel",
-                              "--out", str(tmp_path)), cwd=ROOT, env=child_env(None, str(ROOT)),
-                       capture_output=True, text=True, timeout=120)
+                              "--vteps", "2", "--out", str(tmp_path)), cwd=ROOT,
+                       env=child_env(None, str(ROOT)), capture_output=True, text=True,
+                       timeout=400)
     assert p.returncode == 0, p.stdout + p.stderr
     (js,) = tmp_path.glob("bench-*.json")
     assert js.with_suffix(".md").exists() and js.with_suffix(".png").exists()
@@ -26,6 +28,23 @@ def test_bench_quick_kernel_reference(netns_ready, tmp_path):
     assert ref["tcp1"]["bps"] > 0 and ref["tcp4"]["bps"] > 0
     assert ref["udp64"]["pps"] > 0 and ref["udp1400"]["bps"] > 0
     assert ref["ping"]["received"] > 0 and 0 < ref["ping"]["p50_us"] <= ref["ping"]["p99_us"]
+    load = ref["ping_load"]
+    assert load["received"] > 0 and 0 < load["p50_us"] <= load["p99_us"]
+    assert load["load"]["bps"] > 0                  # the stream ran the other way meanwhile
+    assert ref["tcp16"]["bps"] > 0 and ref["rest"]["seconds"] > 0
+    assert ref["many_vteps"]["streams"] == 2 and ref["many_vteps"]["bps"] > 0
+    # The packet rate, both directions and sizes, against the kernel and the fast path.
+    pps = res["pps"]
+    for direction in ("decap", "encap"):
+        for kind in ("kernel", "vxtun"):
+            r = pps[direction][kind]
+            assert "error" not in r, r
+            for size in ("64", "1400"):
+                t = r[size]
+                assert t["sent"] > 0 and t["delivered"] > 0, t
+                assert t["delivered"] <= t["sent"] * 1.01 + 50, t     # nothing out of thin air
+        assert pps[direction]["vxtun"]["64"]["vtep_cpu"] is not None
+    assert "| decap | 64 B | vxtun |" in p.stdout and "| encap | 1400 B | kernel |" in p.stdout
     assert res["meta"]["kernel"] and res["meta"]["cpu"]
     # The table printed at the end carries the reference row of every figure.
     assert "| TCP, 1 stream (Gbit/s) | kernel<->kernel |" in p.stdout

@@ -128,7 +128,7 @@ def test_up_defaults(capsys):
     cfg = config(UP_OK)
     assert (cfg.vni, cfg.name, cfg.remote, cfg.local, cfg.dev) == \
         (42, "vxtun0", "192.0.2.1", "192.0.2.2", "eth0")
-    assert cfg.dstport == 4789 and cfg.srcport == (32768, 61000)
+    assert cfg.dstport == 4789 and cfg.srcport == (0, 0)     # the namespace's range
     assert cfg.mtu is None          # chosen from the underlay device when the VTEP opens
     assert cfg.learning and not cfg.proxy and cfg.ageing == 300
     assert capsys.readouterr().err == ""       # the note waits until the VTEP is valid
@@ -336,12 +336,12 @@ def test_learned_entry_prints_without_state():
 def test_show_prints_like_ip_d_link_show():
     d = {"ifname": "vxtun0", "mtu": 1450, "dataplane": "pure", "address": "02:00:00:00:00:03",
          "vni": 42, "remote": "192.0.2.1", "local": "192.0.2.2", "dev": "eth0",
-         "srcport": [32768, 61000], "dstport": 4789, "ttl": None, "ageing": 300.0,
+         "srcport": [0, 0], "dstport": 4789, "ttl": None, "ageing": 300.0,
          "learning": True, "addresses": ["10.20.1.3/24"], "features": ["vnet_hdr"]}
     text = output.format_show(d)
     assert text.splitlines()[0].startswith("vxtun0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450")
     assert "link/ether 02:00:00:00:00:03 brd ff:ff:ff:ff:ff:ff" in text
-    assert ("vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dev eth0 srcport 32768 61000 "
+    assert ("vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dev eth0 srcport 0 0 "
             "dstport 4789 ttl auto ageing 300") in text
 
 

@@ -264,7 +264,7 @@ class FastSide:
             store = fp.CFdb(cfg.ageing, cfg.maxaddress, cfg.learning)
             v = Vtep(cfg, fdb=Fdb(store=store))
             _prepare(v, s)
-            vid = self.dec.add_vtep(vni, cfg.mac, v.mtu, store, cfg.srcport[0], cfg.srcport[1],
+            vid = self.dec.add_vtep(vni, cfg.mac, v.mtu, store, *v.sport_range,
                                     cfg.dstport, cfg.proxy)
             self.vteps[vni] = v
             self.vids[vni] = vid

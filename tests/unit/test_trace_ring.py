@@ -76,8 +76,8 @@ class Sides:
         cfdb = fp.CFdb(cfg.ageing, cfg.maxaddress, cfg.learning)
         self.fast = Vtep(cfg, fdb=Fdb(store=cfdb))
         self.dec = fp.Decisions()
-        self.vid = self.dec.add_vtep(cfg.vni, cfg.mac, 1450, cfdb, cfg.srcport[0],
-                                     cfg.srcport[1], cfg.dstport, cfg.proxy)
+        self.vid = self.dec.add_vtep(cfg.vni, cfg.mac, 1450, cfdb, *self.pure.sport_range,
+                                     cfg.dstport, cfg.proxy)
         self.ring = fp.TraceRing()
         for v in (self.pure, self.fast):
             _prepare(v)

@@ -202,3 +202,15 @@ def test_a_moved_mac_replaces_its_line_and_the_default_entry_keeps_one_line_per_
     assert zero.format(2) in state and zero.format(3) in state
     assert "02:00:00:00:00:09 dev vxtun0 dst 192.0.2.3 self" in state
     assert "dst 192.0.2.2 self<" not in state
+
+
+def test_a_markers_label_drops_the_host_its_lifeline_shows_and_keeps_the_narrations_lines():
+    s = Step(1, "host2: vxtun0 learned 02:00:00:00:00:01", 0.0, "host2", "table",
+             "the source MAC of the inner frame\nagainst the outer source IP")
+    html = render(walk([s]))
+    row = html[html.index('<g class="row table"'):]
+    row = row[:row.index("</g>")]
+    assert 'aria-label="step 1: host2: vxtun0 learned' in row
+    assert '">vxtun0 learned 02:00:00:00:00:01</text>' in row
+    assert "the source MAC of the inner frame\nagainst the outer source IP" in html
+    assert ".text { white-space: pre-line; }" in html

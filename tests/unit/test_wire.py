@@ -25,6 +25,7 @@ from ovs_vectors import (
 from vxtun.io.underlay import udp_header
 from vxtun.wire.vxlan import (
     DEFAULT_SRCPORT,
+    LOCAL_PORT_RANGE,
     IANA_PORT,
     LINUX_PORT,
     OVERHEAD_V4,
@@ -90,8 +91,9 @@ def test_constants_match_the_kernel_and_iana():
     # ip link add type vxlan sets MTU = lower MTU - 50 (IPv4) or - 70 (IPv6): VXLAN_HEADROOM
     # and VXLAN6_HEADROOM in include/net/vxlan.h.
     assert OVERHEAD_V4 == 50 and OVERHEAD_V6 == 70
-    # The namespace's ip_local_port_range default, 32768..60999, as [min, max).
-    assert DEFAULT_SRCPORT == (32768, 61000)
+    # iproute2 shows a VTEP without srcport as "srcport 0 0": the namespace's
+    # ip_local_port_range, whose stock value is 32768 60999, taken as [min, max).
+    assert DEFAULT_SRCPORT == (0, 0) and LOCAL_PORT_RANGE == (32768, 60999)
 
 
 # --- Open vSwitch's tunnel-push-pop.at (vectors in ovs_vectors.py) -------------------------
@@ -170,14 +172,14 @@ def tcp_frame(sport: int, dport: int, payload: bytes = b"", src="10.20.1.2",
 
 
 def test_one_flow_keeps_one_port():
-    ports = {source_port(tcp_frame(40000, 5201, bytes([i]) * i), *DEFAULT_SRCPORT)
+    ports = {source_port(tcp_frame(40000, 5201, bytes([i]) * i), *LOCAL_PORT_RANGE)
              for i in range(50)}
     assert len(ports) == 1
 
 
 def test_reply_direction_and_other_flows_differ():
-    fwd = source_port(tcp_frame(40000, 5201), *DEFAULT_SRCPORT)
-    flows = {source_port(tcp_frame(40000 + i, 5201), *DEFAULT_SRCPORT) for i in range(200)}
+    fwd = source_port(tcp_frame(40000, 5201), *LOCAL_PORT_RANGE)
+    flows = {source_port(tcp_frame(40000 + i, 5201), *LOCAL_PORT_RANGE) for i in range(200)}
     # 200 flows hashed into 28232 ports: a sound hash spreads them (collisions are rare).
     assert len(flows) > 190
     assert fwd in flows
@@ -190,7 +192,7 @@ def test_fragments_of_one_datagram_share_the_port():
         UDP(sport=1000, dport=2000) / (b"x" * 3000)
     frags = fragment(pkt[IP], fragsize=1400)
     assert len(frags) == 3
-    ports = {source_port(bytes(Ether(src=MAC_A, dst=MAC_B) / f), *DEFAULT_SRCPORT)
+    ports = {source_port(bytes(Ether(src=MAC_A, dst=MAC_B) / f), *LOCAL_PORT_RANGE)
              for f in frags}
     assert len(ports) == 1
 

@@ -24,7 +24,9 @@
     ]
 
 The keys are the long options of ``vxtun up`` (``vni`` or ``id``, ``name``, ``remote``,
-``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl``, ``mtu``,
+``group``, ``local``, ``dev``, ``dstport``, ``srcport = [MIN, MAX]``, ``ttl`` (a number,
+"auto" or "inherit"), ``tos`` (a number or "inherit"), ``df`` ("unset" or "set"), ``flowlabel``,
+``udpcsum`` (or ``noudpcsum``), ``udp6zerocsumtx``, ``udp6zerocsumrx``, ``mtu``,
 ``address`` (a string or a list), ``mac``, ``master``, ``nolearning`` (or ``learning``),
 ``ageing``, ``maxaddress``, ``proxy``, ``l2miss``, ``l3miss``, ``reachable_time``,
 ``gc_stale_time``); a dash may
@@ -66,7 +68,11 @@ _KEYS = {
     "vni": (_INT, "vni"), "id": (_INT, "vni"), "name": (_STR, "name"),
     "remote": (_STR, "remote"), "group": (_STR, "group"), "local": (_STR, "local"),
     "dev": (_STR, "dev"), "dstport": (_INT, "dstport"), "srcport": ((list,), "srcport"),
-    "ttl": (_INT, "ttl"), "tos": (_INT, "tos"), "mtu": (_INT, "mtu"),
+    "ttl": ((int, str), "ttl"), "tos": ((int, str), "tos"), "df": (_STR, "df"),
+    "flowlabel": (_INT, "flowlabel"),
+    "udpcsum": (_BOOL, "udpcsum"), "noudpcsum": (_BOOL, "udpcsum"),
+    "udp6zerocsumtx": (_BOOL, "udp6zerocsumtx"), "udp6zerocsumrx": (_BOOL, "udp6zerocsumrx"),
+    "mtu": (_INT, "mtu"),
     "address": ((str, list), "address"), "mac": (_STR, "mac"), "master": (_STR, "master"),
     "learning": (_BOOL, "learning"), "nolearning": (_BOOL, "learning"),
     "ageing": (_NUM, "ageing"), "maxaddress": (_INT, "maxaddress"), "proxy": (_BOOL, "proxy"),
@@ -146,7 +152,7 @@ def _vtep(table: dict) -> tuple[VtepConfig, list]:
             want = " or ".join(dict.fromkeys(_NAMES[t] for t in types))
             got = str(value).lower() if isinstance(value, bool) else repr(value)
             raise LocalError(f"{key} must be {want}, not {got}")
-        if k == "nolearning":
+        if k in ("nolearning", "noudpcsum"):
             value = not value
         elif k == "address":
             value = [value] if isinstance(value, str) else value

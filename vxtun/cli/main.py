@@ -18,7 +18,7 @@ PROG = "vxtun"
 
 USAGE = """\
 Usage: vxtun [ OPTIONS ] OBJECT { COMMAND | help }
-where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | save }
+where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent | save }
        OPTIONS := { -V[ersion] | -j[son] | -s[tatistics] }
 
 vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
@@ -32,6 +32,8 @@ vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip mo
     vxtun neigh add|replace|change|del|show|flush ... (as ip neigh; vxtun neigh help)
     vxtun monitor [dev NAME] [-j]                     (as ip monitor)
     vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
+    vxtun agent --vtep NAME... [--store URL]   (VTEPs kept in step through etcd; agent --help)
+    vxtun agent status [-j] | agent endpoint add|del MAC [IP...]
     vxtun save [dev NAME] > FILE                      (then: vxtun up --config FILE)"""
 
 # As ``bridge fdb help`` and ``ip neigh help`` print them, with the words vxtun takes.
@@ -72,8 +74,24 @@ def up_parser() -> argparse.ArgumentParser:
     p.add_argument("--dstport", type=int, default=None,
                    help="UDP destination port (default 4789, IANA; the Linux default is 8472)")
     p.add_argument("--srcport", type=int, nargs=2, metavar=("MIN", "MAX"),
-                   help="UDP source port range (default: the kernel's 32768 61000)")
-    p.add_argument("--ttl", type=int, help="outer TTL (default 64 unicast, 1 multicast)")
+                   help="UDP source ports MIN..MAX-1 (default, or MIN = MAX: the namespace's "
+                   "net.ipv4.ip_local_port_range, its high end left out, as the kernel)")
+    p.add_argument("--ttl", type=_int_or_word, metavar="N|auto|inherit",
+                   help="outer TTL (default auto: the route's, 1 to a multicast group; "
+                   "inherit: the inner packet's)")
+    p.add_argument("--tos", type=_hex_or_word, default=0, metavar="TOS|inherit",
+                   help="outer TOS in hexadecimal as iproute2 reads it, e.g. 0x28 or 28 "
+                   "(default 0; the inner ECN bits are always carried out)")
+    p.add_argument("--df", default="unset", help="the outer IPv4 DF bit: unset (default) or set")
+    p.add_argument("--flowlabel", type=_int_or_word, default=0, metavar="LABEL",
+                   help="the outer IPv6 flow label (default 0)")
+    for word, on, what in (("udpcsum", True, "checksum the outer UDP header over IPv4"),
+                           ("udp6zerocsumtx", False, "send a zero UDP checksum over IPv6"),
+                           ("udp6zerocsumrx", False, "accept a zero UDP checksum over IPv6")):
+        # iproute2's [no]WORD pairs
+        p.add_argument(f"--{word}", dest=word, action="store_true", default=on,
+                       help=f"{what} (default: {'on' if on else 'off'}, as the kernel)")
+        p.add_argument(f"--no{word}", dest=word, action="store_false", help=argparse.SUPPRESS)
     p.add_argument("--mtu", type=int, help="TAP MTU (default: underlay MTU - 50, or - 70 for IPv6)")
     p.add_argument("--address", action="append", default=[],
                    help="overlay address, e.g. 10.20.1.3/24")
@@ -96,6 +114,19 @@ def up_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _int_or_word(text: str):
+    """A number, or a word such as ``auto`` / ``inherit`` (VtepConfig.validate judges it)."""
+    return int(text) if text.isdigit() else text
+
+
+def _hex_or_word(text: str):
+    """A TOS as iproute2's rtnl_dsfield_a2n() reads it (hexadecimal, 0x optional), or a word."""
+    try:
+        return int(text, 16)
+    except ValueError:
+        return text
+
+
 def config_from_args(a) -> list:
     from ..core import VtepConfig
     from ..wire.ether import mac_from_str
@@ -109,6 +140,8 @@ def config_from_args(a) -> list:
         vni=a.vni, name=a.name, local=a.local, remote=a.remote, group=a.group, dev=a.dev,
         dstport=a.dstport if a.dstport is not None else IANA_PORT,
         srcport=tuple(a.srcport) if a.srcport else DEFAULT_SRCPORT, ttl=a.ttl, mtu=a.mtu,
+        tos=a.tos, df=a.df, flowlabel=a.flowlabel, udpcsum=a.udpcsum,
+        udp6zerocsumtx=a.udp6zerocsumtx, udp6zerocsumrx=a.udp6zerocsumrx,
         mac=mac_from_str(a.mac) if a.mac else b"", address=list(a.address), master=a.master,
         learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
         l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,
@@ -404,6 +437,9 @@ def _main(argv: list[str] | None = None) -> int:
             return cmd_table(req, "neigh")
         if cmd == "save":
             return cmd_save(parse_dev_only(rest, "show"))
+        if cmd == "agent":
+            from ..agent.cli import main as agent_main     # the etcd/file-store control plane
+            return agent_main(rest, js)
         if cmd == "monitor":
             req = parse_dev_only(rest, "monitor")
             req.json = req.json or js

@@ -148,11 +148,12 @@ def format_show(d: dict) -> str:
 
 
 def format_stats(d: dict) -> str:
+    from ..core.stats import COUNTS       # what the numbers count, as a kernel VTEP's
     lines = [f"{d['ifname']}: vni {d['vni']}",
              f"    RX (underlay -> {d['ifname']}): {d['rx']['packets']} packets "
-             f"{d['rx']['bytes']} bytes",
+             f"{d['rx']['bytes']} bytes  ({COUNTS['rx']})",
              f"    TX ({d['ifname']} -> underlay): {d['tx']['packets']} packets "
-             f"{d['tx']['bytes']} bytes"]
+             f"{d['tx']['bytes']} bytes  ({COUNTS['tx']})"]
     drops = {k: v for k, v in d["drops"].items() if v}
     total = sum(d["drops"].values())
     lines.append(f"    dropped {total}" + ("".join(f"\n        {k} {v}" for k, v in drops.items())))

@@ -26,8 +26,13 @@ class VtepConfig:
     dev: str | None = None
     dstport: int = IANA_PORT
     srcport: tuple[int, int] = DEFAULT_SRCPORT
-    ttl: int | None = None
-    tos: int = 0
+    ttl: int | str | None = None      # 1..255, None or 0: auto (the route's), "inherit"
+    tos: int | str = 0                # 0..255, "inherit" (the kernel's cfg.tos 1)
+    df: str = "unset"                 # unset | set (IFLA_VXLAN_DF; not inherit)
+    flowlabel: int = 0                # the outer IPv6 flow label (IFLA_VXLAN_LABEL)
+    udpcsum: bool = True              # IPv4: checksum the outer UDP header
+    udp6zerocsumtx: bool = False      # IPv6: send a zero outer UDP checksum
+    udp6zerocsumrx: bool = False      # IPv6: accept a zero outer UDP checksum
     mtu: int | None = None
     mac: bytes = b""
     address: list[str] = field(default_factory=list)
@@ -48,8 +53,11 @@ class VtepConfig:
         if not 1 <= self.dstport <= 65535:
             raise LocalError(f"invalid dstport {self.dstport}: must be 1..65535")
         lo, hi = self.srcport
-        if not (0 < lo < hi <= 65536):
-            raise LocalError(f"invalid srcport range {lo} {hi}: need 0 < MIN < MAX <= 65536")
+        # vxlan_validate(): "Invalid source port range" only when MAX < MIN; MIN == MAX (as
+        # iproute2's own "srcport 0 0") asks for the namespace's range (udp_flow_src_port).
+        if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or hi < lo:
+            raise LocalError(f"invalid srcport range {lo} {hi}: need 0 <= MIN <= MAX <= 65535 "
+                             "(MIN = MAX: the namespace's ip_local_port_range)")
         if self.remote and self.group:
             raise LocalError("remote and group are mutually exclusive "
                              "(as in ip link add type vxlan)")
@@ -87,8 +95,7 @@ class VtepConfig:
         if self.local is not None and parse_ip(self.local).is_multicast:
             raise LocalError(f"invalid local address {self.local}: a local address cannot be "
                              "multicast (use --group for the group)")
-        if self.ttl is not None and not 0 <= self.ttl <= 255:
-            raise LocalError(f"invalid ttl {self.ttl}: must be 0..255")
+        self._validate_outer()
         for what, value in (("ageing", self.ageing), ("reachable time", self.reachable_time),
                             ("gc stale time", self.gc_stale_time)):
             # float("nan") compares false with everything: refuse it before any comparison.
@@ -127,6 +134,35 @@ class VtepConfig:
             raise LocalError(f"invalid device name {self.name!r}: "
                              "1..15 characters, no '/' or space")
 
+    def _validate_outer(self) -> None:
+        """``ttl``, ``tos`` and ``df`` as iproute2 takes them (TTL := 1..255 | auto | inherit,
+        TOS := NUMBER | inherit, DF := unset | set, not inherit); normalised to ttl None
+        (auto), an int or "inherit", tos an int or "inherit"."""
+        ttl = self.ttl
+        if ttl in ("auto", 0):
+            self.ttl = None
+        elif ttl is not None and ttl != "inherit" and (
+                isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 255):
+            raise LocalError(f"invalid ttl {ttl}: must be 1..255, auto or inherit")
+        tos = self.tos
+        if tos != "inherit" and (isinstance(tos, bool) or not isinstance(tos, int)
+                                 or not 0 <= tos <= 255):
+            raise LocalError(f"invalid tos {tos}: must be 0..255 or inherit")
+        if tos == 1:
+            self.tos = "inherit"        # the kernel stores inherit as 1: the same setting
+        fl = self.flowlabel
+        if fl == "inherit":
+            raise LocalError("flowlabel inherit is not supported by vxtun: use a number")
+        # 0x80000 and up are the stateless labels (flowlabel_state_ranges): a socket cannot
+        # lease them, so vxtun cannot send them
+        if isinstance(fl, bool) or not isinstance(fl, int) or not 0 <= fl < 0x80000:
+            raise LocalError(f"invalid flowlabel {fl}: vxtun sends 0..524287 (0x7ffff)")
+        if self.df == "inherit":
+            # the raw send socket sets DF for all its datagrams (IP_MTU_DISCOVER), not one
+            raise LocalError("df inherit is not supported by vxtun: use df set or df unset")
+        if self.df not in ("unset", "set"):
+            raise LocalError(f"invalid df {self.df}: must be unset or set")
+
     def max_mtu(self, lower_mtu: int) -> int:
         """The largest MTU over a lower device (``--dev``) of ``lower_mtu``: its MTU less the
         VXLAN headroom, as vxlan_config_apply() computes it (never below ETH_MIN_MTU)."""
@@ -156,7 +192,10 @@ class VtepConfig:
         return {
             "ifname": self.name, "vni": self.vni, "local": self.local, "remote": self.remote,
             "group": self.group, "dev": self.dev, "dstport": self.dstport,
-            "srcport": list(self.srcport), "ttl": self.ttl, "learning": self.learning,
+            "srcport": list(self.srcport), "ttl": self.ttl, "tos": self.tos, "df": self.df,
+            "flowlabel": self.flowlabel,
+            "udpcsum": self.udpcsum, "udp6zerocsumtx": self.udp6zerocsumtx,
+            "udp6zerocsumrx": self.udp6zerocsumrx, "learning": self.learning,
             "ageing": self.ageing, "maxaddress": self.maxaddress, "proxy": self.proxy,
             "l2miss": self.l2miss, "l3miss": self.l3miss,
         }

@@ -6,6 +6,8 @@ so a new reason goes at the end.
 """
 from __future__ import annotations
 
+from ..wire.ether import ETH_HLEN
+
 DROP_REASONS = (
     "truncated",         # datagram shorter than the 8-byte VXLAN header
     "not_vxlan",         # I flag clear (vxlan_rcv: "invalid vxlan flags")
@@ -26,6 +28,24 @@ DROP_REASONS = (
 DROP_INDEX = {name: i for i, name in enumerate(DROP_REASONS)}
 
 
+# What rx and tx count, as ``ip -s link show`` of a kernel vxlan device counts them (the
+# vxtun/fastpath decisions count the same way):
+#   tx: one packet per remote copy (head-end replication counts every copy, as vxlan_xmit_one
+#       runs once per rdst), and the bytes without the inner Ethernet header (iptunnel_xmit():
+#       skb->len - skb_inner_network_offset()).  One difference: the fast path counts each
+#       segment it cuts from a TSO super-frame (the datagrams it sends, as the reference core
+#       counts the frames it is given), where the kernel counts its GSO skb once;
+#   rx: one packet per frame delivered, bytes without the inner Ethernet header (vxlan_rcv()
+#       counts skb->len after eth_type_trans() pulled it).
+# ``ip -s link show vxtun0`` shows the TAP's own counters instead (tun counts whole frames,
+# one per frame written or read), so it agrees on packets, not on bytes or flood copies.
+COUNTS = {
+    "rx": "frames delivered, bytes without their Ethernet header",
+    "tx": "datagrams, one per remote copy and TSO segment, bytes without the inner "
+          "Ethernet header",
+}
+
+
 class Stats:
     """rx = underlay -> TAP (decapsulated), tx = TAP -> underlay (encapsulated)."""
 
@@ -43,6 +63,16 @@ class Stats:
         self.proxy_replies = 0
         self.l2miss = 0
         self.l3miss = 0
+
+    def count_tx(self, copies: int, frame_len: int) -> None:
+        """A frame of ``frame_len`` bytes sent to ``copies`` remotes (see COUNTS)."""
+        self.tx_packets += copies
+        self.tx_bytes += copies * (frame_len - ETH_HLEN)
+
+    def count_rx(self, frame_len: int) -> None:
+        """A frame of ``frame_len`` bytes delivered (see COUNTS)."""
+        self.rx_packets += 1
+        self.rx_bytes += frame_len - ETH_HLEN
 
     def drop(self, reason: str) -> None:
         self.drops[DROP_INDEX[reason]] += 1

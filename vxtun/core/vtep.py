@@ -58,7 +58,14 @@ from ..wire import ecn
 from ..wire.addr import ip_version
 from ..wire.ether import ETH_HLEN, ETH_P_ARP, ETH_P_IPV6, ZERO_MAC, mac_to_str
 from ..wire.offload import rx_vnet_header
-from ..wire.vxlan import VXLAN_HLEN, encode_header, reserved_bits_set, source_port
+from ..wire.vxlan import (
+    LOCAL_PORT_RANGE,
+    VXLAN_HLEN,
+    encode_header,
+    port_range,
+    reserved_bits_set,
+    source_port,
+)
 from .config import VtepConfig
 from .events import FdbChange, L2Miss, L3Miss, NeighChange, fdb_entry_json
 from .stats import Stats
@@ -70,6 +77,7 @@ class Transmit(NamedTuple):
     sport: int
     payload: bytes
     tos: int = 0         # outer IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN)
+    ttl: int = 0         # outer TTL / hop limit; 0: the socket's (``ttl N``, or the route's)
 
 
 class Deliver(NamedTuple):
@@ -102,6 +110,12 @@ class Vtep:
         self.mac = config.mac
         self.mtu = config.mtu or 1450
         self._hdr = encode_header(config.vni)
+        # the device's tos as vxlan_xmit_one() reads it (1: inherit), and ttl inherit
+        self.outer_tos = 1 if config.tos == "inherit" else config.tos
+        self.ttl_inherit = config.ttl == "inherit"
+        # [min, max) of the source ports: set by whoever creates the VTEP from the
+        # namespace's ip_local_port_range (vxtun.io.underlay.local_port_range)
+        self.sport_range = port_range(config.srcport, LOCAL_PORT_RANGE)
         self._events: deque = deque()
         self._miss_seen: dict = {}
         self.events_lost = 0
@@ -304,19 +318,17 @@ class Vtep:
 
     def _encap(self, frame: bytes, remotes) -> list:
         cfg = self.config
-        sport = source_port(frame, cfg.srcport[0], cfg.srcport[1])
-        tos = ecn.encap_tos(frame)      # ip_tunnel_ecn_encap() with the device's tos 0
+        sport = source_port(frame, *self.sport_range)
+        tos = ecn.encap_tos(frame, self.outer_tos)       # ip_tunnel_ecn_encap()
+        ttl = ecn.inner_ttl(frame) if self.ttl_inherit else 0
         out = []
         for r in remotes:
             if r.ip in ANY_IPS:
                 self.stats.drop("no_remote")
                 continue
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
-            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos))
-        if not out:
-            return out
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(frame)
+            out.append(Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl))
+        self.stats.count_tx(len(out), len(frame))
         return out
 
     # --- underlay -> TAP ---------------------------------------------------------------
@@ -355,8 +367,7 @@ class Vtep:
         if reason is not None:
             self.stats.drop(reason)
             return []
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += len(frame)
+        self.stats.count_rx(len(frame))
         return [Deliver(rx_vnet_header(frame, self.mtu), frame)]
 
     # --- timers ------------------------------------------------------------------------

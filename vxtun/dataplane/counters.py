@@ -1,7 +1,8 @@
 """What ``vxtun stats`` reports for one VTEP, merged from where each count lives.
 
 * The per-packet counters: the core's ``Stats`` (vxtun/core/stats.py) and, for the fast
-  dataplane, the C threads' own, added together by the backend.
+  dataplane, the C threads' own, added together by the backend.  Both count rx and tx as
+  ``ip -s link show`` of a kernel VTEP does (stats.COUNTS), not as the TAP's own counters.
 * Drops before the VNI is known (too short, I flag clear, no such VNI) belong to the UDP
   socket's ``Demux``: shown on the VTEP when it is the socket's only one (as the kernel counts
   them on its single device), as the socket's when several share it.

@@ -175,10 +175,12 @@ class FastBackend:
         tso = flags & (TUN_F_TSO4 | TUN_F_TSO6) == (TUN_F_TSO4 | TUN_F_TSO6)
         tx = getattr(port, "tx", None) or port.underlay.tx
         uid = self._uids[id(port.underlay)][0]
+        lo, hi = port.vtep.sport_range
         vid = self.dp.add_vtep(uid, cfg.vni, port.tap_fd, tx.fileno(), cfg.mac, cfg.mtu,
-                               cfg.srcport[0], cfg.srcport[1], cfg.dstport, cfg.proxy,
+                               lo, hi, cfg.dstport, cfg.proxy,
                                port.vtep.fdb.store, tso, "udp_gso" not in self._off,
-                               "tap_coalesce" not in self._off)
+                               "tap_coalesce" not in self._off, port.vtep.outer_tos,
+                               port.vtep.ttl_inherit, cfg.flowlabel)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port

@@ -19,7 +19,7 @@ from ..errors import LocalError
 from ..io import control, tap, underlay
 from ..io.netlink import Netlink
 from ..wire.ether import mac_to_str
-from ..wire.vxlan import OVERHEAD_V4, OVERHEAD_V6
+from ..wire.vxlan import OVERHEAD_V4, OVERHEAD_V6, port_range
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Underlay:
     demux: Demux = field(default_factory=Demux)
     by_vni: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
+    zero_csum6_rx: bool = False       # udp6zerocsumrx: UDP_NO_CHECK6_RX on rx
 
     def close(self) -> None:
         self.rx.close()
@@ -61,7 +62,8 @@ class Port:
         for a in actions:
             if type(a) is Transmit:
                 if not underlay.send_datagram(self.tx or self.underlay.tx, self.underlay.family,
-                                              a.ip, a.sport, a.port, a.payload, a.tos):
+                                              a.ip, a.sport, a.port, a.payload, a.tos,
+                                              a.ttl):
                     self.vtep.stats.drop("tx_error")
             elif type(a) is Deliver:
                 try:
@@ -123,6 +125,11 @@ class Vteps:
                     self.underlays[key] = self._open_underlay(cfg, ifindex)
                     new_us.append(key)
                 us = self.underlays[key]
+                # vxlan_find_sock() shares a socket only between devices whose receive flags
+                # agree: another udp6zerocsumrx on the same port fails to bind, as here.
+                if us.zero_csum6_rx != cfg.udp6zerocsumrx:
+                    raise LocalError(f"{cfg.name}: udp6zerocsumrx differs from the VTEPs "
+                                     f"already on port {cfg.dstport}, which share its socket")
                 if cfg.group:
                     g = (cfg.group, ifindex)
                     if not us.groups.get(g):
@@ -173,16 +180,16 @@ class Vteps:
         fam = _family(cfg)
         # Bound to the any address, as vxlan_create_sock() binds the kernel's: every VTEP of
         # the namespace on this port can share it, whatever its local/group.
-        rx = underlay.open_rx(fam, cfg.local, cfg.dstport)
+        rx = underlay.open_rx(fam, cfg.local, cfg.dstport, cfg.udp6zerocsumrx)
         try:
-            tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex)
+            tx = underlay.open_tx(fam, cfg.local, cfg.ttl, cfg.group, ifindex, cfg)
         except BaseException:
             rx.close()
             raise
-        return Underlay(fam, rx, tx)
+        return Underlay(fam, rx, tx, zero_csum6_rx=cfg.udp6zerocsumrx)
 
     def _open_port(self, cfg: VtepConfig, us: Underlay, ifindex: int, fdb) -> Port:
-        tx = underlay.open_tx(_family(cfg), cfg.local, cfg.ttl, cfg.group, ifindex)
+        tx = underlay.open_tx(_family(cfg), cfg.local, cfg.ttl, cfg.group, ifindex, cfg)
         try:
             lst = control.listen(cfg.name)
         except BaseException:
@@ -201,6 +208,7 @@ class Vteps:
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
             port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg), now=time.monotonic())
+            vtep.sport_range = port_range(cfg.srcport, underlay.local_port_range())
             for u in fdb:           # FdbUpdate, or NeighUpdate (a saved file's neigh lines)
                 if isinstance(u, NeighUpdate):
                     vtep.neigh.add(u.ip, u.lladdr, u.nud, time.monotonic(), u.op)

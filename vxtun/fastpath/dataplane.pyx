@@ -22,6 +22,10 @@ from vxtun.fastpath.threads cimport dp_start, dp_stop
 from vxtun.fastpath.trace cimport tr_enable, tr_free, tr_init, tr_pop
 
 
+cdef extern from "<arpa/inet.h>" nogil:
+    uint32_t htonl(uint32_t v)
+
+
 cdef void* _new_member(void*** arr, int n, size_t size) except NULL:
     """A zeroed struct of ``size`` bytes, and room for a pointer to it after the ``n`` of
     ``arr[0]`` (grown in place); the caller stores it there once the threads are paused."""
@@ -189,7 +193,8 @@ cdef class Dataplane:
     def add_vtep(self, uint32_t uid, uint32_t vni, int tap_fd, int tx_fd, mac, int mtu,
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
                  CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
-                 bint coalesce=True) -> int:
+                 bint coalesce=True, int tos=0, bint ttl_inherit=False,
+                 uint32_t flowlabel=0) -> int:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
@@ -212,6 +217,9 @@ cdef class Dataplane:
         v.s.sport_lo = sport_lo
         v.s.sport_hi = sport_hi
         v.s.dstport = <uint16_t>dstport
+        v.s.tos = tos & 0xFF
+        v.s.ttl_inherit = ttl_inherit
+        v.flowinfo = htonl(flowlabel)
         v.s.proxy = proxy
         v.s.fdb = fdb.t
         v.tap_fd = tap_fd
@@ -219,8 +227,7 @@ cdef class Dataplane:
         v.tap_tso = tap_tso
         v.tap_coalesce = coalesce
         v.us = us
-        if udp_gso:
-            fp_probe_gso(v)
+        fp_probe_gso(v, udp_gso)
         was = self._pause()
         self.dp.vteps[self.dp.nvteps] = v
         self.dp.nvteps += 1

@@ -29,6 +29,8 @@ cdef struct fp_vstate:
     uint32_t sport_hi
     uint16_t dstport
     int proxy
+    uint8_t tos           # the device's tos (1: inherit), as vxlan_xmit_one() reads cfg.tos
+    int ttl_inherit       # ttl inherit: the outer TTL is the inner packet's
     fp_fdb* fdb
     fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
 
@@ -62,6 +64,7 @@ cdef struct fp_tx_action:
     int nr                # A_SEND: the remotes, copied under the FDB lock, in rem[0:nr]
     uint16_t sport
     uint8_t tos
+    uint8_t ttl           # 0: the socket's (ttl N, or the route's); else ttl inherit's
     int hit               # A_SEND: the destination MAC had an entry (else the default's remotes)
     # the caller's buffers, reused from one frame to the next (fp_tx_action_init)
     fp_seg* segs          # MAXSEG

@@ -29,7 +29,7 @@ from vxtun.fastpath.wire cimport (
     D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
     F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAXSEG, SEGH_MAX, VNET_HDR_LEN,
     VXLAN_HLEN, be16, fp_complete_checksum, fp_decode_header, fp_ecn_decap, fp_encap_tos,
-    fp_encode_header, fp_pack_vnet, fp_reserved_bits_set, fp_rx_vnet_header, fp_source_port,
+    fp_encode_header, fp_inner_ttl, fp_pack_vnet, fp_reserved_bits_set, fp_rx_vnet_header, fp_source_port,
     fp_tso_segment, le16, mac48)
 
 from vxtun.core.stats import DROP_REASONS
@@ -135,7 +135,7 @@ cdef void fp_rx_decide(fp_demux* d, uint8_t* data, size_t n, int family, const u
         _rx_drop(a, &v.st[tid], r)
         return
     v.st[tid].rx_packets += 1
-    v.st[tid].rx_bytes += n
+    v.st[tid].rx_bytes += n - ETH_HLEN          # as Stats counts: without the inner Ethernet
     fp_rx_vnet_header(f, n, v.mtu, &a.vnet)
     a.kind = A_DELIVER
     a.frame = f
@@ -230,13 +230,16 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     a.nr = k
     # one flow, one source port: the flow key of a super-frame is that of its segments
     a.sport = fp_source_port(f, n, v.sport_lo, v.sport_hi)
-    # ip_tunnel_ecn_encap() with the device's tos 0: the outer ECN of every segment is that of
-    # the (super-)frame's IP header, which TSO copies into each segment
-    a.tos = fp_encap_tos(f, n)
+    # ip_tunnel_ecn_encap() with the device's tos: the outer ECN of every segment is that of
+    # the (super-)frame's IP header, which TSO copies into each segment; so is its TTL
+    a.tos = fp_encap_tos(f, n, v.tos)
+    a.ttl = fp_inner_ttl(f, n) if v.ttl_inherit else 0
+    # as Stats counts: one per datagram, each segment to each remote, without the inner
+    # Ethernet header
     for i in range(<uint32_t>a.nseg):
-        nbytes += a.segs[i].hlen + a.segs[i].plen
-    v.st[tid].tx_packets += a.nseg
-    v.st[tid].tx_bytes += nbytes
+        nbytes += a.segs[i].hlen + a.segs[i].plen - ETH_HLEN
+    v.st[tid].tx_packets += <uint64_t>k * a.nseg
+    v.st[tid].tx_bytes += <uint64_t>k * nbytes
 
 cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil:
     memset(a, 0, sizeof(fp_tx_action))
@@ -302,7 +305,8 @@ cdef class Decisions:
         fp_tx_action_free(&self.ta)
 
     def add_vtep(self, uint32_t vni, mac, int mtu, CFdb fdb not None, uint32_t sport_lo=32768,
-                 uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False) -> int:
+                 uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False,
+                 uint8_t tos=0, bint ttl_inherit=False) -> int:
         """Serve ``vni``; returns the VTEP's id (as in punted records)."""
         cdef fp_vstate* v
         cdef fp_vstate** arr
@@ -330,6 +334,8 @@ cdef class Decisions:
         v.sport_hi = sport_hi
         v.dstport = <uint16_t>dstport
         v.proxy = proxy
+        v.tos = tos
+        v.ttl_inherit = ttl_inherit
         v.fdb = fdb.t
         if fp_demux_build(&self.d, arr, self.n + 1) < 0:
             free(v)
@@ -401,7 +407,7 @@ cdef class Decisions:
             ip = fp_ip_str(r.family, r.addr)
             port = r.port if r.port else v.dstport
             for s in segs:
-                out.append(Transmit(ip, port, a.sport, hdr[:VXLAN_HLEN] + s, a.tos))
+                out.append(Transmit(ip, port, a.sport, hdr[:VXLAN_HLEN] + s, a.tos, a.ttl))
         return out, []
 
     def stats(self, uint32_t vid) -> dict:

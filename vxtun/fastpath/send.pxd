@@ -18,6 +18,8 @@ cdef enum:
     UDP_SEGMENT = 103
     UDP_GRO = 104
     IPV6_AUTOFLOWLABEL = 70
+    IPV6_HOPLIMIT = 52
+    SO_NO_CHECK = 11      # on tx_fd: this VTEP sends a zero UDP checksum (vxtun.io.underlay)
     GSO_MAXSEG = 64       # UDP_MAX_SEGMENTS
     GSO_MAXBYTES = 65000  # a UDP GSO send is still one IP datagram: under 64 KB in all
 
@@ -29,7 +31,7 @@ cdef struct fp_txctx:
     iovec* iov
     uint8_t* uh           # UDP + VXLAN header of each datagram (16 bytes each)
     sockaddr_in6* addrs
-    uint64_t tosctl[4]    # the IP_TOS / IPV6_TCLASS control message of the current frame
+    uint64_t tosctl[4]    # the TOS and TTL control messages of the current frame
     # Small frames of one burst share one sendmmsg(): each is copied out of ``buf`` (the next
     # read reuses it) into a slot of ``small``; ``pend`` datagrams wait in msgs[0:pend], their
     # control messages in ``ctl`` (4 words a datagram).  Flushed at the end of the burst and
@@ -43,5 +45,5 @@ cdef int fp_txctx_init(fp_txctx* c, int tid) noexcept nogil
 cdef void fp_txctx_free(fp_txctx* c) noexcept nogil
 cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil
 cdef void fp_tx_pend_flush(fp_txctx* c, fp_vtep* v) noexcept nogil
-cdef void fp_probe_gso(fp_vtep* v) noexcept nogil
+cdef void fp_probe_gso(fp_vtep* v, bint udp_gso) noexcept nogil
 cdef void fp_gso_close_all(fp_vtep* v) noexcept nogil

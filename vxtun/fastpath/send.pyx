@@ -5,12 +5,16 @@ Small frames of a burst share one sendmmsg() on the VTEP's raw UDP socket (we wr
 header, so the source port can follow the inner flow).  The segments of a TCP super-frame for
 one unicast remote leave as UDP GSO trains (UDP_SEGMENT) from a UDP socket bound to the
 flow's source port (a small LRU per VTEP), so the kernel handles one packet instead of ~45.
-The outer TOS / traffic class of each send is a control message when it is not 0.
+The outer TOS / traffic class of each send, and its TTL with ``ttl inherit``, are control
+messages when they are not 0.  The UDP checksum follows vxtun/io/underlay.py: on IPv4 it is
+computed here (``_udp4_check``) unless the VTEP has ``noudpcsum``; on IPv6 the kernel fills it
+in on tx_fd (IPV6_CHECKSUM) unless ``udp6zerocsumtx``; the GSO sockets are UDP sockets, whose
+checksum the kernel computes, and are not used when the checksum is to be zero.
 """
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from posix.unistd cimport close
 
 from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
@@ -22,8 +26,13 @@ from vxtun.fastpath.libc cimport (
     SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, bind, cmsghdr, fp_now, getsockname,
     getsockopt, msghdr, poll, pollfd, sendmmsg, sendmsg, setsockopt, sock_filter, sock_fprog,
     sockaddr, sockaddr_in, socket, socklen_t)
-from vxtun.fastpath.state cimport GSO_SOCKS, fp_gsosock
-from vxtun.fastpath.wire cimport D_TX_ERROR, VXLAN_HLEN, fp_encode_header, fp_seg, put16
+from vxtun.fastpath.state cimport GSO_SOCKS, SRC_CACHE, fp_gsosock
+from vxtun.fastpath.wire cimport (
+    D_TX_ERROR, VXLAN_HLEN, fp_csum_add, fp_encode_header, fp_seg, put16)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int connect(int fd, const sockaddr* addr, socklen_t len)
 
 
 cdef void fp_txctx_free(fp_txctx* c) noexcept nogil:
@@ -180,25 +189,97 @@ cdef void fp_gso_close_all(fp_vtep* v) noexcept nogil:
     v.gso_slot = NULL
     v.gso_on = 0
 
-cdef inline size_t _put_tos_cmsg(void* buf, int fam, uint8_t tos) noexcept nogil:
-    """Write the control message that gives one send the outer TOS / traffic class ``tos``
-    (IP_TOS / IPV6_TCLASS, an int) at ``buf`` (aligned); its CMSG_SPACE.  The sockets' own
-    value is 0, so a datagram with TOS 0 goes without one."""
+cdef inline size_t _put_int_cmsg(void* buf, int level, int kind, int val) noexcept nogil:
+    """Write one control message holding the int ``val`` at ``buf`` (aligned); its
+    CMSG_SPACE."""
     cdef cmsghdr* cm = <cmsghdr*>buf
-    cdef int val = tos
     memset(buf, 0, CMSG_SPACE(sizeof(int)))
-    cm.cmsg_level = IPPROTO_IP if fam == 4 else IPPROTO_IPV6
-    cm.cmsg_type = IP_TOS if fam == 4 else IPV6_TCLASS
+    cm.cmsg_level = level
+    cm.cmsg_type = kind
     cm.cmsg_len = CMSG_LEN(sizeof(int))
     memcpy(CMSG_DATA(cm), &val, sizeof(int))
     return CMSG_SPACE(sizeof(int))
 
+cdef inline size_t _put_tos_cmsg(void* buf, int fam, uint8_t tos, uint8_t ttl) noexcept nogil:
+    """Write the control messages that give one send the outer TOS / traffic class ``tos``
+    (IP_TOS / IPV6_TCLASS) and TTL / hop limit ``ttl`` (IP_TTL / IPV6_HOPLIMIT) at ``buf``
+    (aligned, room for two); their CMSG_SPACE.  The sockets' own TOS is 0 and their own TTL
+    the VTEP's ``ttl`` (or the route's), so a 0 needs none (vxtun.io.underlay.tos_cmsg)."""
+    cdef size_t n = 0
+    if tos:
+        n += _put_int_cmsg(buf, IPPROTO_IP if fam == 4 else IPPROTO_IPV6,
+                           IP_TOS if fam == 4 else IPV6_TCLASS, tos)
+    if ttl:
+        n += _put_int_cmsg(<uint8_t*>buf + n, IPPROTO_IP if fam == 4 else IPPROTO_IPV6,
+                           IP_TTL if fam == 4 else IPV6_HOPLIMIT, ttl)
+    return n
+
+cdef const uint8_t* _source(fp_vtep* v, const fp_remote* r, double now) noexcept nogil:
+    """The source address of datagrams to ``r``: tx_fd's own, or the one a UDP socket
+    connect()ed to it is given, remembered for a second (vxtun.io.underlay.SourceCache);
+    NULL when there is no route."""
+    cdef int i, slot = 0, fd
+    cdef size_t alen = 4 if r.family == 4 else 16
+    cdef sockaddr_in6 sa
+    cdef socklen_t sl
+    if v.has_local:
+        return <const uint8_t*>&(<sockaddr_in*>&v.local).sin_addr if r.family == 4 \
+            else v.local.sin6_addr.s6_addr
+    for i in range(SRC_CACHE):
+        if v.srcs[i].at > 0 and memcmp(v.srcs[i].dst, r.addr, alen) == 0:
+            if now - v.srcs[i].at < 1.0:
+                return v.srcs[i].src
+            slot = i
+            break
+        if v.srcs[i].at < v.srcs[slot].at:
+            slot = i
+    memset(&sa, 0, sizeof(sa))
+    if r.family == 4:
+        (<sockaddr_in*>&sa).sin_family = AF_INET
+        (<sockaddr_in*>&sa).sin_port = _htons(9)
+        memcpy(&(<sockaddr_in*>&sa).sin_addr, r.addr, 4)
+        sl = sizeof(sockaddr_in)
+    else:
+        sa.sin6_family = AF_INET6
+        sa.sin6_port = _htons(9)
+        memcpy(sa.sin6_addr.s6_addr, r.addr, 16)
+        sl = sizeof(sockaddr_in6)
+    fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return NULL
+    if connect(fd, <sockaddr*>&sa, sl) < 0 or getsockname(fd, <sockaddr*>&sa, &sl) < 0:
+        close(fd)
+        return NULL
+    close(fd)
+    memcpy(v.srcs[slot].dst, r.addr, alen)
+    if r.family == 4:
+        memcpy(v.srcs[slot].src, &(<sockaddr_in*>&sa).sin_addr, 4)
+    else:
+        memcpy(v.srcs[slot].src, sa.sin6_addr.s6_addr, 16)
+    v.srcs[slot].at = now
+    return v.srcs[slot].src
+
+cdef inline uint32_t _udp4_check(const uint8_t* src, const uint8_t* dst, const uint8_t* uh,
+                                 const fp_seg* s, uint32_t ulen) noexcept nogil:
+    """vxlan.udp_checksum: the UDP checksum of the datagram of UDP + VXLAN header ``uh`` (16
+    bytes, checksum field 0) and segment ``s``, from ``src`` to ``dst``: the pseudo-header
+    (RFC 768) and the datagram, one's complement, 0 sent as 0xffff.  A segment's headers are
+    an even number of bytes when a payload follows them (fp_tso_segment), so the pieces can
+    be summed one after the other."""
+    cdef uint32_t c = fp_csum_add(dst, 4, fp_csum_add(src, 4, 17 + ulen))
+    c = fp_csum_add(uh, 16, c)
+    c = fp_csum_add(s.h, s.hlen, c)
+    if s.plen:
+        c = fp_csum_add(s.p, s.plen, c)
+    c = (~c) & 0xFFFF
+    return c if c else 0xFFFF
+
 cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
-                 uint8_t tos) noexcept nogil:
+                 uint8_t tos, uint8_t ttl) noexcept nogil:
     """Send the segments as UDP GSO trains (UDP_SEGMENT): the kernel, not us, cuts them into
     datagrams, and a peer with UDP_GRO can take the train whole.  Every segment but the last
     has the same size (headers + MSS), as UDP GSO requires.  Every datagram of the train gets
-    the outer TOS ``tos``.  -1: send through tx_fd instead."""
+    the outer TOS ``tos`` and TTL ``ttl``.  -1: send through tx_fd instead."""
     cdef uint32_t dport = r.port if r.port else v.s.dstport
     cdef uint8_t* vx = c.uh
     cdef fp_seg* segs = c.act.segs
@@ -253,8 +334,8 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
             cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
             memcpy(CMSG_DATA(cm), &gs, sizeof(uint16_t))
             clen = CMSG_SPACE(sizeof(uint16_t))
-        if tos:
-            clen += _put_tos_cmsg(<uint8_t*>ctrl + clen, v.us.family, tos)
+        if tos or ttl:
+            clen += _put_tos_cmsg(<uint8_t*>ctrl + clen, v.us.family, tos, ttl)
         mh.msg_control = ctrl if clen else NULL
         mh.msg_controllen = clen
         sent = sendmsg(fd, &mh, 0)
@@ -274,11 +355,15 @@ cdef inline bint _is_multicast(const fp_remote* r) noexcept nogil:
 
 cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
     """Carry out an A_SEND (c.act): one VXLAN datagram per segment per remote (head-end
-    replication for flood lists), each with the outer TOS / traffic class ``tos`` (a control
-    message, when it is not 0).  A small frame may wait for the next ones (fp_txctx.pend)."""
+    replication for flood lists), each with the outer TOS / traffic class ``tos`` and TTL
+    ``ttl`` (control messages, when not 0).  A small frame may wait for the next ones
+    (fp_txctx.pend)."""
     cdef int nr = c.act.nr, nseg = c.act.nseg
     cdef uint16_t sport = c.act.sport
     cdef uint8_t tos = c.act.tos
+    cdef uint8_t ttl = c.act.ttl
+    cdef const uint8_t* src
+    cdef double now = fp_now() if v.csum4 and not v.has_local else 0
     cdef fp_seg* segs = c.act.segs
     cdef fp_remote* rem = c.act.rem
     cdef int ri, si, m = 0
@@ -299,7 +384,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
         gfd = _gso_fd(v, sport, fp_now())
         if gfd >= 0:
             fp_tx_pend_flush(c, v)                # the frames read before go first
-            if _tx_gso(c, v, &rem[0], nseg, gfd, tos) == 0:
+            if _tx_gso(c, v, &rem[0], nseg, gfd, tos, ttl) == 0:
                 return
     if not defer or c.pend + nr > TXBATCH:
         fp_tx_pend_flush(c, v)
@@ -311,9 +396,9 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
         segs[0].h = slot
         c.npend_frames += 1
     ctl = &c.ctl[4 * m] if defer else <void*>c.tosctl
-    if tos:
-        # one control message for all datagrams of the frame: they have the same TOS
-        tlen = _put_tos_cmsg(ctl, fam, tos)
+    if tos or ttl:
+        # one set of control messages for all datagrams of the frame: the same TOS and TTL
+        tlen = _put_tos_cmsg(ctl, fam, tos, ttl)
     for ri in range(nr):
         r = &rem[ri]
         if r.family != fam:
@@ -321,6 +406,12 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
             continue
         dport = r.port if r.port else v.s.dstport
         vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
+        src = NULL
+        if v.csum4:
+            src = _source(v, r, now)
+            if src == NULL:
+                v.s.st[c.tid].drops[D_TX_ERROR] += nseg      # no route to it
+                continue
         for si in range(nseg):
             s = &segs[si]
             uh = c.uh + m * 16
@@ -328,9 +419,11 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
             put16(uh, sport)
             put16(uh + 2, dport)
             put16(uh + 4, ulen if ulen <= 0xFFFF else 0)
-            uh[6] = 0       # IPv4: no UDP checksum, like the kernel's default (noudpcsum);
-            uh[7] = 0       # IPv6: the kernel fills it in (IPV6_CHECKSUM on the raw socket)
+            uh[6] = 0       # IPv4: computed below, or 0 with noudpcsum; IPv6: the kernel's
+            uh[7] = 0       # (IPV6_CHECKSUM on the raw socket), or 0 with udp6zerocsumtx
             fp_encode_header(uh + 8, vni)
+            if src != NULL:
+                put16(uh + 6, _udp4_check(src, r.addr, uh, s, ulen))
             mh = &c.msgs[m].msg_hdr
             if fam == 4:
                 a4 = <sockaddr_in*>&c.addrs[m]
@@ -342,6 +435,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
                 a6 = &c.addrs[m]
                 memset(a6, 0, sizeof(sockaddr_in6))
                 a6.sin6_family = AF_INET6
+                a6.sin6_flowinfo = v.flowinfo       # flowlabel (IPV6_FLOWINFO_SEND on tx_fd)
                 memcpy(a6.sin6_addr.s6_addr, r.addr, 16)
                 mh.msg_namelen = sizeof(sockaddr_in6)
             mh.msg_name = &c.addrs[m]
@@ -368,9 +462,13 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
     if m:
         _tx_flush(c, v, m)
 
-cdef void fp_probe_gso(fp_vtep* v) noexcept nogil:
-    """Turn UDP GSO on for ``v`` if this kernel has UDP_SEGMENT; learn tx_fd's address."""
-    cdef int fd, gs = 1400
+cdef void fp_probe_gso(fp_vtep* v, bint udp_gso) noexcept nogil:
+    """Learn tx_fd's address and checksum setting (SO_NO_CHECK: a zero checksum, set by
+    vxtun.io.underlay.open_tx); turn UDP GSO on for ``v`` if ``udp_gso``, this kernel has
+    UDP_SEGMENT, the checksum is not to be zero (udp_send_skb() refuses GSO then) and no
+    flow label is set."""
+    cdef int fd, gs = 1400, nocheck = 0
+    cdef socklen_t ilen = sizeof(int)
     memset(&v.local, 0, sizeof(v.local))
     v.local_len = sizeof(v.local)
     if (getsockname(v.tx_fd, <sockaddr*>&v.local, &v.local_len) != 0
@@ -378,6 +476,17 @@ cdef void fp_probe_gso(fp_vtep* v) noexcept nogil:
         memset(&v.local, 0, sizeof(v.local))          # not bound: any address
         v.local.sin6_family = AF_INET if v.us.family == 4 else AF_INET6
         v.local_len = sizeof(sockaddr_in) if v.us.family == 4 else sizeof(sockaddr_in6)
+    if v.us.family == 4:
+        v.has_local = (<sockaddr_in*>&v.local).sin_addr.s_addr != 0
+    else:
+        v.has_local = False
+        for fd in range(16):
+            v.has_local = v.has_local or v.local.sin6_addr.s6_addr[fd] != 0
+    if getsockopt(v.tx_fd, SOL_SOCKET, SO_NO_CHECK, &nocheck, &ilen) != 0:
+        nocheck = 0
+    v.csum4 = v.us.family == 4 and not nocheck
+    if not udp_gso or nocheck or v.flowinfo:
+        return          # (a flow label needs a lease of its own on each GSO socket: none)
     fd = socket(AF_INET if v.us.family == 4 else AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
     if fd < 0:
         return

@@ -28,6 +28,15 @@ cdef struct fp_underlay:
     int gro               # UDP_GRO is on: a read may hold several datagrams
     pthread_mutex_t rxlock    # held by the thread reading this socket (in-order delivery)
 
+cdef enum:
+    SRC_CACHE = 8         # remotes whose source address a VTEP remembers (fp_srcent)
+
+cdef struct fp_srcent:
+    # the source address the routes give datagrams to ``dst`` (vxtun.io.underlay.SourceCache)
+    uint8_t dst[16]
+    uint8_t src[16]
+    double at             # when it was looked up (0: free)
+
 cdef struct fp_gsosock:
     int fd
     uint32_t sport
@@ -46,6 +55,12 @@ cdef struct fp_vtep:
     socklen_t local_len
     fp_gsosock* gso       # GSO_SOCKS slots
     uint8_t* gso_slot     # source port -> slot + 1 (0: none, 255: bind failed)
+    # the outer UDP checksum (vxtun.io.underlay states the rules): IPv4 with udpcsum is ours
+    # to compute, over a pseudo-header whose source is ``local`` or the route's (srcs)
+    int csum4
+    int has_local         # tx_fd is bound to an address: the pseudo-header's source
+    uint32_t flowinfo     # IPv6: the flow label in network order, leased on tx_fd (0: none)
+    fp_srcent srcs[SRC_CACHE]
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
     int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and
                           # the TX thread no longer watches it (set under txlock)

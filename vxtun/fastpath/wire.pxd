@@ -136,7 +136,8 @@ cdef uint32_t fp_csum_add(const uint8_t* p, size_t n, uint32_t initial) noexcept
 cdef int fp_complete_checksum(uint8_t* f, size_t n, size_t start, size_t off) noexcept nogil
 cdef uint16_t fp_source_port(const uint8_t* f, size_t n, uint32_t lo, uint32_t hi) noexcept nogil
 cdef void fp_rx_vnet_header(const uint8_t* f, size_t n, int mtu, fp_vnet* h) noexcept nogil
-cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n) noexcept nogil
+cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n, uint8_t tos) noexcept nogil
+cdef uint8_t fp_inner_ttl(const uint8_t* f, size_t n) noexcept nogil
 cdef int fp_ecn_decap(uint8_t* f, size_t n, uint8_t outer) noexcept nogil
 cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
                         fp_seg* segs) noexcept nogil

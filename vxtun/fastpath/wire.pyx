@@ -229,32 +229,49 @@ cdef enum:
     IPV4_HLEN = 20
     IPV6_HLEN = 40
 
-cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n) noexcept nogil:
-    """ecn.encap_tos(frame): INET_ECN_encapsulate(0, ip_tunnel_get_dsfield()): the inner ECN
-    bits (CE leaves as ECT(0)) of the IPv4/IPv6 header behind Ethernet and up to 3 VLAN tags."""
+cdef inline uint32_t _inner_l3(const uint8_t* f, size_t n, size_t* l3) noexcept nogil:
+    """ecn.inner_l3(frame): ETH_P_IP or ETH_P_IPV6 and, in ``l3``, where its header starts
+    behind Ethernet and up to 3 VLAN tags (its first two bytes present); 0 for anything else."""
     cdef size_t off = 12
     cdef uint32_t etype = 0
-    cdef uint8_t ds
     cdef int i
-    cdef bint found = False
     for i in range(VLAN_TAGS_MAX + 1):
         if n < off + 2:
             return 0
         etype = be16(f + off)
         if etype != 0x8100 and etype != 0x88A8:
-            found = True
-            break
+            if (etype != ETH_P_IP and etype != ETH_P_IPV6) or n < off + 4:
+                return 0
+            l3[0] = off + 2
+            return etype
         off += 4
-    if not found or n < off + 4:
-        return 0
+    return 0
+
+cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n, uint8_t tos) noexcept nogil:
+    """ecn.encap_tos(frame, tos): INET_ECN_encapsulate(tos, inner), ``tos`` 1 being ``tos
+    inherit`` (the inner DS field whole): the inner ECN bits (CE leaves as ECT(0)) of the
+    IPv4/IPv6 header behind Ethernet and up to 3 VLAN tags, under the DSCP of ``tos``."""
+    cdef size_t l3 = 0
+    cdef uint8_t ds = 0
+    cdef uint32_t etype = _inner_l3(f, n, &l3)
     if etype == ETH_P_IP:
-        ds = f[off + 3]
+        ds = f[l3 + 1]
     elif etype == ETH_P_IPV6:
-        ds = <uint8_t>(((f[off + 2] & 0x0F) << 4) | (f[off + 3] >> 4))
-    else:
-        return 0
+        ds = <uint8_t>(((f[l3] & 0x0F) << 4) | (f[l3 + 1] >> 4))
+    if tos == 1:
+        tos = ds
     ds &= ECN_MASK
-    return ECN_ECT_0 if ds == ECN_CE else ds
+    return (tos & ~ECN_MASK) | (ECN_ECT_0 if ds == ECN_CE else ds)
+
+cdef uint8_t fp_inner_ttl(const uint8_t* f, size_t n) noexcept nogil:
+    """ecn.inner_ttl(frame): ip_tunnel_get_ttl(), for ``ttl inherit``; 0 for no IP header."""
+    cdef size_t l3 = 0
+    cdef uint32_t etype = _inner_l3(f, n, &l3)
+    if etype == ETH_P_IP and n > l3 + 8:
+        return f[l3 + 8]
+    if etype == ETH_P_IPV6 and n > l3 + 7:
+        return f[l3 + 7]
+    return 0
 
 cdef inline void _ipv4_ecn_set(uint8_t* f, uint32_t add, uint8_t tos) noexcept nogil:
     """IP_ECN_set_ce / IP_ECN_set_ect1: new TOS, checksum + ``add`` with the kernel's carry."""
@@ -436,10 +453,16 @@ def complete_checksum(uint8_t[::1] frame not None, size_t csum_start, size_t csu
         raise IndexError("checksum position outside the frame")
 
 
-def encap_tos(const uint8_t[::1] frame not None) -> int:
-    """Same contract as vxtun.wire.ecn.encap_tos(frame) (the device's tos is 0)."""
+def encap_tos(const uint8_t[::1] frame not None, uint8_t tos=0) -> int:
+    """Same contract as vxtun.wire.ecn.encap_tos(frame, tos)."""
     cdef size_t n = frame.shape[0]
-    return fp_encap_tos(&frame[0] if n else NULL, n)
+    return fp_encap_tos(&frame[0] if n else NULL, n, tos)
+
+
+def inner_ttl(const uint8_t[::1] frame not None) -> int:
+    """Same contract as vxtun.wire.ecn.inner_ttl(frame)."""
+    cdef size_t n = frame.shape[0]
+    return fp_inner_ttl(&frame[0] if n else NULL, n)
 
 
 def ecn_decapsulate(const uint8_t[::1] frame not None, int outer_tos):

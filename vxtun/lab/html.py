@@ -225,15 +225,17 @@ def _row(s: Step, i: int, y0: int, col: dict[str, int], width: int) -> str:
     else:
         c = col.get(s.actor, col.get(s.src, 0))
         xa = _x(c)
+        # "host2: vxtun0 learned ...": the marker already stands on host2's lifeline.
+        title = s.title.removeprefix(f"{s.actor}: ") if s.actor in col else s.title
         mark = "\u2713" if kind == "check-ok" else "\u2717" if kind == "check-bad" \
             else KIND_MARK.get(kind, "i")
         parts.append(f'<circle class="marker" cx="{xa}" cy="{y}" r="8"/>')
         parts.append(f'<text class="mark" x="{xa}" y="{y + 4}">{mark}</text>')
         # Beside the marker, on whichever side has more room (left of the last host).
         if width - xa >= xa - LEFT:
-            label = _label(s.title, xa + 14, width - xa - 20, y + 4)
+            label = _label(title, xa + 14, width - xa - 20, y + 4)
         else:
-            label = _label(s.title, xa - 14, xa - 14 - LEFT, y + 4, anchor="end")
+            label = _label(title, xa - 14, xa - 14 - LEFT, y + 4, anchor="end")
     parts.append(label)
     parts.append("</g>")
     return "\n".join(parts)
@@ -428,6 +430,7 @@ svg text { fill: var(--ink); }
 .details h2 { font-size: 18px; margin: 2px 0 8px; }
 .details h3 { font-size: 14px; margin: 14px 0 6px; }
 .meta { margin: 0; color: var(--mute); }
+.text { white-space: pre-line; }
 .kind-chip { display: inline-block; padding: 0 7px; border-radius: 8px; background: #e2e8f0;
              font-size: 12px; }
 .path { font-family: ui-monospace, "DejaVu Sans Mono", monospace; color: var(--blue); }

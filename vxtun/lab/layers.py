@@ -31,7 +31,7 @@ from ..wire.ether import (
 )
 from ..wire.offload import csum_add, fold_complement
 from ..wire.vxlan import (
-    DEFAULT_SRCPORT, IANA_PORT, LINUX_PORT, VXLAN_FLAGS, VXLAN_HLEN, decode_header,
+    IANA_PORT, LINUX_PORT, LOCAL_PORT_RANGE, VXLAN_FLAGS, VXLAN_HLEN, decode_header,
     reserved_bits_set,
 )
 from .walkmodel import Field, Layer
@@ -43,7 +43,7 @@ ECN_NAMES = {ecn.INET_ECN_NOT_ECT: "Not-ECT", ecn.INET_ECN_ECT_1: "ECT(1)",
              ecn.INET_ECN_ECT_0: "ECT(0)", ecn.INET_ECN_CE: "CE"}
 ETHERTYPE_NAMES = {ETH_P_IP: "IPv4", ETH_P_ARP: "ARP", ETH_P_IPV6: "IPv6", ETH_P_8021Q: "802.1Q"}
 
-_PORT_LO, _PORT_HI = DEFAULT_SRCPORT[0], DEFAULT_SRCPORT[1] - 1     # inclusive, as sysctl shows
+_PORT_LO, _PORT_HI = LOCAL_PORT_RANGE       # as sysctl shows it
 
 # One explanation per topic.  The kernel behaviour each states is cited where it comes from.
 EXPLAIN = {
@@ -63,7 +63,7 @@ EXPLAIN = {
         "The sending VTEP's underlay address. The receiver learns the inner source MAC "
         "against it (vxlan_snoop), so replies can come back unicast.",
     "TTL multicast":
-        "1: a vxlan device's ttl defaults to 0 ('auto'), and vxlan_xmit_one() sends to a "
+        "A vxlan device's ttl defaults to 0 ('auto'), and vxlan_xmit_one() then sends to a "
         "multicast group with TTL 1, so the flood never crosses a router.",
     "TTL unicast":
         "With ttl 0 ('auto') a unicast datagram gets the route's hop limit: 64 by default "
@@ -94,17 +94,18 @@ EXPLAIN = {
         "inner flow keeps one outer 5-tuple, so it is never reordered, and different flows "
         "spread over the underlay's ECMP paths.",
     "destination port 4789":
-        "4789: the port IANA assigned to VXLAN (RFC 7348 section 5). A Linux vxlan device "
+        "The port IANA assigned to VXLAN (RFC 7348 section 5). A Linux vxlan device "
         "still defaults to 8472, the port it used before that, so 'dstport 4789' is set "
         "explicitly to talk to other implementations.",
     "destination port 8472":
-        "8472: the Linux vxlan driver's default dstport, chosen before IANA assigned 4789.",
+        "The Linux vxlan driver's default dstport (8472), chosen before IANA assigned 4789.",
     "destination port other":
         "Neither 4789 (IANA) nor 8472 (the Linux default): both ends set this dstport.",
     "UDP checksum IPv4 zero":
-        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device over IPv4 defaults to "
-        "noudpcsum (ip link add sends IFLA_VXLAN_UDP_CSUM 0): the inner frame carries its "
-        "own checksums, and the outer IP header checksum still protects the addresses.",
+        "0 means 'no checksum' on IPv4 (RFC 768). A vxlan device sends it only with "
+        "noudpcsum (VXLAN_F_UDP_ZERO_CSUM_TX; 'ip -d link show' says udpcsum by default): "
+        "the inner frame carries its own checksums, and the outer IP header checksum still "
+        "protects the addresses.",
     "UDP checksum IPv4 set":
         "Computed (udpcsum): over the pseudo-header, the VXLAN header and the whole inner "
         "frame.",

@@ -48,23 +48,32 @@ IPV4_HLEN = 20
 IPV6_HLEN = 40
 
 
-def inner_dsfield(frame: bytes) -> int:
-    """ip_tunnel_get_dsfield(): the DS field (DSCP << 2 | ECN) of the IPv4/IPv6 header behind the
-    Ethernet header and up to three VLAN tags; 0 for anything else or a frame cut before it."""
+def inner_l3(frame: bytes) -> tuple[int, int]:
+    """skb_protocol(skb, true) and where its header starts: ``(ETH_P_IP or ETH_P_IPV6,
+    offset)`` for the IPv4/IPv6 header behind the Ethernet header and up to three VLAN tags,
+    with at least its first two bytes present (the DS field is there); ``(0, -1)`` for anything
+    else or a frame cut before it."""
     off = 12
     etype = 0
     for _ in range(VLAN_TAGS_MAX + 1):
         if len(frame) < off + 2:
-            return 0
+            return 0, -1
         etype = (frame[off] << 8) | frame[off + 1]
         if etype != ETH_P_8021Q and etype != ETH_P_8021AD:
             break
         off += 4
     else:
-        return 0
+        return 0, -1
     l3 = off + 2
-    if len(frame) < l3 + 2:
-        return 0
+    if (etype != ETH_P_IP and etype != ETH_P_IPV6) or len(frame) < l3 + 2:
+        return 0, -1
+    return etype, l3
+
+
+def inner_dsfield(frame: bytes) -> int:
+    """ip_tunnel_get_dsfield(): the DS field (DSCP << 2 | ECN) of the IPv4/IPv6 header behind the
+    Ethernet header and up to three VLAN tags; 0 for anything else or a frame cut before it."""
+    etype, l3 = inner_l3(frame)
     if etype == ETH_P_IP:
         return frame[l3 + 1]
     if etype == ETH_P_IPV6:
@@ -73,9 +82,25 @@ def inner_dsfield(frame: bytes) -> int:
 
 
 def encap_tos(frame: bytes, tos: int = 0) -> int:
-    """INET_ECN_encapsulate(tos, inner): the outer TOS / traffic class for ``frame``."""
-    ecn = inner_dsfield(frame) & INET_ECN_MASK
+    """INET_ECN_encapsulate(tos, inner): the outer TOS / traffic class for ``frame`` under the
+    device's ``tos``; ``tos`` 1 is ``tos inherit`` (vxlan_xmit_one: "if (tos == 1) tos =
+    ip_tunnel_get_dsfield(old_iph, skb)"), the inner DS field whole."""
+    ds = inner_dsfield(frame)
+    if tos == 1:
+        tos = ds
+    ecn = ds & INET_ECN_MASK
     return (tos & ~INET_ECN_MASK) | (INET_ECN_ECT_0 if ecn == INET_ECN_CE else ecn)
+
+
+def inner_ttl(frame: bytes) -> int:
+    """ip_tunnel_get_ttl(): the TTL / hop limit of the IPv4/IPv6 header behind the Ethernet
+    header and up to three VLAN tags (``ttl inherit``); 0, "the route's", for anything else."""
+    etype, l3 = inner_l3(frame)
+    if etype == ETH_P_IP and len(frame) > l3 + 8:
+        return frame[l3 + 8]
+    if etype == ETH_P_IPV6 and len(frame) > l3 + 7:
+        return frame[l3 + 7]
+    return 0
 
 
 def _ipv4_set(frame: bytearray, add: int, tos: int) -> None:

@@ -19,15 +19,19 @@ from __future__ import annotations
 import struct
 
 from .ether import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
+from .offload import csum_add, fold_complement
 
 VXLAN_HLEN = 8
 VXLAN_FLAGS = 0x08          # the I flag: "the VNI is valid"
 VNI_MAX = (1 << 24) - 1
 IANA_PORT = 4789            # RFC 7348 section 5
 LINUX_PORT = 8472           # the port Linux used before IANA assigned 4789
-# The kernel's vxlan device picks its source ports from the namespace's
-# ip_local_port_range when none is configured: 32768..60999 by default.
-DEFAULT_SRCPORT = (32768, 61000)
+# ``srcport MIN MAX``: udp_flow_src_port() picks a port in [MIN, MAX), the high end exclusive.
+# With MIN >= MAX (iproute2 shows the default as "srcport 0 0") it takes the namespace's
+# net.ipv4.ip_local_port_range instead, [low, high) again; vxtun reads that sysctl when the
+# VTEP is created (vxtun.io.underlay.local_port_range), LOCAL_PORT_RANGE if it cannot.
+DEFAULT_SRCPORT = (0, 0)
+LOCAL_PORT_RANGE = (32768, 60999)       # the sysctl's stock value (inet_init_net)
 
 # Overhead added in front of the inner Ethernet frame: IP + UDP + VXLAN + inner Ethernet.
 # This is why the kernel gives vxlan devices an MTU 50 (IPv4) or 70 (IPv6) below the underlay's.
@@ -107,8 +111,33 @@ def flow_key(frame: bytes) -> bytes:
     return bytes(frame)
 
 
+def port_range(srcport: tuple[int, int], local_range: tuple[int, int]) -> tuple[int, int]:
+    """The ``[min, max)`` udp_flow_src_port() draws from: ``srcport``, or ``local_range`` (the
+    namespace's ip_local_port_range) when ``srcport`` is empty (MIN >= MAX)."""
+    lo, hi = srcport
+    return (lo, hi) if lo < hi else tuple(local_range)
+
+
 def source_port(frame: bytes, port_min: int, port_max: int) -> int:
     """The outer UDP source port for ``frame``: in [port_min, port_max), stable per flow."""
     h = fnv1a32(flow_key(frame))
     h ^= (h << 16) & 0xFFFFFFFF
     return ((h * (port_max - port_min)) >> 32) + port_min
+
+
+# --- the outer UDP checksum ----------------------------------------------------------------
+#
+# A kernel VTEP checksums its outer UDP header by default, on IPv4 as on IPv6
+# (udp_tunnel_xmit_skb / udp_tunnel6_xmit_skb get udp_sum = !VXLAN_F_UDP_ZERO_CSUM_TX, resp.
+# !VXLAN_F_UDP_ZERO_CSUM6_TX); ``noudpcsum`` and ``udp6zerocsumtx`` send 0, "no checksum"
+# (RFC 768; RFC 6935 / 6936 allow it for a tunnel over IPv6).  On receive, a zero checksum
+# over IPv6 is refused by the UDP layer unless the socket has UDP_NO_CHECK6_RX
+# (``udp6zerocsumrx``; __udp6_lib_rcv -> udp6_csum_zero_error), counted as Udp6InCsumErrors.
+
+def udp_checksum(src: bytes, dst: bytes, udp: bytes) -> int:
+    """The checksum field of the UDP datagram ``udp`` (header with a zero checksum field, and
+    payload) from ``src`` to ``dst`` (4 or 16 bytes each): the pseudo-header of RFC 768 /
+    RFC 8200 section 8.1 and the datagram, one's complement; a result of 0 goes as 0xffff."""
+    s = csum_add(src + dst, 17 + len(udp))
+    c = fold_complement(csum_add(udp, s))
+    return c or 0xFFFF

@@ -1,0 +1,383 @@
+"""The control plane at scale: ``vxtun agent`` on many namespace hosts against one etcd.
+
+    python3 -m bench.control --hosts 50 [--churn 60] [--vxtun-every 2] [--out DIR]
+
+Builds ``--hosts`` namespace hosts on one underlay (192.0.2.N), each with one VTEP of VNI 42 (a
+kernel vxlan device, or vxtun on every ``--vxtun-every``-th host) and an agent, all against one
+etcd (192.0.2.250, data in a temporary directory).  Each VTEP has ``nolearning proxy l2miss
+l3miss``, so both modes run on the same fleet.  It reports, for ``preprogram`` and ``on-miss``:
+
+* join: the time from starting a host's agent (a new Python process: its start-up is part of
+  the figure) until every earlier host floods to it (p50, p99, max), hosts joining one after
+  the other;
+* endpoint -> first ping answered (p50, p99): ``vxtun agent endpoint add`` on one host, then
+  ping from another until it is answered (on-miss: between vxtun hosts only, since a kernel
+  VTEP misses only for ARP that crosses it from a bridge, not for its host's own);
+* on-miss: miss -> answer: from the ARP that misses until the neighbour entry is installed;
+* entries programmed per second: every host publishes its endpoint at once, until every
+  VTEP holds every other host's FDB and neighbour entries (preprogram);
+* etcd puts, deletes and watch events per second over the whole run (its /metrics);
+* RSS and CPU per agent at rest (5 s) and during the churn;
+* churn: ``--churn`` seconds of one host leaving (kill -9, or a clean stop) and one joining
+  every second, then the TTL to settle, then every running host's flood list and FDB compared
+  with the store's truth: the number of wrong entries (missing or extra) must be 0.
+
+The VTEPs' tables are read by one small reader process per host (``vteps.read()``: netlink or
+the vxtun control socket), so a poll of the whole fleet costs milliseconds.  On a loaded or
+small machine the absolute figures mean little; the table says what was measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+from vxtun.agent.lab import EtcdCluster, kernel_vtep, start_agent, vxtun_vtep
+from vxtun.lab.netns import Topology, python
+
+TTL = 3
+READER = """
+import json, sys
+from vxtun.agent.reconcile import VtepState, plan
+from vxtun.agent.vteps import open_vtep
+v = open_vtep(sys.argv[1])
+for line in sys.stdin:
+    try:
+        if line.strip() == "clear":
+            v.run(plan(VtepState(), v.read()))
+        print(json.dumps(v.read().to_json()), flush=True)
+    except Exception as e:
+        print(json.dumps({"error": str(e)}), flush=True)
+"""
+
+
+class Node:
+    def __init__(self, topo: Topology, i: int, kind: str, mode_flags: str) -> None:
+        self.i = i
+        self.kind = kind
+        self.host = topo.host(f"h{i}", f"192.0.2.{i}/24")
+        self.overlay = f"10.20.0.{i}"
+        if kind == "kernel":
+            self.dev = kernel_vtep(self.host, 42, f"{self.overlay}/16", extra=mode_flags)
+        else:
+            self.dev = "vxtun0"
+            vxtun_vtep(self.host, 42, f"{self.overlay}/16",
+                       extra=("--nolearning", "--proxy", "--l2miss", "--l3miss"))
+        self.mac = self.host.sh(f"cat /sys/class/net/{self.dev}/address").strip()
+        self.reader = self.host.popen(python("-c", READER, self.dev), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        self.agent: subprocess.Popen | None = None
+
+    def tables(self, clear: bool = False) -> dict:
+        """The VTEP's flood list, FDB and neighbours (the agent's part); ``clear``: empty them
+        first."""
+        assert self.reader.stdin and self.reader.stdout
+        self.reader.stdin.write("clear\n" if clear else "\n")
+        self.reader.stdin.flush()
+        return json.loads(self.reader.stdout.readline())
+
+    def start(self, url: str, mode: str) -> None:
+        self.agent = start_agent(self.host, url, self.dev, ttl=TTL, mode=mode)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            os.killpg(self.agent.pid, sig)
+            self.agent.wait()
+        self.agent = None
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def wait(cond, timeout: float, poll: float = 0.02) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(poll)
+    return None
+
+
+def cpu_rss(pids: list[int]) -> dict[int, tuple[float, int]]:
+    """pid -> (CPU seconds so far, RSS bytes)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            out[pid] = ((int(st[11]) + int(st[12])) / tick, rss)
+        except OSError:
+            pass
+    return out
+
+
+def usage(nodes: list[Node], seconds: float) -> dict:
+    pids = [n.agent.pid for n in nodes if n.agent is not None]
+    a = cpu_rss(pids)
+    time.sleep(seconds)
+    b = cpu_rss(pids)
+    cpu = [(b[p][0] - a[p][0]) / seconds * 100 for p in b if p in a]
+    rss = [b[p][1] / 2**20 for p in b]
+    return {"cpu_pct_mean": statistics.fmean(cpu) if cpu else 0.0,
+            "cpu_pct_max": max(cpu, default=0.0),
+            "rss_mib_mean": statistics.fmean(rss) if rss else 0.0,
+            "rss_mib_max": max(rss, default=0.0)}
+
+
+METRICS = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+"""
+
+
+def etcd_counters(etcd: EtcdCluster) -> dict[str, float]:
+    e = etcd.hosts[0]
+    p = subprocess.run(["ip", "netns", "exec", e.ns, *python("-c", METRICS,
+                                                             f"http://{e.ip}:2379/metrics")],
+                       capture_output=True, text=True, timeout=30)
+    out: dict[str, float] = {}
+    for line in p.stdout.splitlines():
+        for name in ("etcd_mvcc_put_total", "etcd_mvcc_delete_total",
+                     "etcd_debugging_mvcc_events_total", "etcd_mvcc_txn_total"):
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def flood_ok(n: Node, others: list[Node]) -> bool:
+    t = n.tables()
+    return set(t.get("flood", [])) == {o.host.ip for o in others}
+
+
+def phase_join(nodes: list[Node], url: str, mode: str) -> list[float]:
+    """Agents start one after the other; the time until every earlier host floods to the new
+    one (the new one's own flood list is not waited for)."""
+    times = []
+    started: list[Node] = []
+    for n in nodes:
+        n.start(url, mode)
+        t = wait(lambda n=n: all(n.host.ip in o.tables().get("flood", []) for o in started),
+                 60)
+        if started:
+            times.append(t if t is not None else float("inf"))
+        started.append(n)
+    wait(lambda: all(flood_ok(n, [o for o in nodes if o is not n]) for n in nodes), 60)
+    return times
+
+
+def ping_until(src: Node, dst: Node, timeout: float = 30) -> float | None:
+    return wait(lambda: src.host.run(f"ping -c 1 -W 0.3 {dst.overlay}",
+                                     timeout=10).returncode == 0, timeout, poll=0)
+
+
+def endpoint(n: Node, op: str = "add") -> None:
+    args = ("agent", "endpoint", op, n.mac) + ((n.overlay,) if op == "add" else ())
+    n.host.cmd(*args)
+
+
+def phase_endpoints(nodes: list[Node], mode: str, samples: int) -> dict:
+    """Per pair: the source's endpoint published first (not timed), then the destination's,
+    and pings from the source until one is answered."""
+    pairs = [(nodes[k], nodes[(k + 1) % len(nodes)]) for k in range(len(nodes))]
+    if mode == "on-miss":
+        vx = [n for n in nodes if n.kind == "vxtun"]
+        pairs = [(vx[k], vx[(k + 1) % len(vx)]) for k in range(len(vx))] if len(vx) > 1 else []
+    lat, miss = [], []
+    for src, dst in pairs[:samples]:
+        endpoint(src)
+        if mode == "preprogram":
+            wait(lambda s=src, d=dst: s.overlay in d.tables().get("neigh", {}), 20)
+        else:
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        endpoint(dst)
+        if mode == "on-miss":
+            # The ARP that misses goes out with this ping; the answer is the neighbour entry.
+            t1 = time.monotonic()
+            p = src.host.popen(["ping", "-c", "1", "-W", "2", dst.overlay],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t = wait(lambda s=src, d=dst: d.overlay in s.tables().get("neigh", {}), 20, poll=0)
+            if t is not None:
+                miss.append(time.monotonic() - t1 - 0.0)
+            p.wait()
+        t = ping_until(src, dst)
+        lat.append(time.monotonic() - t0 if t is not None else float("inf"))
+    for n in nodes:
+        n.host.run_vxtun("agent", "endpoint", "del", n.mac)
+    res: dict = {"endpoint_ping": lat}
+    if mode == "on-miss":
+        res["miss_answer"] = miss
+    return res
+
+
+def phase_bulk(nodes: list[Node]) -> float | None:
+    """Every host publishes its endpoint at once; entries per second until all are in place."""
+    procs = [n.host.popen(python("-m", "vxtun", "agent", "endpoint", "add", n.mac, n.overlay))
+             for n in nodes]
+    t0 = time.monotonic()
+    for p in procs:
+        p.wait()
+
+    def done() -> bool:
+        for n in nodes:
+            t = n.tables()
+            if len(t.get("fdb", {})) < len(nodes) - 1 or len(t.get("neigh", {})) < len(nodes) - 1:
+                return False
+        return True
+    if wait(done, 120, poll=0.05) is None:
+        return None
+    return 2 * len(nodes) * (len(nodes) - 1) / (time.monotonic() - t0)
+
+
+def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> dict:
+    rng = random.Random(42)
+    t_end = time.monotonic() + seconds
+    seen: dict[int, list[tuple[float, float]]] = {}     # pid -> [(time, CPU seconds)]
+    while time.monotonic() < t_end:
+        now = time.monotonic()
+        for pid, (cpu_s, _) in cpu_rss([n.agent.pid for n in nodes if n.agent]).items():
+            seen.setdefault(pid, []).append((now, cpu_s))
+        up = [n for n in nodes if n.agent is not None]
+        down = [n for n in nodes if n.agent is None]
+        if len(up) > 2:
+            rng.choice(up).stop(rng.choice([signal.SIGKILL, signal.SIGTERM]))
+        if down:
+            n = rng.choice(down)
+            n.start(url, mode)
+            # its endpoint too, once its agent answers
+            add = shlex.join(python("-m", "vxtun", "agent", "endpoint", "add", n.mac, n.overlay))
+            n.host.popen(["sh", "-c", f"for i in $(seq 50); do {add} 2>/dev/null && break; "
+                          "sleep 0.1; done"])
+        time.sleep(1)
+    # Each agent over the part of the churn it lived through (agents come and go).
+    cpu = [(v[-1][1] - v[0][1]) / (v[-1][0] - v[0][0]) * 100 for v in seen.values()
+           if len(v) > 1 and v[-1][0] > v[0][0]]
+    time.sleep(TTL + 3)
+    _, kvs = json.loads(etcd.store_call(etcd.hosts[0], "snapshot", "/vxtun/").stdout)
+    members = {kv["key"].rsplit("/", 1)[1] for kv in kvs if "/members/" in kv["key"]}
+    eps = {}
+    for kv in kvs:
+        if "/endpoints/" in kv["key"]:
+            v = json.loads(kv["value"])
+            eps[v["mac"]] = v["vtep"]
+    wrong = 0
+    checked = 0
+    for n in nodes:
+        if n.agent is None:
+            continue
+        checked += 1
+        t = n.tables()
+        wrong += len(set(t["flood"]) ^ (members - {n.host.ip}))
+        if mode == "preprogram":
+            want = {m: [ip] for m, ip in eps.items() if ip != n.host.ip}
+            wrong += sum(1 for m in set(want) | set(t["fdb"]) if want.get(m) != t["fdb"].get(m))
+    return {"wrong_entries": wrong, "hosts_checked": checked, "members": len(members),
+            "cpu_pct_mean_churn": statistics.fmean(cpu) if cpu else 0.0}
+
+
+def run(args) -> dict:
+    results: dict = {"hosts": args.hosts, "modes": {}}
+    with Topology("ctl") as topo:
+        etcd = EtcdCluster([topo.host("etcd", "192.0.2.250/24")])
+        try:
+            etcd.start_all()
+            nodes = [Node(topo, i, "vxtun" if i % args.vxtun_every == 0 else "kernel",
+                          "nolearning proxy l2miss l3miss") for i in range(1, args.hosts + 1)]
+            for mode in ("preprogram", "on-miss"):
+                c0, t0 = etcd_counters(etcd), time.monotonic()
+                r: dict = {}
+                r["join"] = phase_join(nodes, etcd.url, mode)
+                r["rest"] = usage(nodes, 5)
+                r.update(phase_endpoints(nodes, mode, args.samples))
+                if mode == "preprogram":
+                    wait(lambda: all(not n.tables()["fdb"] for n in nodes), 30)
+                    r["entries_per_s"] = phase_bulk(nodes)
+                r["churn"] = phase_churn(nodes, etcd.url, mode, args.churn, etcd)
+                c1, t1 = etcd_counters(etcd), time.monotonic()
+                r["etcd_per_s"] = {k: (c1.get(k, 0) - c0.get(k, 0)) / (t1 - t0) for k in c1}
+                results["modes"][mode] = r
+                for n in nodes:         # the next mode starts from empty VTEPs and store
+                    n.stop()
+                time.sleep(TTL + 2)
+                for n in nodes:
+                    n.tables(clear=True)
+        finally:
+            etcd.stop()
+    return results
+
+
+def table(res: dict) -> str:
+    def ms(xs, p):
+        return f"{pct(xs, p) * 1000:.0f}" if xs else "-"
+    rows = [("join p50 / p99 / max (ms)", lambda r: f"{ms(r['join'], 50)} / {ms(r['join'], 99)}"
+             f" / {ms(r['join'], 100)}"),
+            ("endpoint -> first ping p50 / p99 (ms)",
+             lambda r: f"{ms(r['endpoint_ping'], 50)} / {ms(r['endpoint_ping'], 99)}"),
+            ("miss -> answer p50 / p99 (ms)",
+             lambda r: f"{ms(r['miss_answer'], 50)} / {ms(r['miss_answer'], 99)}"
+             if "miss_answer" in r else "-"),
+            ("entries programmed / s (fleet)",
+             lambda r: f"{r['entries_per_s']:.0f}" if r.get("entries_per_s") else "-"),
+            ("etcd puts / deletes / watch events per s",
+             lambda r: " / ".join(f"{r['etcd_per_s'].get(k, 0):.1f}" for k in (
+                 "etcd_mvcc_put_total", "etcd_mvcc_delete_total",
+                 "etcd_debugging_mvcc_events_total"))),
+            ("agent CPU % at rest (mean / max)",
+             lambda r: f"{r['rest']['cpu_pct_mean']:.1f} / {r['rest']['cpu_pct_max']:.1f}"),
+            ("agent RSS MiB (mean / max)",
+             lambda r: f"{r['rest']['rss_mib_mean']:.1f} / {r['rest']['rss_mib_max']:.1f}"),
+            ("agent CPU % during churn (mean)",
+             lambda r: f"{r['churn']['cpu_pct_mean_churn']:.1f}"),
+            ("churn: wrong entries at the end (hosts checked)",
+             lambda r: f"{r['churn']['wrong_entries']} ({r['churn']['hosts_checked']})")]
+    modes = list(res["modes"])
+    out = [f"| {res['hosts']} hosts | " + " | ".join(modes) + " |",
+           "|---|" + "---|" * len(modes)]
+    for name, f in rows:
+        out.append(f"| {name} | " + " | ".join(f(res["modes"][m]) for m in modes) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.control", description=__doc__.split(
+        "\n\n")[0])
+    p.add_argument("--hosts", type=int, default=50)
+    p.add_argument("--vxtun-every", type=int, default=2,
+                   help="every N-th host runs vxtun, the others a kernel VTEP (default 2)")
+    p.add_argument("--churn", type=int, default=60, help="seconds of churn (default 60)")
+    p.add_argument("--samples", type=int, default=20, help="endpoint -> ping samples per mode")
+    p.add_argument("--out", default="bench/results", help="where the JSON goes")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.control: run me as root (namespaces)", file=sys.stderr)
+        return 1
+    if not 2 <= a.hosts <= 240:
+        print("bench.control: --hosts must be 2..240", file=sys.stderr)
+        return 1
+    res = run(a)
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, f"control-{a.hosts}.json")
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(table(res))
+    bad = sum(r["churn"]["wrong_entries"] for r in res["modes"].values())
+    print(f"\n{path}; churn wrong entries: {bad}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
