@@ -60,7 +60,7 @@ def test_save_then_up_gives_the_same_vteps_and_tables():
     a.neigh_update("add", "10.20.1.5", mac_from_str("52:5e:55:58:9a:ac"), "noarp", 0.0)
     a.neigh_update("add", "2001:db8:1::5", mac_from_str("52:5e:55:58:9a:ad"), "reachable", 0.0)
     b = Vtep(VtepConfig(vni=43, name="vx43", local="192.0.2.1", group="239.1.1.43", dev="eth0",
-                        learning=False, ttl=3))
+                        learning=False, ttl=3, tos="inherit", df="set", udpcsum=False))
     text = dump([answers(a), answers(b)])
     a2, b2 = started(text)
     assert a2.config == a.config

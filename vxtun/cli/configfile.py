@@ -256,9 +256,16 @@ def dump(vteps: list[dict]) -> str:
                 keys[k] = show[k]
         keys["dstport"] = show["dstport"]
         keys["srcport"] = list(show["srcport"])
-        for k in ("ttl", "tos", "mtu"):
+        for k in ("ttl", "tos", "mtu", "flowlabel"):
             if show.get(k):
                 keys[k] = show[k]
+        if show.get("df", "unset") != "unset":
+            keys["df"] = show["df"]
+        if show.get("udpcsum") is False:
+            keys["udpcsum"] = False
+        for k in ("udp6zerocsumtx", "udp6zerocsumrx"):
+            if show.get(k):
+                keys[k] = True
         if show.get("address"):
             keys["mac"] = show["address"]   # the TAP's MAC: the neighbours' caches stay right
         if show.get("addresses"):
