@@ -8,7 +8,7 @@ per-packet helpers that matter (byte access, the virtio-net header) are inline i
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["wire", "fdb", "decide", "trace", "coalesce", "send", "threads", "dataplane"]
+MODULES = ["wire", "fdb", "neigh", "decide", "trace", "coalesce", "send", "threads", "dataplane"]
 ARGS = ["-O3", "-Wno-unused-function"]
 
 extensions = [Extension(f"vxtun.fastpath.{m}", [f"vxtun/fastpath/{m}.pyx"],

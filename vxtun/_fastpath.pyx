@@ -12,6 +12,7 @@ from vxtun.fastpath.coalesce import coalesce
 from vxtun.fastpath.dataplane import Dataplane
 from vxtun.fastpath.decide import PUNT_KINDS, Decisions
 from vxtun.fastpath.fdb import CFdb
+from vxtun.fastpath.neigh import CNeigh
 from vxtun.fastpath.trace import TRACE_CAP, TRACE_HEAD, TraceRing
 from vxtun.fastpath.wire import (
     complete_checksum,
@@ -25,7 +26,7 @@ from vxtun.fastpath.wire import (
     tso_segment,
 )
 
-__all__ = ["CFdb", "Dataplane", "Decisions", "PUNT_KINDS", "coalesce", "complete_checksum",
-           "csum_add", "decode_header", "ecn_decapsulate", "encap_tos", "reserved_bits_set",
-           "rx_vnet_header", "source_port", "tso_segment", "TraceRing", "TRACE_CAP",
-           "TRACE_HEAD"]
+__all__ = ["CFdb", "CNeigh", "Dataplane", "Decisions", "PUNT_KINDS", "coalesce",
+           "complete_checksum", "csum_add", "decode_header", "ecn_decapsulate", "encap_tos",
+           "reserved_bits_set", "rx_vnet_header", "source_port", "tso_segment", "TraceRing",
+           "TRACE_CAP", "TRACE_HEAD"]

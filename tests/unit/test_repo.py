@@ -24,7 +24,8 @@ def fresh_machine_commands() -> list[str]:
 
 
 def test_readme_shows_exactly_two_commands_lab_and_ci():
-    assert fresh_machine_commands() == ["pip install '.[lab]' && vxtun-lab", "bash .ci/run"]
+    assert fresh_machine_commands() == [
+        "pip install '.[lab]' && vxtun lab walk 2 --vteps kernel,vxtun,vxtun", "bash .ci/run"]
 
 
 def test_ci_runs_the_test_command_the_readme_names():
@@ -43,7 +44,8 @@ def test_console_scripts():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
     assert project["scripts"]["vxtun"] == "vxtun.cli.main:main"
-    assert project["scripts"]["vxtun-lab"] == "vxtun.lab.p2p:main"
+    # vxtun-lab: with no arguments the point-to-point lab, with a subcommand ``vxtun lab``.
+    assert project["scripts"]["vxtun-lab"] == "vxtun.lab.cli:alias_main"
     assert "scapy>=2.5" in project["optional-dependencies"]["lab"]
     from vxtun.lab.p2p import main
     assert callable(main)
@@ -102,3 +104,12 @@ def test_python_children_start_through_lab_netns_python():
         with open(path) as f:
             text = f.read()
         assert "sys.executable" not in text, f"{rel} starts a Python child by itself"
+
+
+def test_test_files_have_unique_basenames():
+    # tests/ has no __init__.py: pytest imports each test file under its basename, so two
+    # files of one name in different folders stop the whole collection ("import file mismatch").
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "**", "*.py"),
+                                                     recursive=True)
+             if os.path.basename(p).startswith("test_")]
+    assert sorted(set(n for n in names if names.count(n) > 1)) == []

@@ -18,7 +18,8 @@ PROG = "vxtun"
 
 USAGE = """\
 Usage: vxtun [ OPTIONS ] OBJECT { COMMAND | help }
-where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent | save }
+where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent | lab |
+                   save }
        OPTIONS := { -V[ersion] | -j[son] | -s[tatistics] }
 
 vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
@@ -34,6 +35,7 @@ vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip mo
     vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
     vxtun agent --vtep NAME... [--store URL]   (VTEPs kept in step through etcd; agent --help)
     vxtun agent status [-j] | agent endpoint add|del MAC [IP...]
+    vxtun lab list|up|status|exec|down|walk ...  (the tutorial's scenarios; vxtun lab -h)
     vxtun save [dev NAME] > FILE                      (then: vxtun up --config FILE)"""
 
 # As ``bridge fdb help`` and ``ip neigh help`` print them, with the words vxtun takes.
@@ -414,6 +416,9 @@ def _main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "lab":
+        from ..lab.cli import main as lab_main
+        return lab_main(rest)
     if rest[:1] == ["help"] and cmd in ("fdb", "neigh", "neighbour", "neighbor"):
         print(FDB_USAGE if cmd == "fdb" else NEIGH_USAGE)
         return 0

@@ -6,10 +6,19 @@ thread reads every underlay socket (underlay -> TAP); each asks the C decisions
 comes back here through the Dataplane's punt queue, whose eventfd the Node's selector watches,
 and ``handle_punt`` gives it to the core:
 
-* a frame from the TAP that the core must decide (ARP/NS with ``proxy``, or no FDB entry and
-  no default entry: the core counts ``no_remote`` and raises the L2 miss), run through
-  ``Vtep.handle_frame`` and carried out here (``node.transmit``, or a write to the TAP);
+* a frame from the TAP that the core must decide (no FDB entry and no default entry: the
+  core counts ``no_remote`` and raises the L2 miss; with ``proxy`` and ``l3miss``, an ARP
+  request or NS for an IP with no neighbour entry, at most twice a second per IP: the core
+  raises the L3 miss), run through ``Vtep.handle_frame`` and carried out here
+  (``node.transmit``, or a write to the TAP);
 * an FDB learn or move by the RX thread: the core emits the FdbChange event;
+
+With ``proxy``, every other ARP request and NS is decided and answered by the TX thread from
+the C neighbour table (vxtun/fastpath/neigh.pyx, the store of the core's NeighTable): a storm
+of requests never reaches the punt queue, so it cannot crowd out the misses and frames that
+must (and the host's own resolution is answered at the TX thread's rate).  The TX thread reads
+each TAP in bursts of BURST frames and the punt queue is bounded: what the kernel cannot queue
+on the TAP meanwhile is its ``tx_dropped``, shown by ``vxtun stats`` as "tap queue drops".
 * a TAP that failed (deleted by ``ip link del``: the TX thread's read gave EBADFD, or epoll
   EPOLLERR; vxtun/fastpath/threads.pyx no longer watches it): the node removes the VTEP.
 
@@ -53,6 +62,7 @@ from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+from ..proxy import NeighTable
 from ..trace.records import from_ring
 from ..trace.reference import trace_frame
 from ..trace.summary import HEAD
@@ -108,6 +118,12 @@ def handle_punt(vtep, kind: int, data: bytes, now: float) -> list:
     return []
 
 
+def _c_store(neigh):
+    """The C table under a NeighTable, or None (then the core decides every ARP/NS)."""
+    store = getattr(neigh, "store", None)
+    return store if isinstance(store, _fastpath.CNeigh) else None
+
+
 class FastBackend:
     name = "fast"
     # The TAP opens with offloads off (what every kernel accepts); attach() then asks for more.
@@ -121,6 +137,7 @@ class FastBackend:
         self._vids: dict = {}          # id(Port) -> VTEP id in C
         self._ports: dict = {}         # VTEP id -> Port
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
+        self._punted: dict = {}        # VTEP id -> frames the TX thread handed to the core
         self._watching = False
         self._traced: set = set()      # Ports with a tracer (vxtun trace)
         self._tracing = False
@@ -129,6 +146,10 @@ class FastBackend:
     def make_fdb(self, config):
         """The core's rules over the C table the threads share (``fdb.store``)."""
         return Fdb(store=_fastpath.CFdb(config.ageing, config.maxaddress, config.learning))
+
+    def make_neigh(self, config):
+        """The core's neighbour rules over the C table the TX thread answers from."""
+        return NeighTable(config.reachable_time, config.gc_stale_time, store=_fastpath.CNeigh())
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -180,7 +201,8 @@ class FastBackend:
                                lo, hi, cfg.dstport, cfg.proxy,
                                port.vtep.fdb.store, tso, "udp_gso" not in self._off,
                                "tap_coalesce" not in self._off, port.vtep.outer_tos,
-                               port.vtep.ttl_inherit, cfg.flowlabel)
+                               port.vtep.ttl_inherit, cfg.flowlabel,
+                               neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port
@@ -196,6 +218,7 @@ class FastBackend:
         # keep the final counters: the core's Stats is what outlives the VTEP's C block
         final = self.dp.remove_vtep(vid)
         self._ports.pop(vid, None)
+        self._punted.pop(vid, None)
         port.fast_stats = final
         if flags & TUN_F_TSO4:
             self._unuse("tap_tso")
@@ -213,10 +236,14 @@ class FastBackend:
             self.dp.set_mac(vid, mac)
 
     def stats(self, port) -> dict:
+        """The C threads' counters and the core's, added; and ``punted``, the frames the TX
+        thread handed to the core (L2 and L3 misses: a proxy answer never is one)."""
         vid = self._vids.get(id(port), (None,))[0]
         c = self.dp.vtep_stats(vid) if vid is not None else getattr(port, "fast_stats", None)
         core = port.vtep.stats.to_json()
-        return Stats.merge(c, core) if c is not None else core
+        out = Stats.merge(c, core) if c is not None else core
+        out["punted"] = self._punted.get(vid, 0)
+        return out
 
     def demux_stats(self, us) -> dict:
         uid = self._uids.get(id(us), (None, False))[0]
@@ -292,6 +319,8 @@ class FastBackend:
                 gone.append((port, int.from_bytes(data, sys.byteorder, signed=True)))
                 continue
             touched[vid] = port
+            if kind == PUNT_FRAME:
+                self._punted[vid] = self._punted.get(vid, 0) + 1
             if kind == PUNT_FRAME and self.node.traces.watching(port):
                 # the core decides a punted frame: its record is the pure core's
                 actions, rec = trace_frame(port.vtep, data, now)

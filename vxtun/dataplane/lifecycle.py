@@ -207,7 +207,8 @@ class Vteps:
                 cfg.mac = self.nl.mac(cfg.name)
             else:
                 self.nl.set_mac(cfg.name, mac_to_str(cfg.mac))
-            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg), now=time.monotonic())
+            port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg),
+                                    neigh=self.backend.make_neigh(cfg), now=time.monotonic())
             vtep.sport_range = port_range(cfg.srcport, underlay.local_port_range())
             for u in fdb:           # FdbUpdate, or NeighUpdate (a saved file's neigh lines)
                 if isinstance(u, NeighUpdate):

@@ -34,6 +34,9 @@ class PureBackend:
     def make_fdb(self, config):
         return None          # the core builds its pure-Python Fdb
 
+    def make_neigh(self, config):
+        return None          # the core builds its pure-Python NeighTable
+
     def start(self) -> None:
         """Called once, before the loop runs; ports opened so far are attached after it."""
 

@@ -8,6 +8,9 @@ modules above it cimport (the msgpack / uvloop layout), bottom to top:
   the virtio-net header, ECN, TSO; and their Python wrappers for the differential tests.
 * ``fdb``: one VTEP's FDB as a C hash table (lookup, learn, expire, raw entries) and ``CFdb``,
   the store vxtun.fdb.table.Fdb applies its administrative rules over.
+* ``neigh``: one VTEP's neighbour table as a C hash table, the ARP/ND proxy decided and
+  answered from it (``fp_proxy_decide``), and ``CNeigh``, the store
+  vxtun.proxy.neigh.NeighTable applies its rules over.
 * ``decide``: the per-packet decisions, pure C functions mirroring Demux + Vtep
   (vxtun/core): a datagram or a frame in, an action struct out; ``Decisions`` drives them
   from Python.

@@ -13,6 +13,7 @@ from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.decide cimport fp_demux_build, fp_stats_json, fp_vstate
 from vxtun.fastpath.fdb cimport CFdb
+from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
     EFD_CLOEXEC, EFD_NONBLOCK, eventfd, pthread_mutex_destroy, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_unlock)
@@ -194,8 +195,9 @@ cdef class Dataplane:
                  uint32_t sport_lo, uint32_t sport_hi, uint32_t dstport, bint proxy,
                  CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
                  bint coalesce=True, int tos=0, bint ttl_inherit=False,
-                 uint32_t flowlabel=0) -> int:
-        """Serve one VTEP on underlay ``uid``; returns its id (used in punted records)."""
+                 uint32_t flowlabel=0, CNeigh neigh=None, bint l3miss=False) -> int:
+        """Serve one VTEP on underlay ``uid``; returns its id (used in punted records).
+        With ``proxy``, the TX thread answers from ``neigh`` (vxtun/fastpath/neigh.pyx)."""
         cdef fp_underlay* us = self._underlay(uid)
         cdef fp_vtep* v
         cdef int i
@@ -222,6 +224,8 @@ cdef class Dataplane:
         v.flowinfo = htonl(flowlabel)
         v.s.proxy = proxy
         v.s.fdb = fdb.t
+        v.s.neigh = neigh.t if neigh is not None else NULL
+        v.s.l3miss = l3miss
         v.tap_fd = tap_fd
         v.tx_fd = tx_fd
         v.tap_tso = tap_tso
@@ -235,7 +239,7 @@ cdef class Dataplane:
             self._rebuild_vnis(us)
         finally:
             self._resume(was)
-        self._fdbs[v.s.id] = fdb
+        self._fdbs[v.s.id] = (fdb, neigh)    # kept alive while the threads point at them
         return v.s.id
 
     def set_mac(self, uint32_t vid, mac) -> None:

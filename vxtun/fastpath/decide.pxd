@@ -8,6 +8,7 @@ the FDB's.  The threads (vxtun/fastpath/threads.pyx) carry the actions out.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from vxtun.fastpath.fdb cimport fp_fdb, fp_remote
+from vxtun.fastpath.neigh cimport fp_neigh
 from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_vnet
 
 cdef struct fp_stats:
@@ -17,6 +18,7 @@ cdef struct fp_stats:
     uint64_t tx_bytes
     uint64_t learned
     uint64_t moved
+    uint64_t proxy_replies
     uint64_t drops[NDROPS]
 
 cdef struct fp_vstate:
@@ -31,7 +33,9 @@ cdef struct fp_vstate:
     int proxy
     uint8_t tos           # the device's tos (1: inherit), as vxlan_xmit_one() reads cfg.tos
     int ttl_inherit       # ttl inherit: the outer TTL is the inner packet's
+    int l3miss
     fp_fdb* fdb
+    fp_neigh* neigh       # with ``proxy``: the neighbour table (vxtun/fastpath/neigh.pyx)
     fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
 
 cdef struct fp_demux:
@@ -47,6 +51,7 @@ cdef enum:
     A_SEND = 2            # send each segment to each remote, from ``sport`` under ``tos``
     A_PUNT = 3            # hand each segment to Python (Vtep.handle_frame); if Python cannot
                           # take one, count ``reason`` (the drop the core would have counted)
+    A_REPLY = 4           # write reply[0:rlen] (vnet header + proxy answer) to the VTEP's TAP
 
 cdef struct fp_rx_action:
     int kind              # A_DROP or A_DELIVER
@@ -71,6 +76,11 @@ cdef struct fp_tx_action:
     uint8_t* segh         # MAXSEG * SEGH_MAX: the segments' headers
     fp_remote* rem
     uint32_t remcap
+    uint8_t* reply        # REPLY_MAX: A_REPLY's vnet header and answer
+    size_t rlen
+    int nstate            # a proxied request: the neighbour entry's state (N_MISS: none;
+                          # N_UNASKED: not a request the proxy considers, or not proxied)
+    uint8_t nmac[6]       # ... and its lladdr (for a trace record)
 
 cdef class Decisions:
     # declared here so that vxtun/fastpath/trace.pyx can drive the same decisions

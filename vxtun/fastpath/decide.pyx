@@ -9,7 +9,8 @@ These mirror the pure core, step for step:
   IP header and ECN (RFC 6040), and the virtio-net header to deliver with.
 * ``fp_tx_decide``: Vtep.handle_frame (vxlan_xmit), with what a NIC does first for a TAP with
   offloads: finish a partial checksum or cut a TSO super-frame into segments.  Then the proxy
-  punt (arp_reduce / neigh_reduce run in Python), the FDB lookup with the all-zeros default,
+  (arp_reduce / neigh_reduce, decided and answered in vxtun/fastpath/neigh.pyx; only an L3
+  miss to report goes to Python), the FDB lookup with the all-zeros default,
   the punt of a miss (the core counts ``no_remote`` and raises the L2 miss), and the source
   port and outer TOS of the datagrams.
 
@@ -24,6 +25,8 @@ from libc.string cimport memcmp, memcpy, memset
 from vxtun.fastpath.fdb cimport (
     LEARN_MOVED, LEARN_NEW, LEARN_PINNED, CFdb, fdb_learn, fdb_lookup_copy, fp_ip_str, fp_parse_ip,
     fp_remote)
+from vxtun.fastpath.neigh cimport (
+    N_UNASKED, P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide)
 from vxtun.fastpath.wire cimport (
     D_BAD_FRAME, D_INNER_TRUNCATED, D_INVALID_SRC_MAC, D_NO_REMOTE, D_OWN_MAC, D_PROXY,
     D_RESERVED_BITS, D_STATIC_MAC_MOVED, D_VNI_NOT_FOUND, ETH_HLEN, ETH_P_ARP, ETH_P_IPV6,
@@ -160,6 +163,28 @@ cdef inline void _tx_drop(fp_tx_action* a, fp_stats* st, int reason) noexcept no
     a.reason = reason
     st.drops[reason] += 1
 
+cdef void _tx_proxy(fp_vstate* v, const uint8_t* f, size_t n, double now, int tid,
+                    fp_tx_action* a) noexcept nogil:
+    """Vtep._proxy (arp_reduce / neigh_reduce), decided and answered in C: an answer goes
+    back to the TAP, a consumed request is counted ``proxy``, and only a miss to report (with
+    ``l3miss``, rate-limited per IP in vxtun/fastpath/neigh.pyx) goes to Python, which counts
+    it and raises the L3 miss."""
+    cdef int r
+    if v.neigh == NULL:                    # no table in C: the core decides
+        a.kind = A_PUNT
+        a.reason = D_PROXY
+        return
+    r = fp_proxy_decide(v.neigh, v.fdb, v.l3miss, f, n, v.mtu, now, a.reply, &a.rlen,
+                        &a.nstate, a.nmac)
+    if r == P_REPLY:
+        a.kind = A_REPLY
+        v.st[tid].proxy_replies += 1
+    elif r == P_MISS:
+        a.kind = A_PUNT
+        a.reason = D_PROXY
+    else:
+        _tx_drop(a, &v.st[tid], D_PROXY)
+
 cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int tid,
                        fp_tx_action* a) noexcept nogil:
     """One read from the TAP, ``len`` bytes at ``buf``: virtio-net header + a frame or a TSO
@@ -172,6 +197,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef uint64_t nbytes = 0
     a.nseg = 0
     a.nr = 0
+    a.nstate = N_UNASKED
     if len < VNET_HDR_LEN + ETH_HLEN:
         _tx_drop(a, &v.st[tid], D_BAD_FRAME)
         return
@@ -201,8 +227,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         return
     etype = be16(f + 12)
     if v.proxy and (etype == ETH_P_ARP or (etype == ETH_P_IPV6 and _is_ns(f, n))):
-        a.kind = A_PUNT                        # arp_reduce / neigh_reduce: in Python
-        a.reason = D_PROXY
+        _tx_proxy(v, f, n, now, tid, a)
         return
     nr = fdb_lookup_copy(v.fdb, mac48(f), now, &a.rem, &a.remcap)
     a.hit = nr >= 0                            # for a trace record: the entry, or the default
@@ -247,7 +272,8 @@ cdef int fp_tx_action_init(fp_tx_action* a) noexcept nogil:
     a.segs = <fp_seg*>malloc(MAXSEG * sizeof(fp_seg))
     a.remcap = 16
     a.rem = <fp_remote*>malloc(16 * sizeof(fp_remote))
-    if a.segh == NULL or a.segs == NULL or a.rem == NULL:
+    a.reply = <uint8_t*>malloc(REPLY_MAX)
+    if a.segh == NULL or a.segs == NULL or a.rem == NULL or a.reply == NULL:
         fp_tx_action_free(a)
         return -1
     return 0
@@ -256,6 +282,8 @@ cdef void fp_tx_action_free(fp_tx_action* a) noexcept nogil:
     free(a.segh)
     free(a.segs)
     free(a.rem)
+    free(a.reply)
+    a.reply = NULL
     a.segh = NULL
     a.segs = NULL
     a.rem = NULL
@@ -269,7 +297,7 @@ cdef object fp_stats_json(const fp_stats* a, const fp_stats* b):
         "tx": {"packets": a.tx_packets + b.tx_packets, "bytes": a.tx_bytes + b.tx_bytes},
         "drops": {DROP_REASONS[i]: a.drops[i] + b.drops[i] for i in range(NDROPS)},
         "fdb": {"learned": a.learned + b.learned, "moved": a.moved + b.moved},
-        "proxy_replies": 0,
+        "proxy_replies": a.proxy_replies + b.proxy_replies,
         "l2miss": 0,
         "l3miss": 0,
     }
@@ -306,8 +334,10 @@ cdef class Decisions:
 
     def add_vtep(self, uint32_t vni, mac, int mtu, CFdb fdb not None, uint32_t sport_lo=32768,
                  uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False,
-                 uint8_t tos=0, bint ttl_inherit=False) -> int:
-        """Serve ``vni``; returns the VTEP's id (as in punted records)."""
+                 uint8_t tos=0, bint ttl_inherit=False, CNeigh neigh=None,
+                 bint l3miss=False) -> int:
+        """Serve ``vni``; returns the VTEP's id (as in punted records).  With ``proxy``,
+        ``neigh`` is the table the proxy answers from (None: every request is punted)."""
         cdef fp_vstate* v
         cdef fp_vstate** arr
         cdef int i
@@ -337,6 +367,8 @@ cdef class Decisions:
         v.tos = tos
         v.ttl_inherit = ttl_inherit
         v.fdb = fdb.t
+        v.l3miss = l3miss
+        v.neigh = neigh.t if neigh is not None else NULL
         if fp_demux_build(&self.d, arr, self.n + 1) < 0:
             free(v)
             free(arr)
@@ -345,7 +377,7 @@ cdef class Decisions:
         self.vs = arr
         self.n += 1
         self._next_id += 1
-        self._fdbs[v.id] = fdb
+        self._fdbs[v.id] = (fdb, neigh)      # kept alive while the C side points at them
         return v.id
 
     def set_mac(self, uint32_t vid, mac) -> None:
@@ -398,6 +430,8 @@ cdef class Decisions:
                 for si in range(a.nseg)]
         if a.kind == A_PUNT:
             return [], [(PUNT_FRAME, vid, s) for s in segs]
+        if a.kind == A_REPLY:
+            return [Deliver(a.reply[:VNET_HDR_LEN], a.reply[VNET_HDR_LEN:a.rlen])], []
         if a.kind != A_SEND:
             return [], []
         out = []

@@ -33,7 +33,7 @@ from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.coalesce cimport COALBUF, coal_add, coal_finish, coal_start, fp_coal
 from vxtun.fastpath.decide cimport (
-    A_DELIVER, A_PUNT, A_SEND, PUNT_FRAME, PUNT_LEARN, PUNT_TAP_GONE, fp_rx_action, fp_rx_decide,
+    A_DELIVER, A_PUNT, A_REPLY, A_SEND, PUNT_FRAME, PUNT_LEARN, PUNT_TAP_GONE, fp_rx_action, fp_rx_decide,
     fp_tx_action, fp_tx_decide)
 from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
@@ -115,6 +115,9 @@ cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
     cdef int i
     if a.kind == A_SEND:
         fp_tx_send(c, v)
+    elif a.kind == A_REPLY:             # a proxy answer (arp_reduce/neigh_reduce): back up
+        if write(v.tap_fd, a.reply, a.rlen) < 0:
+            v.s.st[c.tid].drops[D_TAP_ERROR] += 1
     elif a.kind == A_PUNT:
         for i in range(a.nseg):
             if q_push(q, PUNT_FRAME, v.s.id, a.segs[i].h, a.segs[i].hlen, a.segs[i].p,

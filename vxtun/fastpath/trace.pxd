@@ -7,7 +7,7 @@ says when) and formats (vxtun/trace/records.py ``from_ring``).  A full ring drop
 and counts it: packets are never held back.  With no tracer, the threads test ``on`` and
 nothing else.
 """
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from vxtun.fastpath.decide cimport fp_rx_action, fp_tx_action, fp_vstate
 from vxtun.fastpath.libc cimport pthread_mutex_t
@@ -21,6 +21,7 @@ cdef enum:
     TR_SENT = 0           # the actions a record of the threads can carry (a punted frame is
     TR_DELIVERED = 1      # traced by the Python core that decides it)
     TR_DROPPED = 2
+    TR_PROXY_REPLY = 3    # tx: answered by the proxy in C (vxtun/fastpath/neigh.pyx)
 
 cdef struct fp_trec:
     double now            # the decision's clock (CLOCK_MONOTONIC)
@@ -34,6 +35,8 @@ cdef struct fp_trec:
     uint8_t family        # of the outer addresses, 4 or 6
     uint8_t tos           # outer TOS / traffic class
     uint8_t hdr           # rx: the datagram held a VXLAN header (``vni`` is valid)
+    int8_t nstate         # tx, proxied: the neighbour entry's state (fp_tx_action.nstate)
+    uint8_t nmac[6]       # ... and its lladdr
     uint16_t sport
     uint16_t dport        # tx: the first copy's (0: the VTEP's dstport)
     int32_t vni           # rx: the header's; tx: the first copy's (-1: the VTEP's)

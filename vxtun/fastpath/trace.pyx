@@ -13,13 +13,13 @@ One record per read: a TSO super-frame or a UDP GRO train is one record whose ``
 says how many segments it held.  Two writers (the threads) and one reader share one mutex,
 taken only while tracing; a full ring drops the record and counts it in ``lost``.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
 
 from vxtun.fastpath.decide cimport (
-    A_DELIVER, A_PUNT, A_SEND, Decisions, fp_rx_action, fp_rx_decide, fp_tx_action,
+    A_DELIVER, A_PUNT, A_REPLY, A_SEND, Decisions, fp_rx_action, fp_rx_decide, fp_tx_action,
     fp_tx_decide, fp_vstate)
 from vxtun.fastpath.fdb cimport fp_ip_str, fp_parse_ip
 from vxtun.fastpath.libc cimport (
@@ -122,7 +122,11 @@ cdef void tr_tx(fp_tring* t, const fp_vstate* v, const uint8_t* frame, size_t n,
     r.dir = TR_TX
     r.segments = <uint32_t>(a.nseg if a.nseg > 0 else 1)
     _head(r, frame, n)
-    if a.kind != A_SEND:
+    r.nstate = <int8_t>a.nstate
+    memcpy(r.nmac, a.nmac, 6)
+    if a.kind == A_REPLY:
+        r.action = TR_PROXY_REPLY
+    elif a.kind != A_SEND:
         r.action = TR_DROPPED
         r.reason = <uint8_t>a.reason
     else:
@@ -166,7 +170,8 @@ cdef list tr_pop(fp_tring* t, int max_records):
         out.append({
             "now": r.now, "vid": r.vid, "uid": r.uid,
             "dir": "rx" if r.dir == TR_RX else "tx",
-            "action": ("sent", "delivered", "dropped")[r.action], "reason": r.reason,
+            "action": ("sent", "delivered", "dropped", "proxy_reply")[r.action],
+            "reason": r.reason, "nstate": r.nstate, "nmac": r.nmac[:6],
             "learn": r.learn, "hit": bool(r.hit), "family": fam, "tos": r.tos,
             "hdr": bool(r.hdr), "sport": r.sport, "dport": r.dport, "vni": r.vni,
             "nrem": r.nrem, "segments": r.segments, "olen": r.olen, "ilen": r.ilen,

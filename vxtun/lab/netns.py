@@ -149,8 +149,10 @@ class Host:
 class Topology:
     """Hosts on one underlay bridge (in namespace ``<prefix>-ul``)."""
 
-    def __init__(self, tag: str = "lab", mtu: int = 1500) -> None:
-        self.prefix = f"vxt-{tag}-{os.getpid()}-{next(_counter)}"
+    def __init__(self, tag: str = "lab", mtu: int = 1500, prefix: str | None = None) -> None:
+        # ``prefix``: a fixed name prefix instead of the unique one (``vxtun lab up`` names its
+        # namespaces after the lab, so that ``vxtun lab down`` finds them from another process).
+        self.prefix = prefix or f"vxt-{tag}-{os.getpid()}-{next(_counter)}"
         self.mtu = mtu
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []

@@ -13,6 +13,8 @@ only (no ping, no tcpdump, no iperf3).
     watch IFACE[,IFACE...] PORT      one line per VXLAN datagram to PORT the interfaces send
                                      out (outer addresses and TTL, VNI, inner MACs), until stdin
                                      closes
+    frames IFACE[,IFACE...]          every frame the interfaces send or receive, as it goes (time,
+                                     interface, direction, bytes), until stdin closes
     rx IFACE MARKER SECS             the frames IFACE receives, until one containing MARKER
     xchg IFACE SECS HEX...           write each frame on IFACE, then print the ARP replies and
                                      Neighbour Advertisements it receives in the next SECS
@@ -194,12 +196,26 @@ def _vxlan_record(f: bytes, port: int) -> dict | None:
             "type": inner[12:14].hex(), "data": inner[14:46].hex()}
 
 
-def watch(ifaces: str, port: int) -> None:
-    """Every datagram to ``port`` the interfaces send out, as it goes (``port`` in each record
-    names the interface).  On an underlay bridge's ports that is exactly what each host gets."""
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+TP_STATUS_CSUMNOTREADY = 0x8     # the checksum is left to offload (CHECKSUM_PARTIAL)
+
+
+def _packets(ifaces: str, rcvbuf: int = 0):
+    """(interface, frame, outgoing, time, partial) for every frame the interfaces send or
+    receive, after printing ``{"ready": true}``, until stdin closes.  The time is the
+    kernel's, from when the frame was queued to the socket (SO_TIMESTAMPNS), so that frames
+    seen by several of these programs, in several namespaces, sort into the order they
+    happened; ``partial``: its L4 checksum is not filled in yet (PACKET_AUXDATA's
+    TP_STATUS_CSUMNOTREADY: a veth carries a CHECKSUM_PARTIAL skb as it is)."""
+    so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)
     socks = {}
     for name in ifaces.split(","):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
+        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         s.bind((name, 0))
         socks[s.fileno()] = (name, s)
     _say(ready=True)
@@ -210,12 +226,32 @@ def watch(ifaces: str, port: int) -> None:
                     return
                 continue
             name, s = socks[fd]
-            f, addr = s.recvfrom(65535)
-            if addr[2] != PACKET_OUTGOING:
-                continue
-            rec = _vxlan_record(f, port)
-            if rec:
-                _say(port=name, **rec)
+            f, anc, _flags, addr = s.recvmsg(65535, 64)
+            t, partial = time.time(), False
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == so_timestampns and len(data) >= 16:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    t = sec + nsec / 1e9
+                elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 4:
+                    partial = bool(struct.unpack("I", data[:4])[0] & TP_STATUS_CSUMNOTREADY)
+            yield name, f, addr[2] == PACKET_OUTGOING, t, partial
+
+
+def watch(ifaces: str, port: int) -> None:
+    """Every datagram to ``port`` the interfaces send out, as it goes (``port`` in each record
+    names the interface).  On an underlay bridge's ports that is exactly what each host gets."""
+    for name, f, outgoing, _t, _partial in _packets(ifaces):
+        rec = _vxlan_record(f, port) if outgoing else None
+        if rec:
+            _say(port=name, **rec)
+
+
+def frames(ifaces: str) -> None:
+    """Every frame the interfaces send (``out``) or receive, whole, with the kernel's time:
+    what ``vxtun lab walk`` watches and writes to its ``--pcap`` files.  On an underlay
+    bridge's port, ``out`` is what that port's host receives and the rest is what it sent."""
+    for name, f, outgoing, t, partial in _packets(ifaces, rcvbuf=1 << 20):
+        _say(t=t, dev=name, out=outgoing, partial=partial, hex=f.hex())
 
 
 def rx(iface: str, marker_hex: str, seconds: float) -> None:
@@ -382,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         capture(args[0], int(args[1]), int(args[2]), float(args[3]), *args[4:5])
     elif cmd == "watch":
         watch(args[0], int(args[1]))
+    elif cmd == "frames":
+        frames(args[0])
     elif cmd == "rx":
         rx(args[0], args[1], float(args[2]))
     elif cmd == "xchg":

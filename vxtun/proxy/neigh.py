@@ -31,6 +31,13 @@ The rules, each from the kernel function named:
   (__neigh_update); a refresh with the same values only restarts the reachable time.
 * ``ip neigh flush`` removes every entry except ``permanent`` and ``noarp`` ones;
   ``ip neigh show`` lists every entry except ``noarp`` ones (iproute2's default state filter).
+
+The rules are stated once, here, over a *store* that only holds entries (the pattern of
+vxtun/fdb/table.py): ``DictNeighStore`` for the pure dataplane, ``vxtun._fastpath.CNeigh`` (a C
+table the fast path's TX thread answers ARP/ND from, vxtun/fastpath/neigh.pyx) for the fast
+one.  A store hands out copies, so every change the rules make is written back with ``put``.
+The C lookup ages an entry *as if* ``_age`` had run (same times, read from the store), and
+the next tick's ``expire`` makes the change and reports it.
 """
 from __future__ import annotations
 
@@ -69,6 +76,37 @@ def normalize(ip: str) -> str:
     return canonical_ip(ip, "IP", NeighError)
 
 
+def _copy(e: NeighEntry) -> NeighEntry:
+    return NeighEntry(e.ip, e.lladdr, e.state, e.updated)
+
+
+class DictNeighStore:
+    """The pure-Python storage of a neighbour table: copies of entries by canonical IP.  The
+    C store (``vxtun._fastpath.CNeigh``) has the same methods and attributes."""
+
+    def __init__(self, reachable_time: float = REACHABLE_TIME,
+                 gc_stale_time: float = GC_STALE_TIME) -> None:
+        self.reachable_time = float(reachable_time)
+        self.gc_stale_time = float(gc_stale_time)
+        self._entries: dict[str, NeighEntry] = {}
+
+    def get(self, ip: str) -> NeighEntry | None:
+        e = self._entries.get(ip)
+        return None if e is None else _copy(e)
+
+    def put(self, entry: NeighEntry) -> None:
+        self._entries[entry.ip] = _copy(entry)
+
+    def remove(self, ip: str) -> NeighEntry | None:
+        return self._entries.pop(ip, None)
+
+    def entries(self) -> list[NeighEntry]:
+        return [_copy(e) for e in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class NeighTable:
     """One VTEP's neighbour table.  No clock: every call that needs time gets ``now``.
 
@@ -78,21 +116,32 @@ class NeighTable:
     """
 
     def __init__(self, reachable_time: float = REACHABLE_TIME,
-                 gc_stale_time: float = GC_STALE_TIME) -> None:
-        self.reachable_time = float(reachable_time)
-        self.gc_stale_time = float(gc_stale_time)
-        self._entries: dict[str, NeighEntry] = {}
+                 gc_stale_time: float = GC_STALE_TIME, store=None) -> None:
+        self.store = store if store is not None else DictNeighStore()
+        # the store ages by the same times (the C lookup reads them there)
+        self.store.reachable_time = float(reachable_time)
+        self.store.gc_stale_time = float(gc_stale_time)
         self._changes: list[tuple[str, NeighEntry]] = []
+
+    @property
+    def reachable_time(self) -> float:
+        return self.store.reachable_time
+
+    @property
+    def gc_stale_time(self) -> float:
+        return self.store.gc_stale_time
 
     # --- ageing ------------------------------------------------------------------------
 
     def _age(self, e: NeighEntry, now: float) -> bool:
-        """Age one entry; False when it was collected (and is gone from the table)."""
+        """Age one entry (a copy from the store; a change is written back); False when it was
+        collected (and is gone from the table)."""
         if e.state == "reachable" and now - e.updated >= self.reachable_time:
             e.state = "stale"
+            self.store.put(e)
             self._changes.append(("new", e))
         if e.state == "stale" and now - e.updated >= self.gc_stale_time:
-            del self._entries[e.ip]
+            self.store.remove(e.ip)
             self._changes.append(("del", e))
             return False
         return True
@@ -104,7 +153,7 @@ class NeighTable:
 
     def expire(self, now: float) -> None:
         """Age every entry (neigh_timer_handler and neigh_periodic_work, every tick)."""
-        for e in list(self._entries.values()):
+        for e in self.store.entries():
             self._age(e, now)
 
     # --- the data path -----------------------------------------------------------------
@@ -114,7 +163,7 @@ class NeighTable:
 
         ``ip`` must be in canonical text form (as the proxy's parsers produce it).
         """
-        e = self._entries.get(ip)
+        e = self.store.get(ip)
         if e is None or not self._age(e, now):
             return None
         return e
@@ -134,7 +183,7 @@ class NeighTable:
         if len(lladdr) != 6:
             raise NeighError("lladdr must be a 6-byte MAC address")
         key = normalize(ip)
-        e = self._entries.get(key)
+        e = self.store.get(key)
         if e is not None and not self._age(e, now):
             e = None
         if op == "add" and e is not None:
@@ -144,17 +193,18 @@ class NeighTable:
             raise NeighError(f"neighbour {key} does not exist")
         if e is None:
             e = NeighEntry(key, bytes(lladdr), state, now)
-            self._entries[key] = e
+            self.store.put(e)
             return e, True
         changed = e.state != state or e.lladdr != lladdr
         e.state = state
         e.lladdr = bytes(lladdr)
         e.updated = now
+        self.store.put(e)
         return e, changed
 
     def delete(self, ip: str) -> NeighEntry:
         key = normalize(ip)
-        e = self._entries.pop(key, None)
+        e = self.store.remove(key)
         if e is None:
             raise NeighError(f"neighbour {key} does not exist")
         return e
@@ -163,27 +213,27 @@ class NeighTable:
         """``ip neigh flush [ADDRESS]``: every entry (or the one for ``ip``) but ``permanent``
         and ``noarp`` ones (all of them with ``nud all``).  Returns the removed entries."""
         key = normalize(ip) if ip else None
-        gone = [e for e in self._entries.values()
+        gone = [e for e in self.store.entries()
                 if (all_states or e.state not in ("permanent", "noarp"))
                 and (key is None or e.ip == key)]
         for e in gone:
-            del self._entries[e.ip]
+            self.store.remove(e.ip)
         return gone
 
     # --- inspection --------------------------------------------------------------------
 
     def get(self, ip: str) -> NeighEntry | None:
-        return self._entries.get(normalize(ip))
+        return self.store.get(normalize(ip))
 
     def entries(self, now: float | None = None) -> list[NeighEntry]:
         """Every entry (aged to ``now`` when given), IPv4 first, then by address."""
         if now is not None:
             self.expire(now)
-        return sorted(self._entries.values(), key=lambda e: ip_sort_key(e.ip))
+        return sorted(self.store.entries(), key=lambda e: ip_sort_key(e.ip))
 
     def keys(self) -> list[str]:
         """The addresses in the table now (a listing in batches reads them one by one)."""
         return list(self._entries)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.store)

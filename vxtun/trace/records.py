@@ -27,6 +27,8 @@ did not get are counted: ``{"type": "lost", "dev": ..., "count": N}``.
 """
 from __future__ import annotations
 
+import ipaddress
+
 import time as _time
 from dataclasses import dataclass
 
@@ -161,6 +163,20 @@ def format_record(r: dict, with_dev: bool = True) -> str:
 _LEARN_CHANGES = {2: ("learned", None), 3: ("moved", None), 4: ("refused", "static entry")}
 
 
+def _proxy_neigh(raw: dict, head: bytes) -> dict | None:
+    """The neighbour entry the C proxy looked up (vxtun/fastpath/neigh.pyx), as
+    vxtun/trace/reference.py reports the core's: the asked IP (an ARP request's target IP, an
+    NS's target), and the entry's state and lladdr, or ``miss``."""
+    st = raw.get("nstate", -2)
+    if st == -2:                        # N_UNASKED: not a request the proxy looked up
+        return None
+    from ..proxy.neigh import NUD_STATES
+    ip = str(ipaddress.ip_address(head[38:42] if head[12:14] == b"\x08\x06" else head[62:78]))
+    if st < 0:
+        return {"ip": ip, "state": "miss"}
+    return {"ip": ip, "state": NUD_STATES[st], "lladdr": mac_to_str(raw["nmac"])}
+
+
 def from_ring(raw: dict, config, when: float) -> dict:
     """The record of one entry of the fast path's trace ring (vxtun/fastpath/trace.pyx
     ``tr_pop``): the same record the pure core's tracer builds for the same decision.
@@ -188,6 +204,9 @@ def from_ring(raw: dict, config, when: float) -> dict:
         length = raw["ilen"]
     else:
         length = raw["ilen"]
+        neigh = _proxy_neigh(raw, head)
+        if neigh is not None:
+            kw["neigh"] = neigh
         if raw["action"] == "sent":
             rem = raw["remotes"]
             kw["fdb"] = {"mac": mac_to_str(head[0:6]), "hit": raw["hit"],
