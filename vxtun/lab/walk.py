@@ -54,6 +54,16 @@ class Event:
     data: dict = field(default_factory=dict)
     rank: int = 0        # 1: a table change placed right after its cause (sorts after it)
 
+    def order(self) -> tuple:
+        """Time order; at equal times (veth hands one skb, with one timestamp, from the
+        sender's capture to the receiver's) cause before effect: a frame entering a VTEP, then
+        its datagram on the underlay, then the frame a VTEP delivers, then the rest."""
+        if self.kind == "ol":
+            tie = 0 if self.data.get("out") else 2
+        else:
+            tie = 1 if self.kind == "ul" else 3
+        return (self.t, self.rank, tie)
+
 
 # --- what a frame is, in one line ----------------------------------------------------------
 
@@ -362,7 +372,7 @@ class Narrator:
         """When the frame that caused a table change was seen: the first delivery of a frame
         from that MAC (the learned MAC; the lladdr an ARP cache got) in the second before it
         was reported, if the walk saw one."""
-        for e in sorted(self.history + self.pending, key=lambda e: (e.t, e.rank)):
+        for e in sorted(self.history + self.pending, key=Event.order):
             if not ev.t - 1.0 <= e.t <= ev.t:
                 continue
             if ev.kind == "fdb" and e.kind == "ul" and e.data["out"] and e.host == ev.host:
@@ -392,7 +402,7 @@ class Narrator:
                 if c is not None:
                     ev.t, ev.rank = c, 1
                 ev.data["moved"] = True
-        self.pending.sort(key=lambda e: (e.t, e.rank))
+        self.pending.sort(key=Event.order)
         limit = None if now is None else now - WINDOW
         while self.pending and (limit is None or self.pending[0].t <= limit):
             ev = self.pending.pop(0)
