@@ -112,6 +112,13 @@ class Controller:
     def _call(self, req: Request):
         return control.call(self.dev, req.to_json(), self.timeout)
 
+    def _pages(self, req: Request) -> Iterator[list[dict]]:
+        c = control.Client(self.dev, self.timeout)
+        try:
+            yield from c.pages(req.to_json())
+        finally:
+            c.close()
+
     # --- events ------------------------------------------------------------------------
 
     def subscribe(self) -> EventStream:
@@ -159,6 +166,14 @@ class Controller:
         """As ``ip -j neigh show dev DEV`` (noarp entries only with ``nud="all"``)."""
         return self._call(NeighShow(nud=nud or None))
 
+    def neigh_pages(self, nud: str | None = None) -> Iterator[list[dict]]:
+        """``neigh_show`` page by page, as ``fdb_pages``."""
+        yield from self._pages(NeighShow(nud=nud or None))
+
+    def neigh_count(self) -> int:
+        """How many entries the neighbour table holds (in any state), without listing them."""
+        return self._call(NeighShow(count=True))["count"]
+
     # --- FDB (bridge fdb ... dev DEV self) -----------------------------------------------
 
     def _fdb(self, op: str, mac: str | bytes, dst: str, port: int | None, vni: int | None,
@@ -188,4 +203,15 @@ class Controller:
         self._call(FdbDelete(mac, dst))
 
     def fdb_show(self) -> list[dict]:
+        """Every entry, as ``bridge -j fdb show`` has them (a large table is read in pages and
+        joined: use ``fdb_pages`` to hold one page at a time)."""
         return self._call(FdbShow())
+
+    def fdb_pages(self) -> Iterator[list[dict]]:
+        """The FDB page by page, each as the VTEP sends it (a table of up to 256 entries is
+        one page)."""
+        yield from self._pages(FdbShow())
+
+    def fdb_count(self) -> int:
+        """How many entries the FDB holds, without listing them."""
+        return self._call(FdbShow(count=True))["count"]

@@ -322,6 +322,16 @@ FDB = {"mac": "00:00:00:00:00:00", "remotes": [{"dst": "192.0.2.1"}], "flags": [
 control.running = lambda: ["vxtun0"]
 control.call = lambda dev, body, timeout=5.0: SHOW if body["cmd"] == "show" else \\
     [dict(FDB) for _ in range(int(sys.argv[1]))]
+# a listing comes in pages (vxtun/dataplane/server.py): here in pages of 512
+class Client:
+    def __init__(self, dev, timeout=5.0):
+        pass
+    def pages(self, body):
+        rows = control.call("vxtun0", body)
+        return iter([rows[i:i + 512] for i in range(0, len(rows), 512)] or [[]])
+    def close(self):
+        pass
+control.Client = Client
 sys.exit(main.main(sys.argv[2:]))
 """
 
@@ -338,3 +348,47 @@ def test_output_to_a_reader_that_has_gone_ends_quietly(words, entries):
     os.close(w)
     assert p.stderr == ""
     assert p.returncode == 141           # 128 + SIGPIPE, the status ip's death gives a shell
+
+
+# --- the port owner caps its leases as the server caps its clients ------------------------------
+
+def test_the_port_owner_refuses_a_lease_past_its_cap_and_serves_again_below_it(monkeypatch):
+    from vxtun.dataplane.owner import Owner
+
+    from stubs import OwnerNode
+    monkeypatch.setattr(control, "peer_is_root", lambda conn: True)
+    addr = "\0" + f"vxtun-owner-test-{unique_dev()}"
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(addr)
+    lst.listen(8)
+    lst.setblocking(False)
+    node = OwnerNode()
+    owner = Owner(lst, node)
+    owner.max_leases = 2
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            clients[-1].connect(addr)
+            spin(node.loop)
+        assert len(owner.leases) == 2
+        late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        late.settimeout(5)
+        late.connect(addr)
+        spin(node.loop)
+        assert read_all(late) == [{"ok": False, "error": "the port owner is busy: 2 vxtun up "
+                                   "hold leases, the most one owner serves; try again later"}]
+        assert len(owner.leases) == 2
+        clients.pop().close()               # an up ends: its lease goes, room for another
+        spin(node.loop)
+        assert len(owner.leases) == 1
+        clients.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        clients[-1].connect(addr)
+        spin(node.loop)
+        assert len(owner.leases) == 2
+    finally:
+        for c in clients:
+            c.close()
+        lst.close()
+        node.loop.close()
+

@@ -18,7 +18,8 @@ PROG = "vxtun"
 
 USAGE = """\
 Usage: vxtun [ OPTIONS ] OBJECT { COMMAND | help }
-where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent | lab }
+where  OBJECT := { up | down | show | stats | fdb | neigh | monitor | trace | agent | lab |
+                   save }
        OPTIONS := { -V[ersion] | -j[son] | -s[tatistics] }
 
 vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip monitor.
@@ -34,7 +35,8 @@ vxtun: run a VTEP and talk to running ones, in the words of ip, bridge and ip mo
     vxtun trace [dev NAME] [-j] [mac MAC] [ip IP] [drops]   (every decision, live)
     vxtun agent --vtep NAME... [--store URL]   (VTEPs kept in step through etcd; agent --help)
     vxtun agent status [-j] | agent endpoint add|del MAC [IP...]
-    vxtun lab list|up|status|exec|down|walk ...  (the tutorial's scenarios; vxtun lab -h)"""
+    vxtun lab list|up|status|exec|down|walk ...  (the tutorial's scenarios; vxtun lab -h)
+    vxtun save [dev NAME] > FILE                      (then: vxtun up --config FILE)"""
 
 # As ``bridge fdb help`` and ``ip neigh help`` print them, with the words vxtun takes.
 FDB_USAGE = """\
@@ -42,7 +44,7 @@ Usage: vxtun fdb { add | append | del | replace } ADDR dev DEV
               [ self ] [ local | static | dynamic ]
               [ dst IPADDR ] [ port PORT] [ vni VNI ]
               [ via DEV ] [ src_vni VNI ]
-       vxtun fdb [ show [ dev DEV ] [ -s[tatistics] ] [ -j[son] ] ]
+       vxtun fdb [ show [ dev DEV ] [ -s[tatistics] ] [ -j[son] ] [ count ] ]
        vxtun fdb flush [ dev DEV ] [ dynamic ]"""
 
 NEIGH_USAGE = """\
@@ -51,6 +53,7 @@ Usage: vxtun neigh { add | del | change | replace }
                 [ dev DEV ]
 
        vxtun neigh { show | flush } [ to ADDR ] [ dev DEV ] [ nud STATE ]
+       vxtun neigh show [ dev DEV ] count
 
 STATE := { noarp | permanent | reachable | stale | all (show and flush) }"""
 
@@ -270,31 +273,61 @@ def cmd_down(req: Command) -> int:
 def cmd_table(req: Command, kind: str) -> int:
     from ..io import control
     if req.request.op == "show":
-        rows = []
+        if req.request.count:
+            counts = [{"ifname": dev, "count": control.call(dev, req.body)["count"]}
+                      for dev in _targets(req, all_ok=True)]
+            print(json.dumps(counts) if req.json else
+                  "\n".join(output.format_count(c, kind) for c in counts))
+            return 0
+        # Printed page by page as the VTEP sends them (a large table comes in pages, see
+        # vxtun/dataplane/server.py): memory stays at one page, and output starts at once.
+        with_dev = req.dev is None
+        sep = "["
         for dev in _targets(req, all_ok=True):
-            ans = control.call(dev, req.body)
-            for e in ans:
-                e.setdefault("ifname", dev)
-            rows += ans
+            c = control.Client(dev)
+            try:
+                for page in c.pages(req.body):
+                    lines = []
+                    for e in page:
+                        e.setdefault("ifname", dev)
+                        if req.json and kind == "fdb":
+                            lines += [json.dumps(r) for r in output.fdb_bridge_json(
+                                e, with_dev=with_dev, stats=req.stats)]
+                        elif req.json:
+                            lines.append(json.dumps(output.neigh_show_json(e, with_dev)))
+                        elif kind == "fdb":
+                            lines.append(output.format_fdb_line(e, with_dev=with_dev,
+                                                                stats=req.stats))
+                        else:
+                            lines.append(output.format_neigh_line(e, with_dev=with_dev,
+                                                                  dev=e["ifname"]))
+                    if req.json and lines:
+                        # one JSON array, as json.dumps(list) writes it
+                        sys.stdout.write(sep + ", ".join(lines))
+                        sep = ", "
+                    elif lines:
+                        sys.stdout.write("\n".join(lines) + "\n")
+            finally:
+                c.close()
         if req.json:
-            if kind == "fdb":
-                rows = [row for e in rows
-                        for row in output.fdb_bridge_json(e, with_dev=req.dev is None,
-                                                          stats=req.stats)]
-            else:
-                rows = [output.neigh_show_json(e, with_dev=req.dev is None) for e in rows]
-            print(json.dumps(rows))
-        else:
-            for e in rows:
-                if kind == "fdb":
-                    print(output.format_fdb_line(e, with_dev=req.dev is None,
-                                                 stats=req.stats))
-                else:
-                    print(output.format_neigh_line(e, with_dev=req.dev is None,
-                                                   dev=e.get("ifname", "")))
+            print("[]" if sep == "[" else "]")
         return 0
     (dev,) = _targets(req, all_ok=False)
     control.call(dev, req.body)
+    return 0
+
+
+def cmd_save(req: Command) -> int:
+    """``vxtun save [dev NAME]``: what the VTEPs have been told, as ``vxtun up --config``
+    reads it (vxtun/cli/configfile.py ``dump``)."""
+    from ..core.requests import FdbShow, NeighShow
+    from ..io import control
+    from .configfile import dump
+    vteps = [{"show": control.call(dev, {"cmd": "show"}),
+              "fdb": control.call(dev, FdbShow().to_json()),
+              "neigh": control.call(dev, NeighShow(nud="all").to_json())}
+             for dev in _targets(req, all_ok=True)]
+    sys.stdout.write(dump(vteps))
     return 0
 
 
@@ -412,6 +445,8 @@ def _main(argv: list[str] | None = None) -> int:
             req = parse_neigh(rest)
             req.json = req.json or js
             return cmd_table(req, "neigh")
+        if cmd == "save":
+            return cmd_save(parse_dev_only(rest, "show"))
         if cmd == "agent":
             from ..agent.cli import main as agent_main     # the etcd/file-store control plane
             return agent_main(rest, js)

@@ -157,8 +157,11 @@ def format_stats(d: dict) -> str:
     drops = {k: v for k, v in d["drops"].items() if v}
     total = sum(d["drops"].values())
     lines.append(f"    dropped {total}" + ("".join(f"\n        {k} {v}" for k, v in drops.items())))
-    lines.append(f"    fdb learned {d['fdb']['learned']} moved {d['fdb']['moved']}  "
+    size = f"entries {d['fdb']['entries']} " if "entries" in d["fdb"] else ""
+    lines.append(f"    fdb {size}learned {d['fdb']['learned']} moved {d['fdb']['moved']}  "
                  f"proxy replies {d['proxy_replies']}  l2miss {d['l2miss']}  l3miss {d['l3miss']}")
+    if "neigh" in d:
+        lines[-1] += f"  neighbours {d['neigh']['entries']}"
     if d.get("events"):
         # Events dropped for listeners that did not keep up (vxtun monitor, vxtun.api).
         lines[-1] += f"  events lost {d['events']['lost']}"
@@ -179,3 +182,9 @@ def format_stats(d: dict) -> str:
                      f"dropped {sum(sk['drops'].values())}"
                      + "".join(f"\n        {k} {v}" for k, v in sdrops.items()))
     return "\n".join(lines)
+
+
+def format_count(d: dict, kind: str) -> str:
+    """``vxtun fdb show count`` / ``vxtun neigh show count``: the size of one VTEP's table."""
+    what = "fdb entries" if kind == "fdb" else "neighbours"
+    return f"{d['ifname']}: {d['count']} {what}"

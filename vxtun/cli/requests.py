@@ -107,10 +107,12 @@ def parse_fdb(words: list[str]) -> Command:
     listing = op in ("show", "flush")
     mac = None if listing else mac_from_str(w.first("a MAC address"))
     dst = via = None
-    port, vni, state, dynamic, stats = 0, None, "permanent", False, False
+    port, vni, state, dynamic, stats, count = 0, None, "permanent", False, False, False
     for word in w:
         if word in STATS_WORDS and op == "show":
             stats = True
+        elif word == "count" and op == "show":
+            count = True                # the number of entries, not the entries
         elif word == "src_vni" and not listing:
             # NDA_SRC_VNI keys an entry only on an "external" (collect_metadata) device, and
             # vxlan_fdb_info() shows it only there: a VTEP with its own VNI, as every vxtun
@@ -137,7 +139,7 @@ def parse_fdb(words: list[str]) -> Command:
         else:
             raise w.unexpected(word)
     if op == "show":
-        cmd = w.command(FdbShow())
+        cmd = w.command(FdbShow(count))
         cmd.stats = stats
         return cmd
     if op == "flush":
@@ -158,8 +160,11 @@ def parse_neigh(words: list[str]) -> Command:
     listing = op in ("show", "flush")
     ip = None if listing else canonical_ip(w.first("an IP address"), "neighbour")
     lladdr = to = nud = None
+    count = False
     for word in w:
-        if word == "lladdr":
+        if word == "count" and op == "show":
+            count = True                # the number of entries (in any state) only
+        elif word == "lladdr":
             lladdr = mac_from_str(w.value("lladdr"))
         elif word == "nud":
             nud = w.value("nud")
@@ -174,7 +179,9 @@ def parse_neigh(words: list[str]) -> Command:
         else:
             raise w.unexpected(word)
     if op == "show":
-        return w.command(NeighShow(to, nud))
+        if count and (to or nud):
+            raise LocalError("neigh show count counts the whole table: drop to/nud")
+        return w.command(NeighShow(to, nud, count))
     if op == "flush":
         return w.command(NeighFlush(to, nud == "all"))
     if op == "del":

@@ -15,9 +15,9 @@ name them:
     show | stats | down | monitor
     trace [mac MAC] [ip IP] [drops]
     fdb add|append|replace MAC dst IP [port P] [vni V] [via DEV] [permanent|static|dynamic]
-    fdb del MAC [dst IP [port P] [vni V]]      fdb show      fdb flush [dynamic]
+    fdb del MAC [dst IP [port P] [vni V]]      fdb show [count]      fdb flush [dynamic]
     neigh add|replace|change IP lladdr MAC [nud STATE]      neigh del IP
-    neigh show [to IP] [nud STATE|all]         neigh flush [to IP] [nud all]
+    neigh show [to IP] [nud STATE|all] [count]              neigh flush [to IP] [nud all]
 """
 from __future__ import annotations
 
@@ -254,8 +254,16 @@ class FdbDelete(_Fdb):
 
 @dataclass(frozen=True)
 class FdbShow(_Fdb):
-    """``bridge fdb show``: every entry, the default (all-zeros) one first."""
+    """``bridge fdb show``: every entry, the default (all-zeros) one first, in pages when
+    there are many (vxtun/dataplane/server.py); with ``count``, only how many there are."""
     op: ClassVar[str] = "show"
+    count: bool = False
+
+    def __post_init__(self) -> None:
+        self._canon(count=_flag(self.count, "count"))
+
+    def _fields_json(self) -> dict:
+        return {"count": True} if self.count else {}
 
 
 @dataclass(frozen=True)
@@ -305,17 +313,23 @@ class NeighDelete(_Neigh):
 
 @dataclass(frozen=True)
 class NeighShow(_Neigh):
-    """``ip neigh show [to IP] [nud STATE|all]``."""
+    """``ip neigh show [to IP] [nud STATE|all]``; with ``count``, only how many entries the
+    table holds (in any state)."""
     op: ClassVar[str] = "show"
     to: str | None = None
     nud: str | None = None
+    count: bool = False
 
     def __post_init__(self) -> None:
         self._canon(to=None if self.to is None else _ip(self.to, "neighbour"),
-                    nud=None if self.nud is None else _nud(self.nud, ("all",)))
+                    nud=None if self.nud is None else _nud(self.nud, ("all",)),
+                    count=_flag(self.count, "count"))
 
     def _fields_json(self) -> dict:
-        return {k: v for k, v in (("to", self.to), ("nud", self.nud)) if v is not None}
+        d = {k: v for k, v in (("to", self.to), ("nud", self.nud)) if v is not None}
+        if self.count:
+            d["count"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -378,12 +392,13 @@ _FROM_JSON = {
     ("fdb", "del"): (("mac", "dst", "port", "vni"),
                      lambda op, d: FdbDelete(_required(d, "mac", "fdb del needs a MAC address"),
                                              d.get("dst"), d.get("port"), d.get("vni"))),
-    ("fdb", "show"): ((), lambda op, d: FdbShow()),
+    ("fdb", "show"): (("count",), lambda op, d: FdbShow(_default(d.get("count"), False))),
     ("fdb", "flush"): (("dynamic",), lambda op, d: FdbFlush(_default(d.get("dynamic"), False))),
     **{("neigh", op): (("dst", "lladdr", "nud"), _neigh_update) for op in NEIGH_UPDATE_OPS},
     ("neigh", "del"): (("dst",), lambda op, d: NeighDelete(
         _required(d, "dst", "neigh del needs an IP address: dst"))),
-    ("neigh", "show"): (("to", "nud"), lambda op, d: NeighShow(d.get("to"), d.get("nud"))),
+    ("neigh", "show"): (("to", "nud", "count"), lambda op, d: NeighShow(
+        d.get("to"), d.get("nud"), _default(d.get("count"), False))),
     ("neigh", "flush"): (("to", "nud"), lambda op, d: _neigh_flush(d)),
 }
 _COMMANDS = {cmd for cmd, _ in _FROM_JSON}
@@ -423,11 +438,12 @@ def request_from_json(obj) -> Request:
 
 
 
-def fdb_update_from_json(obj) -> FdbUpdate:
-    """An FDB entry a VTEP starts with (``vxtun up --config``, sent to the port owner with
-    ``FdbUpdate.to_json()``): only ``fdb add|append|replace`` describes one."""
+def fdb_update_from_json(obj) -> FdbUpdate | NeighUpdate:
+    """An entry a VTEP starts with (``vxtun up --config``, sent to the port owner with
+    ``to_json()``): only ``fdb add|append|replace`` describes one, or a neighbour's
+    ``neigh add|replace|change`` (a saved file's ``neigh`` lines, vxtun/cli/configfile.py)."""
     req = request_from_json(obj)
-    if not isinstance(req, FdbUpdate):
+    if not isinstance(req, (FdbUpdate, NeighUpdate)):
         raise LocalError(f"an FDB entry must be fdb add, append or replace, not {req.cmd} "
                          f"{getattr(req, 'op', '')}".rstrip())
     return req

@@ -255,14 +255,25 @@ class Vtep:
         """Every entry as ``bridge -j fdb show`` has it, the default entry first; given
         ``now``, with the whole seconds since it was last used and updated, as ``bridge -s``
         shows NDA_CACHEINFO's ndm_used / ndm_updated (vxlan_fdb_info)."""
-        rows = []
-        for e in self.fdb.entries():
-            d = fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
-            if now is not None:
-                d["used"] = max(0, int(now - e.used))
-                d["updated"] = max(0, int(now - e.updated))
-            rows.append(d)
-        return rows
+        return [self._fdb_row(e, now) for e in self.fdb.entries()]
+
+    def _fdb_row(self, e, now: float | None) -> dict:
+        d = fdb_entry_json(e.mac, self._notified(e.remotes), e.state, self.config.name)
+        if now is not None:
+            d["used"] = max(0, int(now - e.used))
+            d["updated"] = max(0, int(now - e.updated))
+        return d
+
+    def fdb_show_pages(self, n: int, now: float | None = None):
+        """``fdb_show`` in batches of at most ``n`` rows, each made when asked for, so that a
+        listing of a million entries never holds the loop for long.  A table of up to ``n``
+        entries is one batch, ordered as ``fdb_show``; a larger one comes in the store's
+        order (the default entry first), as the kernel's dump comes in hash order."""
+        if len(self.fdb) <= n:
+            yield self.fdb_show(now)
+            return
+        for batch in self.fdb.pages(n):
+            yield [self._fdb_row(e, now) for e in batch]
 
     def neigh_update(self, op: str, ip: str, lladdr: bytes, nud: str, now: float) -> None:
         """``ip neigh add|replace|change``: reported only when the state or the lladdr changed,
@@ -299,6 +310,23 @@ class Vtep:
         if nud != "all":
             rows = [e for e in rows if (e.state == nud if nud else e.state != "noarp")]
         return [e.to_json() for e in rows]
+
+    def neigh_show_pages(self, now: float, n: int, to: str | None = None,
+                         nud: str | None = None):
+        """``neigh_show`` in batches of at most ``n`` rows (as ``fdb_show_pages``): a large
+        table comes in table order, each batch read when asked for."""
+        if len(self.neigh) <= n or to:
+            yield self.neigh_show(now, to, nud)
+            return
+        self.neigh.expire(now)
+        self.neigh_aged()
+        keys = self.neigh.keys()
+        for i in range(0, len(keys), n):
+            rows = [e for k in keys[i:i + n] if (e := self.neigh.get(k)) is not None]
+            if nud != "all":
+                rows = [e for e in rows if (e.state == nud if nud else e.state != "noarp")]
+            if rows:
+                yield [e.to_json() for e in rows]
 
     # --- TAP -> underlay ---------------------------------------------------------------
 

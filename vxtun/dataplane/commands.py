@@ -18,6 +18,22 @@ from ..wire.ether import mac_to_str
 from . import counters
 
 
+# Rows per page of a listing: a page is made and encoded in a few milliseconds, and the
+# loop serves packets between two pages (vxtun/dataplane/server.py).
+PAGE = 256
+
+
+class Pages:
+    """An answer too long for one line: its rows in batches, each read from the table when
+    the server asks for it (once the client has taken the one before)."""
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
 def handle(node, port, conn, req: dict):
     """Carry out one decoded request for ``port``'s VTEP; its answer, or LocalError."""
     request = request_from_json(req)
@@ -30,7 +46,8 @@ def _show(node, port, conn, req):
     cfg = port.config
     d = cfg.to_json()
     d.update({"mtu": cfg.mtu, "address": mac_to_str(cfg.mac), "addresses": cfg.address,
-              "master": cfg.master, "dataplane": node.backend.name,
+              "master": cfg.master, "tos": cfg.tos, "reachable_time": cfg.reachable_time,
+              "gc_stale_time": cfg.gc_stale_time, "dataplane": node.backend.name,
               "features": node.backend.features(), "pid": os.getpid()})
     return d
 
@@ -52,8 +69,19 @@ def _fdb_delete(node, port, conn, req: FdbDelete):
     port.vtep.fdb_delete(req.mac, req.dst, req.port, req.vni)
 
 
+def _paged(node, port, batches):
+    for batch in batches:
+        node.after_core(port)           # what reading the table reported (ageing)
+        yield batch
+
+
 def _fdb_show(node, port, conn, req: FdbShow):
-    return port.vtep.fdb_show(time.monotonic())
+    if req.count:
+        return {"count": len(port.vtep.fdb)}
+    now = time.monotonic()
+    if len(port.vtep.fdb) <= PAGE:
+        return port.vtep.fdb_show(now)  # one line, as any other answer
+    return Pages(_paged(node, port, port.vtep.fdb_show_pages(PAGE, now)))
 
 
 def _fdb_flush(node, port, conn, req: FdbFlush):
@@ -69,7 +97,12 @@ def _neigh_delete(node, port, conn, req: NeighDelete):
 
 
 def _neigh_show(node, port, conn, req: NeighShow):
-    return port.vtep.neigh_show(time.monotonic(), req.to, req.nud)
+    if req.count:
+        return {"count": len(port.vtep.neigh)}
+    if len(port.vtep.neigh) <= PAGE or req.to:
+        return port.vtep.neigh_show(time.monotonic(), req.to, req.nud)
+    return Pages(_paged(node, port, port.vtep.neigh_show_pages(time.monotonic(), PAGE, req.to,
+                                                               req.nud)))
 
 
 def _neigh_flush(node, port, conn, req: NeighFlush):

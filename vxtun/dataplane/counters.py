@@ -31,8 +31,11 @@ def report(node, port) -> dict:
     """The answer to ``vxtun stats``."""
     cfg = port.config
     out = {"ifname": cfg.name, "vni": cfg.vni, **merged(node.backend, port),
+           # the table sizes, without listing them (vxtun fdb show count does the same)
+           "neigh": {"entries": len(port.vtep.neigh)},
            "events": {"lost": port.vtep.events_lost + node.events_lost},
            "punts_lost": node.backend.punts_lost}
+    out["fdb"] = {**out["fdb"], "entries": len(port.vtep.fdb)}
     dropped = node.nl.tx_dropped(cfg.name)
     if dropped is not None:
         out["tap"] = {"tx_dropped": dropped}

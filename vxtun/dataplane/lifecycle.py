@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..core import Demux, Vtep, VtepConfig
+from ..core.requests import NeighUpdate
 from ..core.vtep import Bypass, Deliver, Transmit
 from ..errors import LocalError
 from ..io import control, tap, underlay
@@ -238,8 +239,11 @@ class Vteps:
             port.vtep = vtep = Vtep(cfg, fdb=self.backend.make_fdb(cfg),
                                     neigh=self.backend.make_neigh(cfg), now=time.monotonic())
             vtep.sport_range = port_range(cfg.srcport, underlay.local_port_range())
-            for u in fdb:
-                vtep.fdb.add(u.mac, u.remote, u.state, time.monotonic(), u.op)
+            for u in fdb:           # FdbUpdate, or NeighUpdate (a saved file's neigh lines)
+                if isinstance(u, NeighUpdate):
+                    vtep.neigh.add(u.ip, u.lladdr, u.nud, time.monotonic(), u.op)
+                else:
+                    vtep.fdb.add(u.mac, u.remote, u.state, time.monotonic(), u.op)
             # Up (and into the bridge) last: the first frame must find the FDB complete.
             self.nl.configure(cfg.name, cfg.mtu, cfg.address, cfg.master)
         except BaseException:

@@ -12,15 +12,18 @@
 
 The node is also what backends and ``commands.handle`` see: ``watch``/``unwatch`` an fd,
 ``execute`` the core's actions, ``after_core`` to publish its events, ``stats``, ``down``,
-``subscribe``, and ``tap_gone`` when a backend finds a VTEP's TAP deleted under it.
+``subscribe``, and ``tap_gone`` when a backend finds a VTEP's TAP deleted under it (or the
+kernel says so: RTM_DELLINK, vxtun/io/linkwatch.py).
 """
 from __future__ import annotations
 
+import errno
 import sys
 import time
 
 from ..core import VtepConfig
 from ..io import tap
+from ..io.linkwatch import LinkWatch
 from ..io.netlink import Netlink
 from ..trace.hub import TraceHub
 from . import counters, use_pure
@@ -52,6 +55,9 @@ class Node:
         self.control = ControlServer(self.loop, self, self.fanout)
         self.on_down = None             # set by the owner: down removes one VTEP, not all
         self.on_tap_gone = None         # set by the owner: tells the up that held the VTEP
+        # RTM_DELLINK: a deleted TAP is noticed even when nothing is read from it
+        self.links = LinkWatch()
+        self.loop.watch(self.links.fileno(), self._links_deleted)
 
     @property
     def ports(self) -> dict[str, Port]:
@@ -108,6 +114,16 @@ class Node:
         if not self.ports:
             self.stop()
 
+    def _links_deleted(self) -> None:
+        """Links deleted in the namespace (vxtun/io/linkwatch.py): a VTEP whose TAP it was
+        goes as ``tap_gone`` says, whichever of this and the TAP's read error comes first.
+        A VTEP of the same name started since (the notice of the old TAP came late) has its
+        TAP: that name still exists, and it stays."""
+        for _index, name in self.links.deleted():
+            port = self.ports.get(name)
+            if port is not None and not self.nl.exists(name):
+                self.tap_gone(port, errno.EBADFD)
+
     # --- the loop ----------------------------------------------------------------------
 
     def watch(self, fd: int, callback) -> None:
@@ -148,6 +164,8 @@ class Node:
     def close(self) -> None:
         self.control.close()
         self.vteps.close()
+        self.loop.unwatch(self.links.fileno())
+        self.links.close()
         self.loop.close()
         self.nl.close()
 

@@ -106,6 +106,12 @@ class _Lease:
         self.pid = 0
 
 
+# Leases one owner serves at once (each a ``vxtun up`` holding its connection), as the
+# control server caps its clients (vxtun/dataplane/server.py MAX_CLIENTS): far below the
+# RLIMIT_NOFILE its TAPs and sockets share.
+MAX_LEASES = 256
+
+
 class Owner:
     """Serves ``@vxtun-owner`` from inside a Node's loop.  Like the control sockets, it never
     blocks: answers and the "down" notice go through each lease's bounded channel, and a lease
@@ -117,6 +123,7 @@ class Owner:
         node.on_down = self._down
         node.on_tap_gone = self._tap_gone
         self.leases: dict[Channel, _Lease] = {}
+        self.max_leases = MAX_LEASES
         self._ending: set[Channel] = set()     # released leases whose last line is going out
         self._idle_since: float | None = time.monotonic()
         node.watch(listener.fileno(), self._accept)
@@ -143,8 +150,13 @@ class Owner:
 
     def _accept(self) -> None:
         conn = control.accept_root(self.listener)
-        if conn is not None:
-            self.serve_connection(conn)
+        if conn is None:
+            return
+        if len(self.leases) + len(self._ending) >= self.max_leases:
+            control.refuse(conn, f"the port owner is busy: {len(self.leases)} vxtun up hold "
+                                 "leases, the most one owner serves; try again later")
+            return
+        self.serve_connection(conn)
 
     def serve_connection(self, conn: socket.socket) -> Channel:
         """Serve one accepted (non-blocking) connection: a new lease."""

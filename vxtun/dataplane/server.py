@@ -6,6 +6,13 @@ the requests came; a line that is not a JSON object gets an error answer and the
 lives on.  Every answer goes through the channel's bounded buffer (vxtun/io/jsonlines.py), so
 a client that does not read cannot hold up the loop.
 
+A listing (``fdb show``, ``neigh show``) is answered in pages of at most ``PAGE`` rows:
+``{"ok": true, "more": [...]}`` lines, then ``{"ok": true, "result": [...]}`` with the last
+page (a short table is that one line, as any other answer).  A page is read from the table
+only when the client has taken the one before (``Channel.stream``), so a listing of a million
+entries holds the loop a few milliseconds at a time and the process never holds more than a
+page of it; requests that come meanwhile wait, in order, until the listing is out.
+
 The number of connections is bounded too: past ``MAX_CLIENTS`` for the whole node, a new
 connection is told in one line that the VTEP is busy and closed, so ``vxtun show`` says so
 instead of hanging or finding nobody, and the process never runs out of descriptors because of
@@ -20,7 +27,7 @@ import time
 
 from ..errors import VxtunError
 from ..io import control
-from ..io.jsonlines import BadLine, Channel
+from ..io.jsonlines import BadLine, Channel, encode
 from . import commands
 from .fanout import Fanout
 from .loop import Loop
@@ -31,6 +38,9 @@ from .loop import Loop
 MAX_CLIENTS = 256
 # Seconds the listeners rest when not even the reserve descriptor can accept.
 PAUSE = 1.0
+# Requests one connection may send while a listing goes out to it (a client that pipelines
+# more without reading is not served further).
+MAX_HELD = 64
 
 
 class ControlServer:
@@ -43,6 +53,7 @@ class ControlServer:
         self._serving: set = set()                     # Ports whose listener is served
         self._last: set[Channel] = set()               # to close once answered (vxtun down)
         self._paused_until: float | None = None        # listeners unwatched: out of fds
+        self._held: dict[Channel, list] = {}           # requests waiting for a listing
 
     def listen(self, port) -> None:
         self._serving.add(port)
@@ -109,21 +120,65 @@ class ControlServer:
 
     def _closed(self, chan: Channel) -> None:
         self.clients.pop(chan, None)
+        self._held.pop(chan, None)
         self._last.discard(chan)
         self.fanout.unsubscribe(chan)
         self._resume()                  # a descriptor is free again
 
     def _answer(self, chan: Channel, req) -> None:
+        if chan.streaming:
+            # a listing is going out on this connection: answer after it, in order
+            held = self._held.setdefault(chan, [])
+            if len(held) >= MAX_HELD:
+                chan.close()
+                return
+            held.append(req)
+            return
         port = self.clients[chan]
+        result = None
         if isinstance(req, BadLine):
             ans = {"ok": False, "error": f"bad request: {req.reason}"}
         else:
             try:
-                ans = {"ok": True, "result": commands.handle(self.node, port, chan, req)}
+                result = commands.handle(self.node, port, chan, req)
+                ans = {"ok": True, "result": result}
             except VxtunError as e:
                 ans = {"ok": False, "error": str(e)}
             except (ValueError, KeyError, TypeError) as e:
                 ans = {"ok": False, "error": f"bad request: {e}"}
+        if isinstance(result, commands.Pages):
+            chan.stream(_page_lines(result), lambda: self._release(chan))
+            return
         chan.send(ans)
         if chan in self._last:
             chan.close_when_flushed()   # its VTEP is gone (vxtun down): this was the last
+
+    def _release(self, chan: Channel) -> None:
+        """A listing is out: answer what came meanwhile, up to the next listing."""
+        held = self._held.pop(chan, [])
+        while held and not chan.closed and chan in self.clients:
+            self._answer(chan, held.pop(0))
+            if chan.streaming:
+                self._held[chan] = held + self._held.get(chan, [])
+                return
+        if chan in self._last and not chan.closed:
+            chan.close_when_flushed()
+
+
+def _page_lines(pages):
+    """The lines of a paged answer: each page but the last as ``more``, the last as the
+    ``result``; a page is made only when the line before it has gone out.  A failure half
+    way is the answer's last line, as an error."""
+    prev = None
+    try:
+        for page in pages:
+            if prev is not None:
+                yield encode({"ok": True, "more": prev})
+            prev = page
+    except VxtunError as e:
+        yield encode({"ok": False, "error": str(e)})
+        return
+    except (ValueError, KeyError, TypeError) as e:     # as _answer: never into the loop
+        yield encode({"ok": False, "error": f"bad request: {e}"})
+        return
+    yield encode({"ok": True, "result": [] if prev is None else prev})

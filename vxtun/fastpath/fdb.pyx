@@ -684,6 +684,36 @@ cdef class CFdb:
         out.sort(key=lambda e: (e.mac != b"\x00" * 6, e.mac))
         return out
 
+    def page(self, uint32_t pos, uint32_t n) -> tuple:
+        """A listing's next batch: up to ``n`` entries from position ``pos`` of the dense
+        array, copied under the lock (held for those ``n`` only, so the threads wait
+        microseconds, never a whole table's worth), and the position to go on from (None at
+        the end).  Like a netlink dump (bridge fdb show), a listing that spans changes sees
+        each entry that stays put exactly once: an entry moved into a hole behind the cursor
+        by a deletion, or added meanwhile, may be missed."""
+        cdef fp_snap* arr = <fp_snap*>malloc((n if n else 1) * sizeof(fp_snap))
+        cdef uint32_t i, k = 0, end = 0, total = 0
+        if arr == NULL:
+            raise MemoryError()
+        with nogil:
+            pthread_mutex_lock(&self.t.lock)
+            total = self.t.count
+            while pos + k < total and k < n:
+                if _snap(&self.t.entries[pos + k], &arr[k]) < 0:
+                    break
+                k += 1
+            end = pos + k
+            pthread_mutex_unlock(&self.t.lock)
+        try:
+            out = [self._snap_out(&arr[i]) for i in range(k)]
+        finally:
+            for i in range(k):
+                free(arr[i].rem)
+            free(arr)
+        if k < n and end < total:
+            raise MemoryError()
+        return out, (end if end < total else None)
+
     def __len__(self) -> int:
         return self.t.count
 

@@ -195,6 +195,15 @@ class DictStore:
     def entries(self) -> list[FdbEntry]:
         return [_copy(e) for e in self._entries.values()]
 
+    def page(self, cursor, n: int) -> tuple[list[FdbEntry], object]:
+        """A listing's next batch (CFdb.page has the same contract): up to ``n`` entries from
+        ``cursor`` (0 to start) and the cursor to go on from, None at the end.  The first call
+        takes the keys (one C-speed copy); each batch then reads the entries still there."""
+        keys, i = (list(self._entries), 0) if cursor == 0 else cursor
+        out = [_copy(e) for k in keys[i:i + n] if (e := self._entries.get(k)) is not None]
+        i += n
+        return out, ((keys, i) if i < len(keys) else None)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -326,6 +335,20 @@ class Fdb:
     def entries(self) -> list[FdbEntry]:
         """All entries, the default (all-zeros) one first, then by MAC."""
         return sorted(self.store.entries(), key=_order)
+
+    def pages(self, n: int):
+        """All entries in batches of at most ``n``, for a listing that must not hold up the
+        data path (vxtun fdb show of a large table): the default entry first, then in the
+        store's order, each batch read when the caller asks for it (``store.page``)."""
+        default = self.store.get(ZERO_MAC)
+        head = [] if default is None else [default]
+        cursor: object = 0
+        while cursor is not None:
+            batch, cursor = self.store.page(cursor, n)
+            batch = head + [e for e in batch if e.mac != ZERO_MAC]
+            head = []
+            if batch:
+                yield batch
 
     def __len__(self) -> int:
         return len(self.store)

@@ -200,17 +200,34 @@ class Client:
         return self.chan.read(timeout)
 
     def call(self, req: dict):
+        """The answer to ``req``; a listing that came in pages is joined into one list."""
+        parts = list(self.pages(req))
+        if len(parts) == 1:
+            return parts[0]
+        return [row for part in parts for row in part]
+
+    def pages(self, req: dict):
+        """The answer to ``req`` as it comes: each page of a listing (``fdb show``, ``neigh
+        show``; see vxtun/dataplane/server.py) as soon as it arrives, else the one result."""
+        ans = self._io(lambda: self.chan.request(req))
+        while True:
+            if ans is None:
+                raise ControlError(f"VTEP {self.dev} closed the control connection")
+            if not ans.get("ok"):
+                raise ControlError(ans.get("error", "unknown error"))
+            if "more" not in ans:
+                yield ans.get("result")
+                return
+            yield ans["more"]
+            ans = self._io(self.chan.read)
+
+    def _io(self, fn):
         try:
-            ans = self.chan.request(req)
+            return fn()
         except TimeoutError:
             raise ControlError(f"VTEP {self.dev} did not answer in time") from None
         except OSError as e:
             raise ControlError(f"VTEP {self.dev}: {e.strerror or e}") from None
-        if ans is None:
-            raise ControlError(f"VTEP {self.dev} closed the control connection")
-        if not ans.get("ok"):
-            raise ControlError(ans.get("error", "unknown error"))
-        return ans.get("result")
 
 
 def call(dev: str, req: dict, timeout: float = 5.0):

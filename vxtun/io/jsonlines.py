@@ -11,7 +11,11 @@ A ``Channel`` is used in one of two ways:
   buffer is full, a *droppable* message (an event for a monitor) is dropped and counted, and
   a ``{"ok": true, "lost": N}`` notice goes out once there is room again: a listener that
   falls behind loses events, the loop loses nothing.  An answer that does not fit closes the
-  connection: a peer that does not read its answers is not waited for.
+  connection: a peer that does not read its answers is not waited for.  A long answer (a
+  listing of a million FDB entries) is ``stream()``-ed instead: its next line is made only
+  when the socket has taken everything before it, and at most one per ``flush()``, so the
+  client's reading sets the pace, the loop serves packets between two lines, and the memory
+  held is one line's, whatever the size of the table.
 * **Blocking, as a client** (the CLI, the API, ``vxtun up``'s lease): ``write()`` a request,
   ``read()`` one line with a timeout, or ``request()`` for both.
 
@@ -35,7 +39,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import ControlError
@@ -80,6 +84,8 @@ class Channel:
         self._waiting = False            # on_backlog(True) was said last
         self._closing = False            # close once the backlog is out
         self._ready: list = []           # lines read but not yet returned by read()
+        self._stream: Iterator[bytes] | None = None     # the rest of a long answer
+        self._stream_done: Callable[[], None] | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -165,6 +171,35 @@ class Channel:
         self.flush()
         return not self.closed
 
+    @property
+    def streaming(self) -> bool:
+        """A long answer is still going out (see ``stream``)."""
+        return self._stream is not None
+
+    def stream(self, lines: Iterator[bytes], done: Callable[[], None] | None = None) -> None:
+        """Send the encoded ``lines`` of one long answer, each made (``next()``) only once the
+        socket has taken all that came before, at most one per ``flush()``; ``done()`` runs
+        when the last has been queued (or the channel closed).  Send nothing else meanwhile."""
+        self._stream = iter(lines)
+        self._stream_done = done
+        self.flush()
+
+    def _next_line(self) -> bool:
+        """Queue the stream's next line; False (and the stream ends) when there is none."""
+        assert self._stream is not None
+        try:
+            line = next(self._stream)
+        except StopIteration:
+            self._end_stream()
+            return False
+        self._out += line
+        return True
+
+    def _end_stream(self) -> None:
+        done, self._stream, self._stream_done = self._stream_done, None, None
+        if done is not None:
+            done()
+
     def _announce_lost(self) -> bool:
         """Queue the notice of dropped messages once half the buffer is free again."""
         if not self.lost or len(self._out) >= self.out_max // 2:
@@ -174,8 +209,14 @@ class Channel:
         return True
 
     def flush(self) -> None:
-        """Send what the socket takes now (it is writable, or may be)."""
-        while not self.closed and (self._out or self._announce_lost()):
+        """Send what the socket takes now (it is writable, or may be), and the next line of
+        a stream once the socket has taken the rest."""
+        made = False
+        while not self.closed:
+            if not self._out and not self._announce_lost():
+                if self._stream is None or made or not self._next_line():
+                    break
+                made = True
             try:
                 n = self.sock.send(self._out)
             except (BlockingIOError, InterruptedError):
@@ -189,7 +230,7 @@ class Channel:
         if self._closing and not self._out:
             self.close()
             return
-        waiting = bool(self._out)
+        waiting = bool(self._out) or self._stream is not None
         if waiting != self._waiting:
             self._waiting = waiting
             if self.on_backlog is not None:
@@ -205,6 +246,8 @@ class Channel:
             return
         self.closed = True
         self._out.clear()
+        if self._stream is not None:
+            self._end_stream()
         if self.on_close is not None:
             self.on_close()              # before the fd number can be reused
         try:

@@ -231,5 +231,10 @@ class NeighTable:
             self.expire(now)
         return sorted(self.store.entries(), key=lambda e: ip_sort_key(e.ip))
 
+    def keys(self) -> list[str]:
+        """The addresses in the table now (a listing in batches reads them one by one; the
+        copy costs what the ageing tick's walk of the store costs)."""
+        return [e.ip for e in self.store.entries()]
+
     def __len__(self) -> int:
         return len(self.store)

@@ -1,0 +1,41 @@
+"""RTM_DELLINK parsing (vxtun/io/linkwatch.py): the deleted links' index and name out of one
+netlink read, whatever else it holds, and nothing out of a malformed one.  No root."""
+from __future__ import annotations
+
+import struct
+
+from vxtun.io.linkwatch import IFLA_IFNAME, RTM_DELLINK, deleted_links
+
+RTM_NEWLINK = 16
+IFLA_MTU = 4
+
+
+def rta(kind: int, payload: bytes) -> bytes:
+    body = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return body + b"\0" * (-len(body) % 4)
+
+
+def link_msg(kind: int, index: int, name: str | None, mtu: int = 1500) -> bytes:
+    attrs = rta(IFLA_MTU, struct.pack("=I", mtu))
+    if name is not None:
+        attrs += rta(IFLA_IFNAME, name.encode() + b"\0")
+    body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attrs
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_every_dellink_of_a_read_is_found():
+    data = (link_msg(RTM_NEWLINK, 3, "vx42") + link_msg(RTM_DELLINK, 4, "vxtun0")
+            + link_msg(RTM_DELLINK, 5, "a-fifteen-char") + link_msg(RTM_DELLINK, 6, None))
+    assert deleted_links(data) == [(4, "vxtun0"), (5, "a-fifteen-char")]
+
+
+def test_a_malformed_read_gives_what_came_before_it_and_no_exception():
+    good = link_msg(RTM_DELLINK, 4, "vxtun0")
+    bad = bytearray(link_msg(RTM_DELLINK, 7, "vx7"))
+    struct.pack_into("=I", bad, 0, 4000)                 # longer than the read
+    assert deleted_links(good + bytes(bad)) == [(4, "vxtun0")]
+    worse = bytearray(link_msg(RTM_DELLINK, 8, "vx8"))
+    struct.pack_into("=H", worse, 16 + 16 + 8, 1)       # IFLA_IFNAME shorter than a header
+    assert deleted_links(bytes(worse)) == []
+    for cut in range(len(good)):
+        assert deleted_links(good[:cut]) == []
