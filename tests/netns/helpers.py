@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,30 @@ def kernel_vtep(host: Host, remote: str, local: str, address: str | None = None,
         host.sh(f"ip addr add {address} dev {name}")
     host.sh(f"ip link set {name} up")
     return name
+
+
+# An RTM_NEWLINK of our own, for the vxlan attributes that iproute2 6.1 and pyroute2 0.9 do
+# not know (IFLA_VXLAN_LOCALBYPASS 31, IFLA_VXLAN_LABEL_POLICY 32: Linux 6.1 and 6.5).
+_NEWLINK = """
+import socket, struct, sys
+def nla(t, v): n = 4 + len(v); return struct.pack("=HH", n, t) + v + bytes(-n % 4)
+name, data = sys.argv[1], b"".join(nla(int(t), bytes.fromhex(v))
+                                    for t, v in (a.split(":") for a in sys.argv[2:]))
+info = nla(1, b"vxlan\\0") + nla(2 | 0x8000, data)
+body = (struct.pack("=BxHiII", 0, 0, 0, 0, 0) + nla(3, name.encode() + b"\\0")
+        + nla(18 | 0x8000, info))
+msg = struct.pack("=IHHII", 16 + len(body), 16, 0x1 | 0x4 | 0x400 | 0x200, 1, 0) + body
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.send(msg)
+err = struct.unpack("=i", s.recv(4096)[16:20])[0]
+sys.exit(f"RTM_NEWLINK {name}: error {err}" if err else 0)
+"""
+
+
+def kernel_vxlan_nl(host: Host, name: str, attrs: dict[int, bytes]) -> None:
+    """``ip link add NAME type vxlan`` with raw IFLA_VXLAN_* attributes (type: value)."""
+    args = " ".join(f"{t}:{v.hex()}" for t, v in attrs.items())
+    host.sh(f"python3 -c {shlex.quote(_NEWLINK)} {name} {args}")
 
 
 def ping(host: Host, dst: str, count: int = 3, size: int = 56) -> str:

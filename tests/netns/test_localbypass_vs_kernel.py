@@ -17,9 +17,10 @@ Each test runs once per dataplane.
 from __future__ import annotations
 
 import json
-import shlex
+import socket
+import struct
 
-from helpers import Tcpdump, inject, stop, wait_until
+from helpers import Tcpdump, inject, kernel_vxlan_nl, stop, wait_until
 
 A, B, X = "02:aa:00:00:00:01", "02:bb:00:00:00:02", "02:cc:00:00:00:03"
 LEN = 100
@@ -37,27 +38,10 @@ def _host(topo, i: int):
     return h
 
 
-# iproute2 6.1 and pyroute2 0.9 know no IFLA_VXLAN_LOCALBYPASS (31, Linux 6.1): the device
-# is made with one RTM_NEWLINK of our own, run in the namespace.
-_NEWLINK = """
-import socket, struct, sys
-def nla(t, v): n = 4 + len(v); return struct.pack("=HH", n, t) + v + bytes(-n % 4)
-name, vni, local = sys.argv[1], int(sys.argv[2]), socket.inet_aton(sys.argv[3])
-data = (nla(1, struct.pack("=I", vni)) + nla(4, local) + nla(15, struct.pack("!H", 4789))
-        + nla(31, b"\\0"))                          # IFLA_VXLAN_LOCALBYPASS 0
-info = nla(1, b"vxlan\\0") + nla(2 | 0x8000, data)
-body = struct.pack("=BxHiII", 0, 0, 0, 0, 0) + nla(3, name.encode() + b"\\0") \\
-    + nla(18 | 0x8000, info)
-msg = struct.pack("=IHHII", 16 + len(body), 16, 0x1 | 0x4 | 0x400 | 0x200, 1, 0) + body
-s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-s.send(msg)
-err = struct.unpack("=i", s.recv(4096)[16:20])[0]
-sys.exit(f"RTM_NEWLINK: {err}" if err else 0)
-"""
-
-
 def _kernel_nolocalbypass(h, dev: str, vni: int, local: str) -> None:
-    h.sh(f"python3 -c {shlex.quote(_NEWLINK)} {dev} {vni} {local}")
+    # IFLA_VXLAN_ID, _LOCAL, _PORT and _LOCALBYPASS 0 (iproute2 6.1 has no word for it)
+    kernel_vxlan_nl(h, dev, {1: struct.pack("=I", vni), 4: socket.inet_aton(local),
+                             15: struct.pack("!H", 4789), 31: b"\0"})
 
 
 def _kernel_counts(h) -> dict:

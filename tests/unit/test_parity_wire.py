@@ -245,8 +245,7 @@ def test_counters_are_a_kernel_vteps():
 
 def test_flowlabel_option():
     assert config(["--flowlabel", "12345"]).flowlabel == 12345
-    with pytest.raises(LocalError, match="flowlabel inherit is not supported"):
-        config(["--flowlabel", "inherit"])
+    assert config(["--flowlabel", "inherit"]).flowlabel == "inherit"
     with pytest.raises(LocalError, match="invalid flowlabel 524288"):
         config(["--flowlabel", "524288"])
     assert config(["--df", "inherit"]).df == "inherit"

@@ -29,7 +29,8 @@ class VtepConfig:
     ttl: int | str | None = None      # 1..255, None or 0: auto (the route's), "inherit"
     tos: int | str = 0                # 0..255, "inherit" (the kernel's cfg.tos 1)
     df: str = "unset"                 # unset | set | inherit (IFLA_VXLAN_DF)
-    flowlabel: int = 0                # the outer IPv6 flow label (IFLA_VXLAN_LABEL)
+    flowlabel: int | str = 0          # the outer IPv6 flow label (IFLA_VXLAN_LABEL), "inherit"
+                                      # (IFLA_VXLAN_LABEL_POLICY VXLAN_LABEL_INHERIT)
     udpcsum: bool = True              # IPv4: checksum the outer UDP header
     udp6zerocsumtx: bool = False      # IPv6: send a zero outer UDP checksum
     udp6zerocsumrx: bool = False      # IPv6: accept a zero outer UDP checksum
@@ -153,11 +154,15 @@ class VtepConfig:
             self.tos = "inherit"        # the kernel stores inherit as 1: the same setting
         fl = self.flowlabel
         if fl == "inherit":
-            raise LocalError("flowlabel inherit is not supported by vxtun: use a number")
+            return self._validate_df()
         # 0x80000 and up are the stateless labels (flowlabel_state_ranges): a socket cannot
         # lease them, so vxtun cannot send them
         if isinstance(fl, bool) or not isinstance(fl, int) or not 0 <= fl < 0x80000:
-            raise LocalError(f"invalid flowlabel {fl}: vxtun sends 0..524287 (0x7ffff)")
+            raise LocalError(f"invalid flowlabel {fl}: vxtun sends 0..524287 (0x7ffff) or "
+                             "inherit")
+        self._validate_df()
+
+    def _validate_df(self) -> None:
         if self.df not in ("unset", "set", "inherit"):
             raise LocalError(f"invalid df {self.df}: must be unset, set or inherit")
 

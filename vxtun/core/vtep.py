@@ -88,6 +88,7 @@ class Transmit(NamedTuple):
     tos: int = 0         # outer IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN)
     ttl: int = 0         # outer TTL / hop limit; 0: the socket's (``ttl N``, or the route's)
     df: bool = False     # ``df inherit``: set the outer IPv4 DF (else the socket's ``df``)
+    label: int = 0       # ``flowlabel inherit``: the outer IPv6 flow label (0: the socket's)
 
 
 def inner_df(frame: bytes) -> bool:
@@ -146,6 +147,8 @@ class Vtep:
         self.ttl_inherit = config.ttl == "inherit"
         # df inherit means something over IPv4 only (vxlan_xmit_one's IPv4 branch)
         self.df_inherit = config.df == "inherit" and config.family == 4
+        # flowlabel inherit: the inner IPv6 flow label (ip_tunnel_get_flowlabel), IPv6 only
+        self.label_inherit = config.flowlabel == "inherit" and config.family == 6
         # [min, max) of the source ports: set by whoever creates the VTEP from the
         # namespace's ip_local_port_range (vxtun.io.underlay.local_port_range)
         self.sport_range = port_range(config.srcport, LOCAL_PORT_RANGE)
@@ -358,6 +361,7 @@ class Vtep:
         tos = ecn.encap_tos(frame, self.outer_tos)       # ip_tunnel_ecn_encap()
         ttl = ecn.inner_ttl(frame) if self.ttl_inherit else 0
         df = self.df_inherit and inner_df(frame)
+        label = ecn.inner_flowlabel(frame) if self.label_inherit else 0
         out = []
         sent = 0
         for r in remotes:
@@ -365,7 +369,7 @@ class Vtep:
                 self.stats.drop("no_remote")
                 continue
             hdr = self._hdr if r.vni is None else encode_header(r.vni)
-            t = Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl, df)
+            t = Transmit(r.ip, r.port or cfg.dstport, sport, hdr + frame, tos, ttl, df, label)
             if cfg.localbypass and self.is_local(r.ip):
                 vni = cfg.vni if r.vni is None else r.vni
                 out.append(Bypass(ip_version(r.ip), t.port, vni, frame, t))

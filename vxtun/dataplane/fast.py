@@ -202,9 +202,11 @@ class FastBackend:
                                lo, hi, cfg.dstport, cfg.proxy,
                                port.vtep.fdb.store, tso, "udp_gso" not in self._off,
                                "tap_coalesce" not in self._off, port.vtep.outer_tos,
-                               port.vtep.ttl_inherit, cfg.flowlabel,
+                               port.vtep.ttl_inherit,
+                               0 if cfg.flowlabel == "inherit" else cfg.flowlabel,
                                neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss,
-                               df_inherit=port.vtep.df_inherit)
+                               df_inherit=port.vtep.df_inherit,
+                               label_inherit=port.vtep.label_inherit)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self.set_local(port, port.vtep.local_ips)

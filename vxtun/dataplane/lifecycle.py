@@ -74,7 +74,7 @@ class Port:
                 sock = self.tx_df if a.df and self.tx_df is not None else self.tx
                 if not underlay.send_datagram(sock or self.underlay.tx, self.underlay.family,
                                               a.ip, a.sport, a.port, a.payload, a.tos,
-                                              a.ttl):
+                                              a.ttl, a.label):
                     self.vtep.stats.drop("tx_error")
             elif type(a) is Deliver:
                 try:

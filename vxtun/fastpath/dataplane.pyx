@@ -196,7 +196,7 @@ cdef class Dataplane:
                  CFdb fdb not None, bint tap_tso=False, bint udp_gso=True,
                  bint coalesce=True, int tos=0, bint ttl_inherit=False,
                  uint32_t flowlabel=0, CNeigh neigh=None, bint l3miss=False,
-                 bint df_inherit=False) -> int:
+                 bint df_inherit=False, bint label_inherit=False) -> int:
         """Serve one VTEP on underlay ``uid``; returns its id (used in punted records).
         With ``proxy``, the TX thread answers from ``neigh`` (vxtun/fastpath/neigh.pyx)."""
         cdef fp_underlay* us = self._underlay(uid)
@@ -223,6 +223,7 @@ cdef class Dataplane:
         v.s.tos = tos & 0xFF
         v.s.ttl_inherit = ttl_inherit
         v.s.df_inherit = df_inherit
+        v.s.label_inherit = label_inherit
         v.flowinfo = htonl(flowlabel)
         v.s.proxy = proxy
         v.s.fdb = fdb.t

@@ -36,6 +36,7 @@ cdef struct fp_vstate:
     int l3miss
     int localbypass       # a remote that is a local address: the frame is punted (Node.bypass)
     int df_inherit        # df inherit (IPv4): a frame whose outer header takes DF is punted
+    int label_inherit     # flowlabel inherit (IPv6): a frame with an inner flow label is punted
     int nlocal
     fp_remote* local      # the namespace's addresses (family and addr), nlocal of them
     fp_fdb* fdb

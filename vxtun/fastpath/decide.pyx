@@ -176,6 +176,23 @@ cdef inline bint _is_local(const fp_vstate* v, const fp_remote* r) noexcept nogi
             return True
     return False
 
+cdef inline bint _has_label(const uint8_t* f, size_t n) noexcept nogil:
+    """ecn.inner_flowlabel(frame) != 0: an IPv6 header, behind up to three VLAN tags, whose
+    flow label is not 0."""
+    cdef size_t off = 12
+    cdef uint32_t etype = 0
+    cdef int i
+    for i in range(4):
+        if n < off + 2:
+            return False
+        etype = be16(f + off)
+        if etype != 0x8100 and etype != 0x88A8:
+            break
+        off += 4
+    off += 2
+    return etype == ETH_P_IPV6 and n > off + 3 and (
+        (f[off + 1] & 0x0F) or f[off + 2] or f[off + 3])
+
 cdef int fp_set_local(fp_vstate* v, bint bypass, addrs) except -1:
     """Set ``localbypass`` and the namespace's addresses (``addrs``: packed 4- or 16-byte
     IPs).  The caller keeps the threads off ``v`` meanwhile (Dataplane._pause)."""
@@ -296,6 +313,12 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.kind = A_PUNT
         a.reason = D_TX_ERROR
         return
+    # flowlabel inherit (ip_tunnel_get_flowlabel): the threads send under one label (0), the
+    # core under the inner packet's
+    if v.label_inherit and _has_label(f, n):
+        a.kind = A_PUNT
+        a.reason = D_TX_ERROR
+        return
     # a remote of 0.0.0.0 or :: is "this host", never sent to: each is dropped and counted
     # (vxlan_xmit_one's vxlan_addr_any(dst)); Vtep._encap
     k = 0
@@ -404,7 +427,7 @@ cdef class Decisions:
     def add_vtep(self, uint32_t vni, mac, int mtu, CFdb fdb not None, uint32_t sport_lo=32768,
                  uint32_t sport_hi=61000, uint32_t dstport=4789, bint proxy=False,
                  uint8_t tos=0, bint ttl_inherit=False, CNeigh neigh=None,
-                 bint l3miss=False, bint df_inherit=False) -> int:
+                 bint l3miss=False, bint df_inherit=False, bint label_inherit=False) -> int:
         """Serve ``vni``; returns the VTEP's id (as in punted records).  With ``proxy``,
         ``neigh`` is the table the proxy answers from (None: every request is punted)."""
         cdef fp_vstate* v
@@ -436,6 +459,7 @@ cdef class Decisions:
         v.tos = tos
         v.ttl_inherit = ttl_inherit
         v.df_inherit = df_inherit
+        v.label_inherit = label_inherit
         v.fdb = fdb.t
         v.l3miss = l3miss
         v.neigh = neigh.t if neigh is not None else NULL

@@ -238,7 +238,12 @@ def open_tx(family: int, local: str | None, ttl: int | str | None, group: str | 
             # (udp_tunnel6_xmit_skb gets cfg.label); a raw socket would get an automatic one.
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, 0)
             label = getattr(config, "flowlabel", 0)
-            if label:
+            if label == "inherit":
+                # each datagram names its label in its sockaddr_in6 (Transmit.label).
+                # rawv6_sendmsg() asks for a lease (fl6_sock_lookup) only while some socket
+                # of the host holds an exclusive one; then the send fails (tx_error)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWINFO_SEND, 1)
+            elif label:
                 # a label other than 0 goes in each sockaddr_in6 (IPV6_FLOWINFO_SEND), and
                 # rawv6_sendmsg() takes it only if the socket holds a lease for it
                 # (struct in6_flowlabel_req: dst, label, action, share, flags, expires,
@@ -301,7 +306,7 @@ def udp_header(sport: int, dport: int, payload_len: int, check: int = 0) -> byte
 
 
 def send_datagram(sock: socket.socket, family: int, ip: str, sport: int, dport: int,
-                  payload: bytes, tos: int = 0, ttl: int = 0) -> bool:
+                  payload: bytes, tos: int = 0, ttl: int = 0, label: int = 0) -> bool:
     """Send one VXLAN datagram from the raw send socket: vxtun writes the UDP header (the
     source port comes from the inner flow; the checksum as the module docstring says), the
     outer TOS / traffic class and TTL go as control messages.  False if the kernel refused
@@ -314,7 +319,8 @@ def send_datagram(sock: socket.socket, family: int, ip: str, sport: int, dport: 
             return False
         check = udp_checksum(src, socket.inet_aton(ip), pkt)
         pkt = udp_header(sport, dport, len(payload), check) + payload
-    addr = (ip, 0, getattr(sock, "flowinfo", 0), 0) if family == socket.AF_INET6 else (ip, 0)
+    addr = ((ip, 0, label or getattr(sock, "flowinfo", 0), 0) if family == socket.AF_INET6
+            else (ip, 0))
     try:
         if tos or ttl:
             sock.sendmsg([pkt], tos_cmsg(family, tos, ttl), 0, addr)

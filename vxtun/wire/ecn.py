@@ -103,6 +103,15 @@ def inner_ttl(frame: bytes) -> int:
     return 0
 
 
+def inner_flowlabel(frame: bytes) -> int:
+    """ip_tunnel_get_flowlabel(): the flow label of the IPv6 header behind the Ethernet header
+    and up to three VLAN tags (``flowlabel inherit``); 0 for anything else."""
+    etype, l3 = inner_l3(frame)
+    if etype == ETH_P_IPV6 and len(frame) > l3 + 3:
+        return ((frame[l3 + 1] & 0x0F) << 16) | (frame[l3 + 2] << 8) | frame[l3 + 3]
+    return 0
+
+
 def _ipv4_set(frame: bytearray, add: int, tos: int) -> None:
     """Write ``tos`` and add ``add`` to the header checksum, as IP_ECN_set_ce/set_ect1 do:
     a one's complement add whose end-around carry also turns 0xffff into 0."""
