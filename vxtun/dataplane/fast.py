@@ -203,6 +203,9 @@ class FastBackend:
                                "tap_coalesce" not in self._off, port.vtep.outer_tos,
                                port.vtep.ttl_inherit, cfg.flowlabel,
                                neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss)
+        sources = getattr(tx, "sources", None)
+        if sources is not None and sources.mcast_if is not None:
+            self.dp.set_mcast_if(vid, sources.mcast_if)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self._ports[vid] = port
