@@ -207,6 +207,9 @@ class FastBackend:
                                neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss,
                                df_inherit=port.vtep.df_inherit,
                                label_inherit=port.vtep.label_inherit)
+        sources = getattr(tx, "sources", None)
+        if sources is not None and sources.mcast_if is not None:
+            self.dp.set_mcast_if(vid, sources.mcast_if)
         extra = self.dp.vtep_features(vid)
         self._vids[id(port)] = (vid, flags, extra)
         self.set_local(port, port.vtep.local_ips)

@@ -283,6 +283,15 @@ cdef class Dataplane:
         self._fdbs.pop(vid, None)
         return out
 
+    def set_mcast_if(self, uint32_t vid, bytes mreqn not None) -> None:
+        """The struct ip_mreqn tx_fd has as IP_MULTICAST_IF: the source of a datagram to the
+        group (for its UDP checksum) is then the one the kernel picks on that device."""
+        cdef fp_vtep* v = self._vtep(vid)
+        if len(mreqn) != 12:
+            raise ValueError("an ip_mreqn is 12 bytes")
+        memcpy(v.mcast_if, <const char*>mreqn, 12)
+        v.has_mcast_if = 1
+
     def vtep_features(self, uint32_t vid) -> list:
         cdef fp_vtep* v = self._vtep(vid)
         return (["udp_gso"] if v.gso_on else []) + (["tap_coalesce"] if v.tap_coalesce else [])

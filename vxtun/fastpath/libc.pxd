@@ -157,6 +157,7 @@ cdef extern from "<netinet/in.h>" nogil:
     int IPPROTO_IP
     int IPPROTO_IPV6
     int IP_TTL
+    int IP_MULTICAST_IF
     int IP_TOS
     int IP_MTU_DISCOVER
     int IP_PMTUDISC_DONT

@@ -20,7 +20,7 @@ from posix.unistd cimport close
 from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
 from vxtun.fastpath.fdb cimport fp_remote
 from vxtun.fastpath.libc cimport (
-    AF_INET, AF_INET6, CMSG_DATA, CMSG_LEN, CMSG_SPACE, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TOS,
+    AF_INET, AF_INET6, CMSG_DATA, CMSG_LEN, CMSG_SPACE, IP_MULTICAST_IF, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TOS,
     IP_TTL, IPPROTO_IP, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT, IPV6_TCLASS,
     IPV6_UNICAST_HOPS, IPV6_V6ONLY, POLLOUT, SO_ATTACH_FILTER, SO_SNDBUF, SO_SNDBUFFORCE,
     SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, bind, cmsghdr, fp_now, getsockname,
@@ -247,6 +247,9 @@ cdef const uint8_t* _source(fp_vtep* v, const fp_remote* r, double now) noexcept
     fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)
     if fd < 0:
         return NULL
+    if r.family == 4 and v.has_mcast_if and (r.addr[0] & 0xF0) == 0xE0:
+        # a group leaves by the device tx_fd names (vxtun.io.underlay.SourceCache does the same)
+        setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, v.mcast_if, 12)
     if connect(fd, <sockaddr*>&sa, sl) < 0 or getsockname(fd, <sockaddr*>&sa, &sl) < 0:
         close(fd)
         return NULL

@@ -61,6 +61,8 @@ cdef struct fp_vtep:
     int has_local         # tx_fd is bound to an address: the pseudo-header's source
     uint32_t flowinfo     # IPv6: the flow label in network order, leased on tx_fd (0: none)
     fp_srcent srcs[SRC_CACHE]
+    uint8_t mcast_if[12]  # tx_fd's IP_MULTICAST_IF (a struct ip_mreqn), for a group's source
+    int has_mcast_if
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
     int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and
                           # the TX thread no longer watches it (set under txlock)
