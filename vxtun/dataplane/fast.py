@@ -12,6 +12,10 @@ and ``handle_punt`` gives it to the core:
   raises the L3 miss), run through ``Vtep.handle_frame`` and carried out here
   (``node.transmit``, or a write to the TAP);
 * an FDB learn or move by the RX thread: the core emits the FdbChange event;
+* a frame to a local address (localbypass), or one whose outer DF or flow label is
+  inherited per packet (``df inherit``, ``flowlabel inherit``): the core sends it;
+* a TAP that failed (deleted by ``ip link del``: the TX thread's read gave EBADFD, or epoll
+  EPOLLERR; vxtun/fastpath/threads.pyx no longer watches it): the node removes the VTEP.
 
 With ``proxy``, every other ARP request and NS is decided and answered by the TX thread from
 the C neighbour table (vxtun/fastpath/neigh.pyx, the store of the core's NeighTable): a storm
@@ -19,8 +23,6 @@ of requests never reaches the punt queue, so it cannot crowd out the misses and 
 must (and the host's own resolution is answered at the TX thread's rate).  The TX thread reads
 each TAP in bursts of BURST frames and the punt queue is bounded: what the kernel cannot queue
 on the TAP meanwhile is its ``tx_dropped``, shown by ``vxtun stats`` as "tap queue drops".
-* a TAP that failed (deleted by ``ip link del``: the TX thread's read gave EBADFD, or epoll
-  EPOLLERR; vxtun/fastpath/threads.pyx no longer watches it): the node removes the VTEP.
 
 Offloads are probed when a TAP or socket is attached, with a fallback for each, and listed by
 ``features()`` (and so by ``vxtun show``):
