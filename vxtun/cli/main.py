@@ -116,6 +116,9 @@ def up_parser() -> argparse.ArgumentParser:
                    help="seconds after its last update a stale neighbour is removed, so that "
                    "the next request for it raises an L3 miss again (default 60, the kernel's "
                    "gc_stale_time)")
+    p.add_argument("--queues", type=int, default=0,
+                   help="TAP queues, each read by a thread of its own (fast dataplane; default: "
+                   "one per CPU, and one for ARP)")
     p.add_argument("--config", help="start the VTEPs described in FILE (see the README)")
     return p
 
@@ -152,7 +155,7 @@ def config_from_args(a) -> list:
         address=list(a.address), master=a.master,
         learning=not a.nolearning, ageing=a.ageing, maxaddress=a.maxaddress, proxy=a.proxy,
         l2miss=a.l2miss, l3miss=a.l3miss, reachable_time=a.reachable_time,
-        gc_stale_time=a.gc_stale_time)
+        gc_stale_time=a.gc_stale_time, queues=a.queues)
     return [cfg]
 
 

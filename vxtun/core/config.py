@@ -14,6 +14,7 @@ ETH_MIN_MTU = 68
 ETH_MAX_MTU = 65535
 AGEING_DEFAULT = 300.0             # FDB_AGE_DEFAULT
 AGEING_MAX = 0xFFFFFFFF             # IFLA_VXLAN_AGEING is a u32 of seconds
+TAPQ_MAX = 8                        # TAP queues (TAPQ_MAX in vxtun/fastpath/decide.pxd)
 
 
 @dataclass
@@ -47,6 +48,8 @@ class VtepConfig:
     l3miss: bool = False
     reachable_time: float = 30.0      # neigh base_reachable_time_ms / 1000
     gc_stale_time: float = 60.0       # neigh gc_stale_time: a stale neighbour is collected
+    queues: int = 0                   # TAP queues (IFF_MULTI_QUEUE), one TX thread each; 0:
+                                      # the dataplane's choice (vxtun/io/tap.py default_queues)
 
     def validate(self) -> None:
         """Refuse what ``ip link add type vxlan`` refuses, with a message fit for a user."""
@@ -117,6 +120,10 @@ class VtepConfig:
             raise LocalError("reachable time and gc stale time must be positive")
         if self.maxaddress < 0:
             raise LocalError("maxaddress must not be negative")
+        if isinstance(self.queues, bool) or not isinstance(self.queues, int) \
+                or not 0 <= self.queues <= TAPQ_MAX:
+            raise LocalError(f"invalid queues {self.queues!r}: must be 1..{TAPQ_MAX} (0: one "
+                             "per CPU, as the dataplane chooses)")
         if self.mtu is not None and not ETH_MIN_MTU <= self.mtu <= ETH_MAX_MTU:
             raise LocalError(f"invalid mtu {self.mtu}: must be {ETH_MIN_MTU}..{ETH_MAX_MTU}")
         # eth_prepare_mac_addr_change() refuses what is_valid_ether_addr() refuses, with

@@ -39,6 +39,9 @@ def report(node, port) -> dict:
     dropped = node.nl.tx_dropped(cfg.name)
     if dropped is not None:
         out["tap"] = {"tx_dropped": dropped}
+        reads = getattr(node.backend, "tap_queue_reads", lambda p: None)(port)
+        if reads is not None:
+            out["tap"]["queue_reads"] = reads       # frames read per queue (fast dataplane)
     us = port.underlay
     if len(us.by_vni) > 1:
         sock = node.backend.demux_stats(us)

@@ -63,6 +63,7 @@ import time
 from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
+from ..io import tap
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 from ..proxy import NeighTable
 from ..trace.records import from_ring
@@ -146,6 +147,11 @@ class FastBackend:
         self._tracing = False
         self._trace_lost = 0
 
+    def tap_queues(self, config) -> int:
+        """How many queues ``config``'s TAP gets: ``--queues``, or one per CPU and one for ARP
+        (a TX thread each; vxtun/fastpath/threads.pyx steers the host's flows among them)."""
+        return config.queues or tap.default_queues()
+
     def make_fdb(self, config):
         """The core's rules over the C table the threads share (``fdb.store``)."""
         return Fdb(store=_fastpath.CFdb(config.ageing, config.maxaddress, config.learning))
@@ -209,6 +215,8 @@ class FastBackend:
                                neigh=_c_store(port.vtep.neigh), l3miss=cfg.l3miss,
                                df_inherit=port.vtep.df_inherit,
                                label_inherit=port.vtep.label_inherit)
+        for fd in getattr(port, "tap_queues", ()):
+            self.dp.add_tap_queue(vid, fd)
         sources = getattr(tx, "sources", None)
         if sources is not None and sources.mcast_if is not None:
             self.dp.set_mcast_if(vid, sources.mcast_if)
@@ -260,6 +268,11 @@ class FastBackend:
         out = Stats.merge(c, core) if c is not None else core
         out["punted"] = self._punted.get(vid, 0)
         return out
+
+    def tap_queue_reads(self, port) -> list[int] | None:
+        """Frames the threads read from each queue of ``port``'s TAP, queue 0 first."""
+        vid = self._vids.get(id(port), (None,))[0]
+        return self.dp.tap_queue_reads(vid) if vid is not None else None
 
     def demux_stats(self, us) -> dict:
         uid = self._uids.get(id(us), (None, False))[0]

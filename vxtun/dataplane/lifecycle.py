@@ -58,6 +58,7 @@ class Port:
     lease: object = None                # who asked for it (vxtun.dataplane.owner)
     bypass: object = None               # Node.bypass: hands a Bypass to the local VTEP
     tx_df: socket.socket | None = None  # df inherit: a send socket that sets DF
+    tap_queues: list = field(default_factory=list)  # the TAP's queues after tap_fd (queue 0)
 
     def execute(self, actions) -> None:
         """Carry out the core's actions: send datagrams, write frames to the TAP, hand
@@ -89,10 +90,11 @@ class Port:
                     sock.close()
                 except OSError:
                     pass
-        try:
-            os.close(self.tap_fd)
-        except OSError:
-            pass
+        for fd in (self.tap_fd, *self.tap_queues):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _family(cfg: VtepConfig) -> int:
@@ -223,14 +225,16 @@ class Vteps:
                 tx_df.close()
             raise
         try:
-            fd = tap.open_tap(cfg.name, self.backend.tap_offload)
+            fds = tap.open_tap_queues(cfg.name, self.backend.tap_offload,
+                                      self.backend.tap_queues(cfg))
         except BaseException:
             lst.close()
             tx.close()
             if tx_df is not None:
                 tx_df.close()
             raise
-        port = Port(cfg, None, fd, us, lst, tx=tx, ifindex=ifindex, tx_df=tx_df)
+        port = Port(cfg, None, fds[0], us, lst, tx=tx, ifindex=ifindex, tx_df=tx_df,
+                    tap_queues=fds[1:])
         try:
             if not cfg.mac:
                 cfg.mac = self.nl.mac(cfg.name)

@@ -31,6 +31,10 @@ class PureBackend:
         self.node = node
         self._buf = bytearray(RX_BUF)
 
+    def tap_queues(self, config) -> int:
+        """One: this loop reads one fd per TAP (``--queues`` is the fast dataplane's)."""
+        return 1
+
     def make_fdb(self, config):
         return None          # the core builds its pure-Python Fdb
 

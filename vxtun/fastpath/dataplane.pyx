@@ -11,7 +11,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
 
-from vxtun.fastpath.decide cimport fp_demux_build, fp_set_local, fp_stats_json, fp_vstate
+from vxtun.fastpath.decide cimport (
+    NSTATS, TAPQ_MAX, fp_demux_build, fp_set_local, fp_stats, fp_stats_json, fp_vstate)
 from vxtun.fastpath.fdb cimport CFdb
 from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
@@ -50,6 +51,20 @@ cdef int _drop_member(void** arr, int n, void* p) noexcept nogil:
             arr[k] = arr[i]
             k += 1
     return k
+
+
+cdef object _stats_json(const fp_stats* st):
+    """The NSTATS counter blocks of a VTEP or a socket (one per thread), added up."""
+    cdef fp_stats rest = st[1]
+    cdef const uint64_t* a
+    cdef uint64_t* into = <uint64_t*>&rest
+    cdef size_t i, w = sizeof(fp_stats) // sizeof(uint64_t)
+    cdef int k
+    for k in range(2, NSTATS):
+        a = <const uint64_t*>&st[k]
+        for i in range(w):
+            into[i] += a[i]
+    return fp_stats_json(&st[0], &rest)
 
 
 cdef class Dataplane:
@@ -230,6 +245,8 @@ cdef class Dataplane:
         v.s.neigh = neigh.t if neigh is not None else NULL
         v.s.l3miss = l3miss
         v.tap_fd = tap_fd
+        v.nq = 1
+        v.qfd[0] = tap_fd
         v.tx_fd = tx_fd
         v.tap_tso = tap_tso
         v.tap_coalesce = coalesce
@@ -244,6 +261,28 @@ cdef class Dataplane:
             self._resume(was)
         self._fdbs[v.s.id] = (fdb, neigh)    # kept alive while the threads point at them
         return v.s.id
+
+    def add_tap_queue(self, uint32_t vid, int fd) -> int:
+        """Serve one more queue of the VTEP's multi-queue TAP (vxtun/io/tap.py
+        ``open_tap_queues``; queue 0 is add_vtep's ``tap_fd``) with a TX thread of its own;
+        returns the queue's number."""
+        cdef fp_vtep* v = self._vtep(vid)
+        cdef int q = v.nq
+        if q >= TAPQ_MAX:
+            raise ValueError(f"a TAP has at most {TAPQ_MAX} queues here")
+        was = self._pause()
+        pthread_mutex_init(&v.qlock[q], NULL)
+        v.qfd[q] = fd
+        v.qgone[q] = 0
+        v.qread[q] = 0
+        v.nq = q + 1
+        self._resume(was)
+        return q
+
+    def tap_queue_reads(self, uint32_t vid) -> list:
+        """Frames read from each queue of the VTEP's TAP so far, queue 0 first."""
+        cdef fp_vtep* v = self._vtep(vid)
+        return [v.qread[q] for q in range(v.nq)]
 
     def set_mac(self, uint32_t vid, mac) -> None:
         """The VTEP's own MAC changed (``ip link set NAME address ...``): the own_mac check of
@@ -269,15 +308,18 @@ cdef class Dataplane:
     def remove_vtep(self, uint32_t vid) -> dict:
         """Stop serving a VTEP; returns its final counters."""
         cdef fp_vtep* v = self._vtep(vid)
+        cdef int q
         was = self._pause()
         self.dp.nvteps = _drop_member(<void**>self.dp.vteps, self.dp.nvteps, v)
         try:
             self._rebuild_vnis(v.us)
         finally:
             self._resume(was)
-        out = fp_stats_json(&v.s.st[0], &v.s.st[1])
+        out = _stats_json(v.s.st)
         fp_gso_close_all(v)
         pthread_mutex_destroy(&v.txlock)
+        for q in range(1, v.nq):
+            pthread_mutex_destroy(&v.qlock[q])
         free(v.s.local)
         free(v)
         self._fdbs.pop(vid, None)
@@ -298,11 +340,11 @@ cdef class Dataplane:
 
     def vtep_stats(self, uint32_t vid) -> dict:
         cdef fp_vtep* v = self._vtep(vid)
-        return fp_stats_json(&v.s.st[0], &v.s.st[1])
+        return _stats_json(v.s.st)
 
     def underlay_stats(self, uint32_t uid) -> dict:
         cdef fp_underlay* us = self._underlay(uid)
-        return fp_stats_json(&us.dm.st[0], &us.dm.st[1])
+        return _stats_json(us.dm.st)
 
     @property
     def punts_lost(self) -> int:

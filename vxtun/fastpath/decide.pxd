@@ -11,6 +11,10 @@ from vxtun.fastpath.fdb cimport fp_fdb, fp_remote
 from vxtun.fastpath.neigh cimport fp_neigh
 from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_vnet
 
+cdef enum:
+    TAPQ_MAX = 8          # queues of a multi-queue TAP, each read by a TX thread of its own
+    NSTATS = TAPQ_MAX + 1 # counter blocks: one per thread (fp_vstate.st)
+
 cdef struct fp_stats:
     uint64_t rx_packets
     uint64_t rx_bytes
@@ -41,13 +45,14 @@ cdef struct fp_vstate:
     fp_remote* local      # the namespace's addresses (family and addr), nlocal of them
     fp_fdb* fdb
     fp_neigh* neigh       # with ``proxy``: the neighbour table (vxtun/fastpath/neigh.pyx)
-    fp_stats st[2]        # [tid]: st[0] written by the TX thread only, st[1] by the RX thread
+    fp_stats st[NSTATS]   # [tid]: each written by one thread only: st[0] the TX thread of TAP
+                          # queue 0, st[1] the RX thread, st[1 + q] the TX thread of queue q
 
 cdef struct fp_demux:
     # one UDP socket's VTEPs by VNI (vxlan_vs_find_vni), and the drops before a VNI is known
     void** vnis           # fp_vstate*, open addressing, at most half full
     uint32_t vmask
-    fp_stats st[2]
+    fp_stats st[NSTATS]   # [tid], as fp_vstate.st
 
 # what happens to a datagram or a frame
 cdef enum:

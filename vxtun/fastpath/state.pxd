@@ -9,7 +9,7 @@ thread's pointer.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
-from vxtun.fastpath.decide cimport fp_demux, fp_vstate
+from vxtun.fastpath.decide cimport TAPQ_MAX, fp_demux, fp_vstate
 from vxtun.fastpath.libc cimport pthread_mutex_t, pthread_t, sockaddr_in6, socklen_t
 from vxtun.fastpath.trace cimport fp_tring
 
@@ -66,6 +66,13 @@ cdef struct fp_vtep:
     pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
     int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and
                           # the TX thread no longer watches it (set under txlock)
+    # A multi-queue TAP (IFF_MULTI_QUEUE): qfd[0] is tap_fd, read under txlock; queue q >= 1
+    # is read by the TX thread of queue q under qlock[q], which takes txlock only to send.
+    int nq
+    int qfd[TAPQ_MAX]
+    pthread_mutex_t qlock[TAPQ_MAX]
+    int qgone[TAPQ_MAX]   # queue q failed (the TAP is going): its thread stopped watching it
+    uint64_t qread[TAPQ_MAX]  # frames read from each queue (by its reader, under its lock)
 
 cdef struct fp_punt:
     uint32_t kind         # PUNT_FRAME, PUNT_LEARN or PUNT_TAP_GONE (decide.pxd)
@@ -84,6 +91,8 @@ cdef struct fp_queue:
 cdef struct fp_thread:
     void* dp              # the fp_dp it belongs to
     int role              # ROLE_TX: reads the TAPs; ROLE_RX: reads the sockets
+    int q                 # ROLE_TX: the TAP queue it reads (of every VTEP that has it)
+    int ctr               # its counter block (fp_vstate.st): 0, 1 (RX) or 1 + q
     pthread_t tid
 
 cdef struct fp_dp:
@@ -94,6 +103,7 @@ cdef struct fp_dp:
     int running
     int poll_other        # after its own work, each thread tries the other direction once
     int stop_fd
-    fp_thread th[2]       # [role]
+    fp_thread th[TAPQ_MAX + 1]  # [0] TX of queue 0, [1] RX, [1 + q] TX of queue q
+    int nthreads          # started by dp_start: 2 + (the most queues of any VTEP) - 1
     fp_queue q
     fp_tring tr           # vxtun trace: records of the threads' decisions (tr.on: tracing)

@@ -9,6 +9,16 @@
   learn notification when the FDB changed, and write a delivered frame to its TAP behind its
   virtio-net header; in-order TCP segments of one flow are first merged into one GSO
   super-frame (vxtun/fastpath/coalesce.pyx).
+* A multi-queue TAP (vxtun/io/tap.py ``open_tap_queues``): queue 0 is read by the TX thread
+  as above, each queue q >= 1 by a TX thread of its own (``fp_thread.q``), under the queue's
+  lock; it takes the VTEP's txlock only around sending, whose state (the GSO sockets, the
+  source cache) is per VTEP.  Each thread has its own counter block (``fp_thread.ctr``).
+* Steering (tun's automq sends a flow to the queue its frames were last written on): proxy
+  replies are written on queue 0, so ARP, which tun hashes as one flow (the flow dissector
+  takes no address from it), stays on queue 0; delivered frames are written on queue
+  1 + (a hash of their IP flow) mod (nq - 1), so the host's own IP flows come back on queues
+  1..nq-1, spread over their threads, and an ARP storm that overflows queue 0's ring does not
+  take the host's pings with it (its ring has its own txqueuelen of room).
 * After its own work each thread tries the other direction once (the answer to what it just
   delivered or sent is often already there), under per-TAP / per-socket locks that keep every
   flow in order.
@@ -41,8 +51,8 @@ from vxtun.fastpath.libc cimport (
     EPOLLERR, EPOLLHUP, EPOLLIN, IP_TOS, IPPROTO_IP, IPPROTO_IPV6, IPV6_TCLASS, MSG_DONTWAIT,
     SIG_BLOCK, cmsghdr, epoll_create1, epoll_ctl, epoll_event, epoll_wait, fp_now, mmsghdr,
     msghdr, pthread_create, pthread_join, pthread_mutex_lock, pthread_mutex_trylock,
-    pthread_mutex_unlock, pthread_sigmask, recvmmsg, sigfillset, sigset_t, sockaddr_in,
-    sockaddr_in6)
+    pthread_mutex_t, pthread_mutex_unlock, pthread_sigmask, recvmmsg, sigfillset, sigset_t,
+    sockaddr_in, sockaddr_in6)
 from vxtun.fastpath.send cimport (
     BURST, SOL_UDP, TAPBUF, UDP_GRO, fp_tx_pend_flush, fp_tx_send, fp_txctx, fp_txctx_free,
     fp_txctx_init)
@@ -110,12 +120,13 @@ cdef void _tap_gone(fp_queue* q, fp_vtep* v, int err) noexcept nogil:
 
 
 cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
-    """Do what fp_tx_decide decided for the frame in c.buf."""
+    """Do what fp_tx_decide decided for the frame in c.buf (an A_SEND with v.txlock held)."""
     cdef fp_tx_action* a = &c.act
     cdef int i
     if a.kind == A_SEND:
         fp_tx_send(c, v)
-    elif a.kind == A_REPLY:             # a proxy answer (arp_reduce/neigh_reduce): back up
+    elif a.kind == A_REPLY:             # a proxy answer (arp_reduce/neigh_reduce): back up,
+        # on queue 0 whichever queue asked: ARP's answers, and so its storms, stay there
         if write(v.tap_fd, a.reply, a.rlen) < 0:
             v.s.st[c.tid].drops[D_TAP_ERROR] += 1
     elif a.kind == A_PUNT:
@@ -124,22 +135,30 @@ cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
                       a.segs[i].plen, True) < 0:
                 v.s.st[c.tid].drops[a.reason] += 1  # queue full: the drop the core would count
 
-cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil:
-    """Read and send up to BURST frames of one TAP, holding its txlock so the two threads never
-    interleave one TAP's frames (a flow stays in order).  ``wait`` False: give up at once if
-    the other thread holds it.  Returns how many frames were read."""
+cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait, int q) noexcept nogil:
+    """Read and send up to BURST frames of queue ``q`` of one TAP, holding the queue's lock so
+    that no two threads interleave one queue's frames (a flow, on one queue, stays in order):
+    queue 0's is the txlock itself, queue q's is qlock[q], and the txlock is then taken at the
+    first frame to send and kept to the end of the burst (fp_tx_pend_flush).  ``wait`` False:
+    give up at once if another thread holds the queue.  Returns how many frames were read."""
     cdef int k, n = 0
     cdef ssize_t r
     cdef double now
+    cdef pthread_mutex_t* lock = &v.txlock if q == 0 else &v.qlock[q]
+    cdef int fd = v.qfd[q]
+    cdef bint sending = q == 0          # queue 0 holds the txlock already
     if wait:
-        pthread_mutex_lock(&v.txlock)
-    elif pthread_mutex_trylock(&v.txlock) != 0:
+        pthread_mutex_lock(lock)
+    elif pthread_mutex_trylock(lock) != 0:
         return 0
     for k in range(BURST):
-        r = read(v.tap_fd, c.buf, TAPBUF)
+        r = read(fd, c.buf, TAPBUF)
         if r <= 0:
             if r < 0 and errno != EAGAIN and errno != EINTR:
-                _tap_gone(&dp.q, v, errno)
+                if q == 0:
+                    _tap_gone(&dp.q, v, errno)
+                else:
+                    v.qgone[q] = 1      # queue 0 fails too, and says it to Python
             break
         n += 1
         now = fp_now()
@@ -147,9 +166,16 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait) noexcept nogil
         if dp.tr.on and c.act.kind != A_PUNT:   # a punted frame is traced by the core
             tr_tx(&dp.tr, &v.s, c.buf + VNET_HDR_LEN,
                   <size_t>r - VNET_HDR_LEN if r > VNET_HDR_LEN else 0, now, &c.act)
+        if c.act.kind == A_SEND and not sending:
+            pthread_mutex_lock(&v.txlock)
+            sending = True
         _tx_carry_out(&dp.q, v, c)
-    fp_tx_pend_flush(c, v)
-    pthread_mutex_unlock(&v.txlock)
+    v.qread[q] += <uint64_t>n
+    if sending:
+        fp_tx_pend_flush(c, v)
+        if q != 0:
+            pthread_mutex_unlock(&v.txlock)
+    pthread_mutex_unlock(lock)
     return n
 
 
@@ -164,6 +190,7 @@ cdef struct fp_rxslot:
 cdef struct fp_rxctx:
     int tid
     fp_vtep* touched[TOUCHED_MAX]     # VTEPs whose TAP this drain wrote to (replies may wait)
+    uint32_t tqmask[TOUCHED_MAX]      # ... and on which of their queues (a bit per queue)
     int ntouched
     fp_coal co
     uint8_t* bufs                     # RXBATCH datagrams of RXBUF bytes
@@ -188,20 +215,68 @@ cdef int _rxctx_init(fp_rxctx* c, int tid) noexcept nogil:
         return -1
     return 0
 
-cdef inline void _touch(fp_rxctx* c, fp_vtep* v) noexcept nogil:
+cdef inline void _touch(fp_rxctx* c, fp_vtep* v, int q) noexcept nogil:
     cdef int i
     for i in range(c.ntouched):
         if c.touched[i] == v:
+            c.tqmask[i] |= 1u << q
             return
     if c.ntouched < TOUCHED_MAX:
         c.touched[c.ntouched] = v
+        c.tqmask[c.ntouched] = 1u << q
         c.ntouched += 1
+
+cdef int fp_flow_queue(const uint8_t* f, size_t n, int nq) noexcept nogil:
+    """The TAP queue a delivered frame ``f`` (Ethernet) is written on, out of ``nq``: 0 for
+    anything but IPv4/IPv6 (ARP and the like, where proxy replies go), else 1 + a hash of
+    the IP flow (the addresses, and the ports of TCP/UDP, taken in an order that does not
+    depend on the direction) mod (nq - 1); one queue: 0.  The host's answers follow the flow
+    to that queue (tun's automq, vxtun/io/tap.py)."""
+    cdef uint32_t h = 0, a, b
+    cdef size_t l4 = 0, i
+    cdef uint8_t proto = 0
+    cdef uint16_t et
+    if nq <= 1 or n < 14:
+        return 0
+    et = (<uint16_t>f[12] << 8) | f[13]
+    if et == 0x0800 and n >= 34 and (f[14] >> 4) == 4:
+        for i in range(4):                          # source xor destination: symmetric
+            h ^= (<uint32_t>f[26 + i] ^ f[30 + i]) << (i * 8)
+        proto = f[23]
+        if (f[20] & 0x3F) == 0 and f[21] == 0:      # not a fragment: the ports are there
+            l4 = 14 + <size_t>(f[14] & 0x0F) * 4
+    elif et == 0x86DD and n >= 54:
+        for i in range(16):
+            h ^= (<uint32_t>f[22 + i] ^ f[38 + i]) << ((i & 3) * 8)
+        proto = f[20]
+        l4 = 54
+    else:
+        return 0
+    if (proto == 6 or proto == 17) and l4 and n >= l4 + 4:
+        a = (<uint32_t>f[l4] << 8) | f[l4 + 1]
+        b = (<uint32_t>f[l4 + 2] << 8) | f[l4 + 3]
+        h ^= (a ^ b) * 0x9E37u
+    h ^= proto
+    h *= 0x9E3779B1u                                # Fibonacci hashing: mix the bits down
+    return 1 + <int>((h >> 16) % <uint32_t>(nq - 1))
+
+def flow_queue(frame, int nq) -> int:
+    """fp_flow_queue for the tests: the queue (of ``nq``) a delivered ``frame`` is written on."""
+    cdef const uint8_t[:] f = bytes(frame)
+    if len(frame) == 0:
+        return fp_flow_queue(NULL, 0, nq)
+    return fp_flow_queue(&f[0], len(frame), nq)
 
 cdef void _coal_write(fp_rxctx* c) noexcept nogil:
     cdef fp_coal* co = &c.co
     cdef fp_vtep* v = <fp_vtep*>co.owner
     cdef size_t k = coal_finish(co)
-    if k and write(v.tap_fd, co.buf, k) < 0:
+    cdef int q
+    if not k:
+        return
+    q = fp_flow_queue(co.buf + VNET_HDR_LEN, k - VNET_HDR_LEN, v.nq)
+    _touch(c, v, q)
+    if write(v.qfd[q], co.buf, k) < 0:
         v.s.st[c.tid].drops[D_TAP_ERROR] += 1
 
 cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size_t n, int fam,
@@ -221,7 +296,6 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
     if a.kind != A_DELIVER:
         return
     v = <fp_vtep*>a.v
-    _touch(c, v)
     if v.tap_coalesce:
         k = coal_add(&c.co, v, v.s.mtu, a.frame, a.len)
         if k == 1:
@@ -231,7 +305,9 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
             coal_start(&c.co, v, v.s.mtu, a.frame, a.len)
             return
     fp_pack_vnet(&a.vnet, a.frame - VNET_HDR_LEN)    # over the VXLAN header and 2 bytes of room
-    if write(v.tap_fd, a.frame - VNET_HDR_LEN, a.len + VNET_HDR_LEN) < 0:
+    k = fp_flow_queue(a.frame, a.len, v.nq)
+    _touch(c, v, k)
+    if write(v.qfd[k], a.frame - VNET_HDR_LEN, a.len + VNET_HDR_LEN) < 0:
         v.s.st[c.tid].drops[D_TAP_ERROR] += 1
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
     cdef int i, r, rounds, gso, fam, tclass
@@ -333,37 +409,48 @@ cdef inline void _epoll_watch(int ep, int fd, void* ptr) noexcept nogil:
     ev.data.ptr = ptr
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)
 
-cdef void _on_ready(fp_dp* dp, int role, void* ptr, fp_txctx* tc, fp_rxctx* rc) noexcept nogil:
-    """One ready fd: a TAP (ROLE_TX) or a socket (ROLE_RX); then the other direction once."""
+cdef void _on_ready(fp_dp* dp, fp_thread* th, void* ptr, fp_txctx* tc,
+                    fp_rxctx* rc) noexcept nogil:
+    """One ready fd: a TAP queue (ROLE_TX, queue th.q) or a socket (ROLE_RX); then the other
+    direction once."""
     cdef fp_vtep* touched[TOUCHED_MAX]
+    cdef uint32_t masks[TOUCHED_MAX]
     cdef fp_vtep* v
-    cdef int k, m
-    if role == ROLE_TX:
+    cdef int k, m, q
+    if th.role == ROLE_TX:
         v = <fp_vtep*>ptr
-        if _tx_burst(dp, v, tc, True) and dp.poll_other:
+        if _tx_burst(dp, v, tc, True, th.q) and dp.poll_other:
             _rx_poll(dp, v.us, rc, False)
         return
     m = _rx_poll(dp, <fp_underlay*>ptr, rc, True)
     if dp.poll_other:
         for k in range(m):          # _tx_burst may drain (and reset) rc: copy the list first
             touched[k] = rc.touched[k]
-        for k in range(m):
-            _tx_burst(dp, touched[k], tc, False)
+            masks[k] = rc.tqmask[k]
+        for k in range(m):          # the queues written on: where the answers come back
+            for q in range(touched[k].nq):
+                if masks[k] & (1u << q):
+                    _tx_burst(dp, touched[k], tc, False, q)
 
-cdef inline void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events) noexcept nogil:
-    """After the TX thread served an event of ``v``'s TAP: stop watching a TAP that failed.
-    EPOLLERR/EPOLLHUP whose read did not fail (EOF) counts as failed too, or epoll would
-    report it again at once, forever."""
+cdef inline void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events, int q) noexcept nogil:
+    """After a TX thread served an event of queue ``q`` of ``v``'s TAP: stop watching a queue
+    that failed.  EPOLLERR/EPOLLHUP whose read did not fail (EOF) counts as failed too, or
+    epoll would report it again at once, forever.  Queue 0 tells Python (_tap_gone); the TAP
+    is then going as a whole (tun_detach_all() detaches every queue)."""
     cdef bint gone
-    if not (events & (EPOLLERR | EPOLLHUP)) and not v.tap_gone:
+    cdef pthread_mutex_t* lock = &v.txlock if q == 0 else &v.qlock[q]
+    if not (events & (EPOLLERR | EPOLLHUP)) and not (v.tap_gone if q == 0 else v.qgone[q]):
         return
-    pthread_mutex_lock(&v.txlock)
+    pthread_mutex_lock(lock)
     if events & (EPOLLERR | EPOLLHUP):
-        _tap_gone(&dp.q, v, 0)
-    gone = v.tap_gone
-    pthread_mutex_unlock(&v.txlock)
+        if q == 0:
+            _tap_gone(&dp.q, v, 0)
+        else:
+            v.qgone[q] = 1
+    gone = v.tap_gone if q == 0 else v.qgone[q]
+    pthread_mutex_unlock(lock)
     if gone:
-        epoll_ctl(ep, EPOLL_CTL_DEL, v.tap_fd, NULL)
+        epoll_ctl(ep, EPOLL_CTL_DEL, v.qfd[q], NULL)
 
 # Busy polling (VXTUN_BUSY_POLL_US, microseconds; unset or 0: off).  Most of the round trip
 # vxtun adds over the kernel's vxlan is waking a thread asleep in epoll_wait() on an idle CPU;
@@ -420,8 +507,9 @@ cdef int _spin_wait(int ep, epoll_event* evs, double* budget, double full) noexc
     return n
 
 cdef void* fp_thread_main(void* arg) noexcept nogil:
-    """The TX or the RX thread (th.role): the TAPs or the sockets in one epoll set, with the
-    stop eventfd (reported with a NULL pointer); busy-polls after traffic when asked to."""
+    """A TX thread (its queue of every TAP) or the RX thread (th.role): the TAP queues or the
+    sockets in one epoll set, with the stop eventfd (reported with a NULL pointer);
+    busy-polls after traffic when asked to."""
     cdef fp_thread* th = <fp_thread*>arg
     cdef fp_dp* dp = <fp_dp*>th.dp
     cdef fp_txctx tc
@@ -433,17 +521,18 @@ cdef void* fp_thread_main(void* arg) noexcept nogil:
     cdef double full = _busy_poll_budget(), budget = 0.0, last = 0.0
     sigfillset(&all)
     pthread_sigmask(SIG_BLOCK, &all, NULL)      # signals are for the Python thread
-    if fp_txctx_init(&tc, th.role) < 0:
+    if fp_txctx_init(&tc, th.ctr) < 0:
         return NULL
-    if _rxctx_init(&rc, th.role) < 0:
+    if _rxctx_init(&rc, th.ctr) < 0:
         fp_txctx_free(&tc)
         return NULL
     ep = epoll_create1(EPOLL_CLOEXEC)
     _epoll_watch(ep, dp.stop_fd, NULL)
     if th.role == ROLE_TX:
         for i in range(dp.nvteps):
-            if not dp.vteps[i].tap_gone:        # said already; Python is removing it
-                _epoll_watch(ep, dp.vteps[i].tap_fd, dp.vteps[i])
+            if th.q >= dp.vteps[i].nq or dp.vteps[i].tap_gone or dp.vteps[i].qgone[th.q]:
+                continue                        # none, or failed (Python is removing it)
+            _epoll_watch(ep, dp.vteps[i].qfd[th.q], dp.vteps[i])
     else:
         for i in range(dp.nuls):
             _epoll_watch(ep, dp.uls[i].rx_fd, dp.uls[i])
@@ -461,9 +550,9 @@ cdef void* fp_thread_main(void* arg) noexcept nogil:
             if evs[i].data.ptr == NULL:
                 stop = True
                 break
-            _on_ready(dp, th.role, evs[i].data.ptr, &tc, &rc)
+            _on_ready(dp, th, evs[i].data.ptr, &tc, &rc)
             if th.role == ROLE_TX:
-                _tap_check(ep, dp, <fp_vtep*>evs[i].data.ptr, evs[i].events)
+                _tap_check(ep, dp, <fp_vtep*>evs[i].data.ptr, evs[i].events, th.q)
         if full > 0.0:
             last = fp_now()
     close(ep)
@@ -483,27 +572,36 @@ cdef inline void _dp_clear_stop(fp_dp* dp) noexcept nogil:
     read(dp.stop_fd, &v, 8)
 
 cdef int dp_start(fp_dp* dp) noexcept nogil:
-    cdef int role
+    """Start the RX thread and a TX thread per TAP queue (as many as the VTEP with the most
+    queues has; th[0] reads queue 0, th[1] is the RX thread, th[1 + q] reads queue q)."""
+    cdef int i, k, nq = 1
     if dp.running:
         return 0
-    for role in range(2):
-        dp.th[role].dp = dp
-        dp.th[role].role = role
-    if pthread_create(&dp.th[ROLE_TX].tid, NULL, fp_thread_main, &dp.th[ROLE_TX]) != 0:
-        return -1
-    if pthread_create(&dp.th[ROLE_RX].tid, NULL, fp_thread_main, &dp.th[ROLE_RX]) != 0:
-        _dp_signal_stop(dp)
-        pthread_join(dp.th[ROLE_TX].tid, NULL)
-        _dp_clear_stop(dp)
-        return -1
+    for i in range(dp.nvteps):
+        if dp.vteps[i].nq > nq:
+            nq = dp.vteps[i].nq
+    for i in range(nq + 1):
+        dp.th[i].dp = dp
+        dp.th[i].role = ROLE_RX if i == ROLE_RX else ROLE_TX
+        dp.th[i].q = 0 if i <= ROLE_RX else i - 1
+        dp.th[i].ctr = i
+    for i in range(nq + 1):
+        if pthread_create(&dp.th[i].tid, NULL, fp_thread_main, &dp.th[i]) != 0:
+            _dp_signal_stop(dp)
+            for k in range(i):
+                pthread_join(dp.th[k].tid, NULL)
+            _dp_clear_stop(dp)
+            return -1
+    dp.nthreads = nq + 1
     dp.running = 1
     return 0
 
 cdef void dp_stop(fp_dp* dp) noexcept nogil:
+    cdef int i
     if not dp.running:
         return
-    _dp_signal_stop(dp)         # level-triggered: both threads see it
-    pthread_join(dp.th[ROLE_TX].tid, NULL)
-    pthread_join(dp.th[ROLE_RX].tid, NULL)
+    _dp_signal_stop(dp)         # level-triggered: every thread sees it
+    for i in range(dp.nthreads):
+        pthread_join(dp.th[i].tid, NULL)
     _dp_clear_stop(dp)
     dp.running = 0
