@@ -122,3 +122,12 @@ def test_every_fragment_of_a_datagram_takes_one_queue():
     assert len(qs) == 1 and qs <= {1, 2, 3}
     df = [ipv4("10.20.1.1", "10.20.1.2", 17, ports(1000 + i, 53), frag=0x4000) for i in range(50)]
     assert len({_fastpath.flow_queue(f, 4) for f in df}) == 3       # the ports count
+
+
+def test_stats_show_the_frames_read_per_queue():
+    from vxtun.cli import output
+    from vxtun.core import Stats
+    d = {"ifname": "vxtun0", "vni": 42, **Stats().to_json(), "events": {"lost": 0},
+         "punts_lost": 0, "tap": {"tx_dropped": 5, "queue_reads": [1000, 20, 30]}}
+    assert "    punts lost 0  tap queue drops 5  tap queue reads 1000 20 30" \
+        in output.format_stats(d).splitlines()

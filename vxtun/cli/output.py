@@ -174,6 +174,8 @@ def format_stats(d: dict) -> str:
         if "tap" in d:
             # the TAP's tx_dropped, worded so as not to read as vxtun's own "dropped N"
             parts.append(f"tap queue drops {d['tap']['tx_dropped']}")
+            if d["tap"].get("queue_reads"):
+                parts.append("tap queue reads " + " ".join(map(str, d["tap"]["queue_reads"])))
         lines.append("    " + "  ".join(parts))
     if d.get("socket"):
         sk = d["socket"]

@@ -41,6 +41,10 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
 * ``tap_coalesce``: in-order TCP segments of one flow received back to back are written to the
   TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
+* ``tap_steering``: the TAP has several queues (``vxtun up --queues``, a TX thread each) and
+  a steering program (vxtun/io/tapsteer.py) puts ARP/NS from behind the TAP on queue 0 and
+  the host's own traffic, its ARP included, on the others: a storm's overflowing ring is
+  not the host's.  Fallback: tun's automq (flows follow the queue the RX thread wrote them on).
 
 ``vxtun trace``: while a VTEP is traced, the threads copy each decision into a bounded ring
 (vxtun/fastpath/trace.pyx) whose eventfd the selector watches; ``_on_trace`` turns each entry
@@ -63,7 +67,7 @@ import time
 from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
-from ..io import tap
+from ..io import tap, tapsteer
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 from ..proxy import NeighTable
 from ..trace.records import from_ring
@@ -78,8 +82,8 @@ PUNT_LEARN = _fastpath.PUNT_KINDS["learn"]
 PUNT_TAP_GONE = _fastpath.PUNT_KINDS["tap_gone"]
 POP_MAX = 256       # punted records handled per wake-up before the selector looks elsewhere
 # Offloads can be turned off one by one to measure what each brings (and to work around a
-# kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce,poll_other
-OFFLOADS = ("tap_tso", "udp_gso", "udp_gro", "tap_coalesce", "poll_other")
+# kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce,poll_other,tap_steering
+OFFLOADS = ("tap_tso", "udp_gso", "udp_gro", "tap_coalesce", "poll_other", "tap_steering")
 
 
 def disabled() -> set[str]:
@@ -221,6 +225,8 @@ class FastBackend:
         if sources is not None and sources.mcast_if is not None:
             self.dp.set_mcast_if(vid, sources.mcast_if)
         extra = self.dp.vtep_features(vid)
+        if self._steer(port, cfg.mac):
+            extra.append("tap_steering")
         self._vids[id(port)] = (vid, flags, extra)
         self.set_local(port, port.vtep.local_ips)
         self._ports[vid] = port
@@ -254,10 +260,26 @@ class FastBackend:
             self.dp.set_local(vid, port.config.localbypass, [ip_to_bytes(ip) for ip in ips])
 
     def set_mac(self, port, mac: bytes) -> None:
-        """The TAP's address changed: the C threads' own_mac check follows it."""
-        vid = self._vids.get(id(port), (None,))[0]
+        """The TAP's address changed: the C threads' own_mac check follows it, and so does
+        the steering program, which tells the host's own ARP/NS from others' by it."""
+        vid, _, extra = self._vids.get(id(port), (None, 0, []))
         if vid is not None:
             self.dp.set_mac(vid, mac)
+            if "tap_steering" in extra:
+                self._steer(port, mac)
+
+    def _steer(self, port, mac: bytes) -> bool:
+        """Steer the queues of a multi-queue TAP (vxtun/io/tapsteer.py); False when it has
+        one queue, steering is disabled, or the kernel refused (tun's automq then steers)."""
+        queues = 1 + len(getattr(port, "tap_queues", ()))
+        if queues < 2 or "tap_steering" in self._off:
+            return False
+        why = tapsteer.steer(port.tap_fd, mac, queues)
+        if why is not None:
+            print(f"vxtun: {port.config.name}: {why}; the TAP's queues are steered by the "
+                  "kernel's flow hash (an ARP storm shares a queue with the host's ARP)",
+                  file=sys.stderr, flush=True)
+        return why is None
 
     def stats(self, port) -> dict:
         """The C threads' counters and the core's, added; and ``punted``, the frames the TX

@@ -229,9 +229,12 @@ cdef inline void _touch(fp_rxctx* c, fp_vtep* v, int q) noexcept nogil:
 cdef int fp_flow_queue(const uint8_t* f, size_t n, int nq) noexcept nogil:
     """The TAP queue a delivered frame ``f`` (Ethernet) is written on, out of ``nq``: 0 for
     anything but IPv4/IPv6 (ARP and the like, where proxy replies go), else 1 + a hash of
-    the IP flow (the addresses, and the ports of TCP/UDP, taken in an order that does not
-    depend on the direction) mod (nq - 1); one queue: 0.  The host's answers follow the flow
-    to that queue (tun's automq, vxtun/io/tap.py)."""
+    the IP flow mod (nq - 1); one queue: 0.  The hash does not depend on the direction: the
+    xor of the addresses (big-endian 32-bit words), the protocol and, for TCP/UDP that is not
+    a fragment, the xor of the ports, times 0x9E3779B1, the top 16 bits.  The host's answers
+    come back on that queue: tun's automq pins the flow to the queue it was written on
+    (vxtun/io/tap.py), and the steering program computes the same hash
+    (vxtun/io/tapsteer.py), so the RX thread polls the right queue after a delivery."""
     cdef uint32_t h = 0, a, b
     cdef size_t l4 = 0, i
     cdef uint8_t proto = 0
@@ -241,13 +244,13 @@ cdef int fp_flow_queue(const uint8_t* f, size_t n, int nq) noexcept nogil:
     et = (<uint16_t>f[12] << 8) | f[13]
     if et == 0x0800 and n >= 34 and (f[14] >> 4) == 4:
         for i in range(4):                          # source xor destination: symmetric
-            h ^= (<uint32_t>f[26 + i] ^ f[30 + i]) << (i * 8)
+            h ^= (<uint32_t>f[26 + i] ^ f[30 + i]) << ((3 - i) * 8)
         proto = f[23]
         if (f[20] & 0x3F) == 0 and f[21] == 0:      # not a fragment: the ports are there
             l4 = 14 + <size_t>(f[14] & 0x0F) * 4
     elif et == 0x86DD and n >= 54:
         for i in range(16):
-            h ^= (<uint32_t>f[22 + i] ^ f[38 + i]) << ((i & 3) * 8)
+            h ^= (<uint32_t>f[22 + i] ^ f[38 + i]) << ((3 - (i & 3)) * 8)
         proto = f[20]
         l4 = 54
     else:
@@ -255,7 +258,7 @@ cdef int fp_flow_queue(const uint8_t* f, size_t n, int nq) noexcept nogil:
     if (proto == 6 or proto == 17) and l4 and n >= l4 + 4:
         a = (<uint32_t>f[l4] << 8) | f[l4 + 1]
         b = (<uint32_t>f[l4 + 2] << 8) | f[l4 + 3]
-        h ^= (a ^ b) * 0x9E37u
+        h ^= a ^ b
     h ^= proto
     h *= 0x9E3779B1u                                # Fibonacci hashing: mix the bits down
     return 1 + <int>((h >> 16) % <uint32_t>(nq - 1))
