@@ -3,7 +3,7 @@ queue the fast path writes a delivered frame on (``flow_queue``, vxtun/fastpath/
 which tun's automq makes the queue the host's answers come back on.
 
 The devices themselves, the threads and the steering under an ARP storm are
-tests/netns/test_tap_queues.py.
+tests/netns/test_multiqueue.py.
 """
 from __future__ import annotations
 
