@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The two threads: they read, ask vxtun/fastpath/decide.pyx what to do, and do it.
+"""The threads: they read, ask vxtun/fastpath/decide.pyx what to do, and do it.
 
 * TX (role ROLE_TX, TAP -> underlay): read a frame (or a 64 KB TSO super-frame) from each
   ready TAP, ``fp_tx_decide`` it, and carry out the action: send (vxtun/fastpath/send.pyx),
@@ -13,17 +13,19 @@
   as above, each queue q >= 1 by a TX thread of its own (``fp_thread.q``), under the queue's
   lock; it takes the VTEP's txlock only around sending, whose state (the GSO sockets, the
   source cache) is per VTEP.  Each thread has its own counter block (``fp_thread.ctr``).
-* Steering (tun's automq sends a flow to the queue its frames were last written on): proxy
-  replies are written on queue 0, so ARP, which tun hashes as one flow (the flow dissector
-  takes no address from it), stays on queue 0; delivered frames are written on queue
-  1 + (a hash of their IP flow) mod (nq - 1), so the host's own IP flows come back on queues
-  1..nq-1, spread over their threads, and an ARP storm that overflows queue 0's ring does not
-  take the host's pings with it (its ring has its own txqueuelen of room).
+* Steering: a steering program (vxtun/io/tapsteer.py) puts ARP and Neighbour Solicitations
+  from behind the TAP on queue 0 and the host's own traffic on queues 1..nq-1, its IP flows by
+  the hash of ``fp_flow_queue``, the queue the RX thread writes a delivered frame on (and then
+  polls for the answer).  Without the program (refused by the kernel) tun's automq steers: a
+  flow goes to the queue its frames were last written on, so proxy replies are written on
+  queue 0, which keeps ARP (one flow to tun: the flow dissector takes no address from it)
+  there, and delivered IP frames on their flow's queue.  Either way an ARP storm that
+  overflows queue 0's ring does not take the host's pings with it.
 * After its own work each thread tries the other direction once (the answer to what it just
   delivered or sent is often already there), under per-TAP / per-socket locks that keep every
   flow in order.
 
-Both threads run ``fp_thread_main`` with their role; neither ever takes the GIL.  Rare things
+Every thread runs ``fp_thread_main`` with its role; none ever takes the GIL.  Rare things
 reach Python through a bounded queue and an eventfd (``Dataplane.fileno``).
 
 A TAP deleted under us (``ip link del``): tun_detach_all() detaches it from our fd, after which
