@@ -247,6 +247,7 @@ cdef class Dataplane:
         v.tap_fd = tap_fd
         v.nq = 1
         v.qfd[0] = tap_fd
+        pthread_mutex_init(&v.qlock[0], NULL)
         v.tx_fd = tx_fd
         v.tap_tso = tap_tso
         v.tap_coalesce = coalesce
@@ -318,7 +319,7 @@ cdef class Dataplane:
         out = _stats_json(v.s.st)
         fp_gso_close_all(v)
         pthread_mutex_destroy(&v.txlock)
-        for q in range(1, v.nq):
+        for q in range(v.nq):
             pthread_mutex_destroy(&v.qlock[q])
         free(v.s.local)
         free(v)

@@ -63,11 +63,11 @@ cdef struct fp_vtep:
     fp_srcent srcs[SRC_CACHE]
     uint8_t mcast_if[12]  # tx_fd's IP_MULTICAST_IF (a struct ip_mreqn), for a group's source
     int has_mcast_if
-    pthread_mutex_t txlock    # held by the thread reading this TAP (in-order sending)
+    pthread_mutex_t txlock    # held by a thread sending for this VTEP (its send state)
     int tap_gone          # a read of the TAP failed (ip link del): said once to Python, and
-                          # the TX thread no longer watches it (set under txlock)
-    # A multi-queue TAP (IFF_MULTI_QUEUE): qfd[0] is tap_fd, read under txlock; queue q >= 1
-    # is read by the TX thread of queue q under qlock[q], which takes txlock only to send.
+                          # the TX thread no longer watches it (set under qlock[0])
+    # A multi-queue TAP (IFF_MULTI_QUEUE): qfd[0] is tap_fd; queue q is read by the TX thread
+    # of queue q under qlock[q] (and tried by the RX thread), which takes txlock only to send.
     int nq
     int qfd[TAPQ_MAX]
     pthread_mutex_t qlock[TAPQ_MAX]

@@ -10,9 +10,10 @@
   virtio-net header; in-order TCP segments of one flow are first merged into one GSO
   super-frame (vxtun/fastpath/coalesce.pyx).
 * A multi-queue TAP (vxtun/io/tap.py ``open_tap_queues``): queue 0 is read by the TX thread
-  as above, each queue q >= 1 by a TX thread of its own (``fp_thread.q``), under the queue's
-  lock; it takes the VTEP's txlock only around sending, whose state (the GSO sockets, the
-  source cache) is per VTEP.  Each thread has its own counter block (``fp_thread.ctr``).
+  as above, each queue q >= 1 by a TX thread of its own (``fp_thread.q``), each under the
+  queue's lock (qlock[q]); a thread takes the VTEP's txlock only around sending, whose state
+  (the GSO sockets, the source cache) is per VTEP, so a storm of proxied requests on one
+  queue, which never sends, never holds up the sending of another.  Each thread has its own counter block (``fp_thread.ctr``).
 * Steering: a steering program (vxtun/io/tapsteer.py) puts ARP and Neighbour Solicitations
   from behind the TAP on queue 0 and the host's own traffic on queues 1..nq-1, its IP flows by
   the hash of ``fp_flow_queue``, the queue the RX thread writes a delivered frame on (and then
@@ -111,7 +112,7 @@ cdef int q_push(fp_queue* q, uint32_t kind, uint32_t vid, const uint8_t* a, uint
 
 cdef void _tap_gone(fp_queue* q, fp_vtep* v, int err) noexcept nogil:
     """A read of ``v``'s TAP failed with ``err`` (0: EPOLLHUP and nothing to read): tell Python
-    once.  Called with v.txlock held.  While the queue is full the flag stays clear, the TX
+    once.  Called with v.qlock[0] held.  While the queue is full the flag stays clear, the TX
     thread keeps watching the fd, and the next event tries again."""
     cdef int32_t e = err
     if v.tap_gone:
@@ -138,17 +139,17 @@ cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
                 v.s.st[c.tid].drops[a.reason] += 1  # queue full: the drop the core would count
 
 cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait, int q) noexcept nogil:
-    """Read and send up to BURST frames of queue ``q`` of one TAP, holding the queue's lock so
-    that no two threads interleave one queue's frames (a flow, on one queue, stays in order):
-    queue 0's is the txlock itself, queue q's is qlock[q], and the txlock is then taken at the
-    first frame to send and kept to the end of the burst (fp_tx_pend_flush).  ``wait`` False:
+    """Read and send up to BURST frames of queue ``q`` of one TAP, holding the queue's lock
+    (qlock[q]) so that no two threads interleave one queue's frames (a flow, on one queue,
+    stays in order); the txlock is taken at the first frame to send and kept to the end of the
+    burst (fp_tx_pend_flush).  ``wait`` False:
     give up at once if another thread holds the queue.  Returns how many frames were read."""
     cdef int k, n = 0
     cdef ssize_t r
     cdef double now
-    cdef pthread_mutex_t* lock = &v.txlock if q == 0 else &v.qlock[q]
+    cdef pthread_mutex_t* lock = &v.qlock[q]
     cdef int fd = v.qfd[q]
-    cdef bint sending = q == 0          # queue 0 holds the txlock already
+    cdef bint sending = False
     if wait:
         pthread_mutex_lock(lock)
     elif pthread_mutex_trylock(lock) != 0:
@@ -175,8 +176,7 @@ cdef int _tx_burst(fp_dp* dp, fp_vtep* v, fp_txctx* c, bint wait, int q) noexcep
     v.qread[q] += <uint64_t>n
     if sending:
         fp_tx_pend_flush(c, v)
-        if q != 0:
-            pthread_mutex_unlock(&v.txlock)
+        pthread_mutex_unlock(&v.txlock)
     pthread_mutex_unlock(lock)
     return n
 
@@ -443,7 +443,7 @@ cdef inline void _tap_check(int ep, fp_dp* dp, fp_vtep* v, uint32_t events, int 
     epoll would report it again at once, forever.  Queue 0 tells Python (_tap_gone); the TAP
     is then going as a whole (tun_detach_all() detaches every queue)."""
     cdef bint gone
-    cdef pthread_mutex_t* lock = &v.txlock if q == 0 else &v.qlock[q]
+    cdef pthread_mutex_t* lock = &v.qlock[q]
     if not (events & (EPOLLERR | EPOLLHUP)) and not (v.tap_gone if q == 0 else v.qgone[q]):
         return
     pthread_mutex_lock(lock)
