@@ -75,7 +75,9 @@ def test_each_backend_says_how_many_queues_it_reads():
     from vxtun.dataplane.fast import FastBackend
     from vxtun.dataplane.pure import PureBackend
     cfg = VtepConfig(vni=1, queues=4)
-    assert PureBackend(None).tap_queues(cfg) == 1       # one fd per TAP in the pure loop
+    assert PureBackend(None).tap_queues(cfg) == 2       # queue 0 for ARP, 1 for the host
+    assert PureBackend(None).tap_queues(VtepConfig(vni=1)) == 2
+    assert PureBackend(None).tap_queues(VtepConfig(vni=1, queues=1)) == 1
     assert FastBackend.tap_queues(None, cfg) == 4
     assert FastBackend.tap_queues(None, VtepConfig(vni=1)) == tap.default_queues()
 

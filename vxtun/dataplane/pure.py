@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 
+from ..io import tapsteer
 from ..io.underlay import TOS_CMSG_SPACE, received_tos
 from ..trace.reference import trace_datagram, trace_frame
 from ..trace.summary import HEAD
@@ -32,8 +34,11 @@ class PureBackend:
         self._buf = bytearray(RX_BUF)
 
     def tap_queues(self, config) -> int:
-        """One: this loop reads one fd per TAP (``--queues`` is the fast dataplane's)."""
-        return 1
+        """Two, unless told one: the steering program (vxtun/io/tapsteer.py) puts ARP/NS from
+        behind the TAP on queue 0 and the host's own frames on queue 1, and this one loop
+        reads both, so a storm that overflows queue 0's ring leaves the host's frames alone.
+        More queues would bring nothing to one thread."""
+        return 1 if config.queues == 1 else 2
 
     def make_fdb(self, config):
         return None          # the core builds its pure-Python Fdb
@@ -57,16 +62,29 @@ class PureBackend:
         self.node.unwatch(us.rx.fileno())
 
     def attach(self, port) -> None:
-        self.node.watch(port.tap_fd, lambda p=port: self._on_tap(p))
+        for fd in (port.tap_fd, *port.tap_queues):
+            self.node.watch(fd, lambda p=port, f=fd: self._on_tap(p, f))
+        self._steer(port, port.config.mac)
 
     def detach(self, port) -> None:
-        self.node.unwatch(port.tap_fd)
+        for fd in (port.tap_fd, *port.tap_queues):
+            self.node.unwatch(fd)
+
+    def _steer(self, port, mac: bytes) -> None:
+        if not port.tap_queues:
+            return
+        why = tapsteer.steer(port.tap_fd, mac, 1 + len(port.tap_queues))
+        if why is not None:
+            print(f"vxtun: {port.config.name}: {why}; the TAP's queues are steered by the "
+                  "kernel's flow hash", file=sys.stderr, flush=True)
 
     def set_local(self, port, ips) -> None:
         """The namespace's addresses changed: nothing to do, the core's Vtep.local_ips is it."""
 
     def set_mac(self, port, mac: bytes) -> None:
-        """The TAP's address changed: nothing to do, the core's Vtep.mac is the check."""
+        """The TAP's address changed: the core's Vtep.mac is the check; the steering program
+        tells the host's own ARP/NS by it."""
+        self._steer(port, mac)
 
     def stats(self, port) -> dict:
         return port.vtep.stats.to_json()
@@ -87,8 +105,9 @@ class PureBackend:
 
     # --- per packet -----------------------------------------------------------------------
 
-    def _on_tap(self, port) -> None:
-        fd = port.tap_fd
+    def _on_tap(self, port, fd: int | None = None) -> None:
+        """Read up to BATCH frames of one queue (``fd``; None: queue 0) of ``port``'s TAP."""
+        fd = port.tap_fd if fd is None else fd
         for _ in range(BATCH):
             try:
                 data = os.read(fd, 65536 + 10)
@@ -96,8 +115,12 @@ class PureBackend:
                 return
             except OSError as e:
                 # ip link del: the fd stays readable (EPOLLERR) and every read fails (EBADFD).
-                # Returning would spin the loop on it; the VTEP goes instead.
-                self.node.tap_gone(port, e.errno or 0)
+                # Returning would spin the loop on it; the VTEP goes instead (queue 0 says
+                # so: every queue fails together, tun_detach_all).
+                if fd != port.tap_fd:
+                    self.node.unwatch(fd)
+                else:
+                    self.node.tap_gone(port, e.errno or 0)
                 return
             frame = data[10:]
             if data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
