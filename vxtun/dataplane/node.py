@@ -34,6 +34,9 @@ from .server import ControlServer
 
 __all__ = ["Node", "Port", "Underlay", "select_backend"]
 
+# what the log and the up say of a TAP moved away (ip link set vxtun0 netns X)
+MOVED = "the TAP was moved to another network namespace (ip link set netns)"
+
 
 def select_backend(node):
     if use_pure():
@@ -97,14 +100,15 @@ class Node:
         else:
             self.on_down(port, conn)
 
-    def tap_gone(self, port: Port, err: int) -> None:
+    def tap_gone(self, port: Port, err: int, reason: str | None = None) -> None:
         """A read of ``port``'s TAP failed with ``err`` (EBADFD: ``ip link del``, see
-        vxtun/io/tap.py): log one line and remove the VTEP as ``vxtun down`` would (control
-        socket, group, FDB, the backend's tables), which frees its name.  The backends call this
-        once per VTEP, from the loop; the other VTEPs run on."""
+        vxtun/io/tap.py), or the kernel said the TAP left the namespace (``reason`` then says
+        how): log one line and remove the VTEP as ``vxtun down`` would (control socket, group,
+        FDB, the backend's tables), which frees its name.  The backends call this once per
+        VTEP, from the loop; the other VTEPs run on."""
         if self.ports.get(port.config.name) is not port:
             return
-        reason = tap.failure(err)
+        reason = reason or tap.failure(err)
         print(f"vxtun: {port.config.name}: {reason}; removing the VTEP", file=sys.stderr,
               flush=True)
         if self.on_tap_gone is not None:
@@ -115,14 +119,16 @@ class Node:
             self.stop()
 
     def _links_deleted(self) -> None:
-        """Links deleted in the namespace (vxtun/io/linkwatch.py): a VTEP whose TAP it was
+        """Links gone from the namespace (vxtun/io/linkwatch.py): a VTEP whose TAP it was
         goes as ``tap_gone`` says, whichever of this and the TAP's read error comes first.
-        A VTEP of the same name started since (the notice of the old TAP came late) has its
-        TAP: that name still exists, and it stays."""
-        for _index, name in self.links.deleted():
-            port = self.ports.get(name)
-            if port is not None and not self.nl.exists(name):
-                self.tap_gone(port, errno.EBADFD)
+        A TAP moved to another namespace is seen only here (its file reads on); the VTEP ends
+        all the same, and closing the TAP's file then deletes it over there (it is not
+        persistent).  A VTEP of the same name started since (the notice of the old TAP came
+        late) has its TAP: that name still exists, and it stays."""
+        for link in self.links.deleted():
+            port = self.ports.get(link.name)
+            if port is not None and not self.nl.exists(link.name):
+                self.tap_gone(port, errno.EBADFD, MOVED if link.moved else None)
 
     # --- the loop ----------------------------------------------------------------------
 

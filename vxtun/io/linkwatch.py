@@ -5,6 +5,14 @@ the TAP (vxtun/io/tap.py), and also from this notification (rtnl_notify() of the
 unregistration, rtmsg_ifinfo(RTM_DELLINK, ...)), whichever comes first: a TAP nobody
 writes to is never read, but its deletion is always announced.
 
+A TAP moved to another namespace (``ip link set vxtun0 netns X``) is announced only here: the
+TAP keeps its file, which reads on (EAGAIN, then the frames of the other namespace), while
+dev_change_net_namespace() tells the old namespace RTM_DELLINK with IFLA_NEW_NETNSID (the new
+namespace's id as this one knows it, peernet2id_alloc()) and IFLA_NEW_IFINDEX.  A kernel
+vxlan device cannot be moved at all (vxlan_setup() makes it netns-local); a TAP can, and the
+VTEP is then left without its overlay interface in the namespace it serves, so vxtun ends it
+as it ends one whose TAP was deleted (vxtun/dataplane/node.py ``Node._links_deleted``).
+
 A plain non-blocking netlink socket, parsed by hand (a struct nlmsghdr, a struct ifinfomsg
 and the IFLA_IFNAME attribute are all that is needed), so that the loop's select() sees every
 message: a library that reads ahead and buffers would leave one unseen until the next.
@@ -13,10 +21,12 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import NamedTuple
 
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
 IFLA_IFNAME = 3
+IFLA_NEW_NETNSID = 45
 _NLMSG = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg: family, type, index, flags, change
 _RTA = struct.Struct("=HH")             # rtattr: len, type
@@ -26,9 +36,21 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-def deleted_links(data: bytes) -> list[tuple[int, str]]:
-    """The (ifindex, ifname) of every RTM_DELLINK in ``data`` (one recv of netlink
-    messages); anything else, or anything malformed, is skipped."""
+class DelLink(NamedTuple):
+    """One RTM_DELLINK: the link's index and name, and ``netnsid``, the id of the namespace it
+    moved to (IFLA_NEW_NETNSID), or None when it was deleted."""
+    index: int
+    name: str
+    netnsid: int | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.netnsid is not None
+
+
+def deleted_links(data: bytes) -> list[DelLink]:
+    """Every RTM_DELLINK with a name in ``data`` (one recv of netlink messages); anything
+    else, or anything malformed, is skipped."""
     out = []
     off = 0
     while off + _NLMSG.size <= len(data):
@@ -38,6 +60,7 @@ def deleted_links(data: bytes) -> list[tuple[int, str]]:
         body = off + _NLMSG.size
         if kind == RTM_DELLINK and length >= _NLMSG.size + _IFINFO.size:
             index = _IFINFO.unpack_from(data, body)[2]
+            name = netnsid = None
             a = body + _IFINFO.size
             while a + _RTA.size <= off + length:
                 alen, atype = _RTA.unpack_from(data, a)
@@ -45,9 +68,11 @@ def deleted_links(data: bytes) -> list[tuple[int, str]]:
                     break
                 if atype == IFLA_IFNAME:
                     name = data[a + _RTA.size:a + alen].split(b"\0", 1)[0]
-                    out.append((index, name.decode(errors="replace")))
-                    break
+                elif atype == IFLA_NEW_NETNSID and alen >= _RTA.size + 4:
+                    netnsid = struct.unpack_from("=i", data, a + _RTA.size)[0]
                 a += _align(alen)
+            if name is not None:
+                out.append(DelLink(index, name.decode(errors="replace"), netnsid))
         off += _align(length)
     return out
 
@@ -67,7 +92,7 @@ class LinkWatch:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def deleted(self) -> list[tuple[int, str]]:
+    def deleted(self) -> list[DelLink]:
         """The links deleted since the last call (the socket is readable, or may be)."""
         out = []
         while True:
