@@ -39,3 +39,16 @@ def test_a_malformed_read_gives_what_came_before_it_and_no_exception():
     assert deleted_links(bytes(worse)) == []
     for cut in range(len(good)):
         assert deleted_links(good[:cut]) == []
+
+
+def test_a_link_moved_to_another_namespace_says_where():
+    # dev_change_net_namespace(): RTM_DELLINK in the old namespace with IFLA_NEW_NETNSID and
+    # IFLA_NEW_IFINDEX (49); a deleted link has neither
+    from vxtun.io.linkwatch import IFLA_NEW_NETNSID
+    moved = bytearray(link_msg(RTM_DELLINK, 4, "vx42"))
+    extra = rta(IFLA_NEW_NETNSID, struct.pack("=i", 0)) + rta(49, struct.pack("=i", 2))
+    struct.pack_into("=I", moved, 0, len(moved) + len(extra))
+    (link,) = deleted_links(bytes(moved) + extra)
+    assert link == (4, "vx42", 0) and link.moved
+    (gone,) = deleted_links(link_msg(RTM_DELLINK, 4, "vx42"))
+    assert gone.netnsid is None and not gone.moved
