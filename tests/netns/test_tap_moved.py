@@ -15,54 +15,31 @@ VTEP of the namespace runs on.
 """
 from __future__ import annotations
 
-from helpers import kernel_vtep, links, ping, poll, stop, vxtun_json, vxtun_up, wait_exit
+from helpers import TwoVteps, ping, poll, vxtun_json, wait_exit
 
 from vxtun.lab.netns import run
 
-A, B = "192.0.2.1", "192.0.2.2"
 WHY = "the TAP was moved to another network namespace (ip link set netns)"
 
 
 def test_a_tap_moved_to_another_namespace_ends_its_vtep_and_nothing_else(topo, dataplane,
                                                                          tmp_path):
-    a = topo.host("h0", f"{A}/24")
-    b = topo.host("h1", f"{B}/24")
-    elsewhere = topo.namespace("x")
     log = tmp_path / "owner.log"
-    env = {**dataplane, "VXTUN_OWNER_LOG": str(log)}
-    for vni in (42, 43):
-        kernel_vtep(b, remote=A, local=B, address=f"10.20.{vni}.2/24", vni=vni,
-                    name=f"vxlan{vni}")
+    t = TwoVteps(topo, dataplane, log)
+    elsewhere = topo.namespace("x")
 
-    def up(vni: int):
-        return vxtun_up(a, env, "--vni", str(vni), "--name", f"vx{vni}", "--remote", B,
-                        "--local", A, "--dev", "eth0", "--dstport", "4789",
-                        "--mac", f"02:00:00:00:01:{vni}", "--address", f"10.20.{vni}.1/24",
-                        name=f"vx{vni}")
-
-    x42, x43 = up(42), up(43)
-    ping(a, "10.20.42.2")
-    ping(a, "10.20.43.2")
-    (owner,) = {d["pid"] for d in vxtun_json(a, "show")}
-
-    run(f"ip -n {a.ns} link set vx42 netns {elsewhere}")
+    run(f"ip -n {t.a.ns} link set vx42 netns {elsewhere}")
     # its up ends (the timeout only bounds a failure), non-zero, with one line saying why
-    status, _, err = wait_exit(x42, timeout=15)
+    status, _, err = wait_exit(t.x42, timeout=15)
     assert status == 1 and err.splitlines() == [f"vxtun: vx42: {WHY}; the VTEP is gone"], \
         (status, err)
-    assert [d["ifname"] for d in vxtun_json(a, "show")] == ["vx43"]
+    assert [d["ifname"] for d in vxtun_json(t.a, "show")] == ["vx43"]
     # vxtun let go of the TAP: it is deleted where it went, not left there half-served
     assert poll(lambda: "vx42" not in run(f"ip -n {elsewhere} -br link").stdout, timeout=5), \
         run(f"ip -n {elsewhere} -br link").stdout
     # the other VTEP, from the other up, is untouched
-    ping(a, "10.20.43.2")
+    ping(t.a, "10.20.43.2")
     # the owner said it once
     assert [ln for ln in log.read_text().splitlines() if "vx42" in ln] == \
         [f"vxtun: vx42: {WHY}; removing the VTEP"]
-    # and the name is free: a new up takes it, in the same owner
-    again = up(42)
-    assert {d["pid"] for d in vxtun_json(a, "show")} == {owner}
-    ping(a, "10.20.42.2")
-    assert stop(again)[0] == 0
-    assert stop(x43)[0] == 0
-    assert not {"vx42", "vx43"} & links(a)
+    t.vx42_comes_back()
