@@ -43,3 +43,30 @@ def test_a_tap_moved_to_another_namespace_ends_its_vtep_and_nothing_else(topo, d
     assert [ln for ln in log.read_text().splitlines() if "vx42" in ln] == \
         [f"vxtun: vx42: {WHY}; removing the VTEP"]
     t.vx42_comes_back()
+
+
+def test_a_move_whose_notice_was_lost_is_still_seen(topo, dataplane, tmp_path):
+    """The owner is stopped (SIGSTOP) while link notifications overflow its netlink socket
+    (lo's MTU changed to and fro), and only then is vx42 moved: its RTM_DELLINK is dropped
+    with the overflow (netlink_overrun), and the owner, continued, is told ENOBUFS.  It must
+    then look at its TAPs itself, and vx42, moved (its file still has the device: TUNGETIFF),
+    goes as above."""
+    import os
+    import signal
+
+    t = TwoVteps(topo, dataplane, tmp_path / "owner.log")
+    elsewhere = topo.namespace("x")
+    flood = tmp_path / "flood"
+    flood.write_text("".join(f"link set dev lo mtu {65535 - i % 2}\n" for i in range(3000)))
+    os.kill(t.owner, signal.SIGSTOP)
+    try:
+        run(f"ip -n {t.a.ns} -batch {flood}")
+        run(f"ip -n {t.a.ns} link set vx42 netns {elsewhere}")
+    finally:
+        os.kill(t.owner, signal.SIGCONT)
+    status, _, err = wait_exit(t.x42, timeout=15)
+    assert status == 1 and err.splitlines() == [f"vxtun: vx42: {WHY}; the VTEP is gone"], \
+        (status, err)
+    assert [d["ifname"] for d in vxtun_json(t.a, "show")] == ["vx43"]
+    ping(t.a, "10.20.43.2")
+    t.vx42_comes_back()

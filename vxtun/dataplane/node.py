@@ -23,6 +23,7 @@ import time
 
 from ..core import VtepConfig
 from ..io import tap
+from ..io import linkwatch
 from ..io.linkwatch import LinkWatch
 from ..io.netlink import Netlink
 from ..trace.hub import TraceHub
@@ -123,12 +124,21 @@ class Node:
         goes as ``tap_gone`` says, whichever of this and the TAP's read error comes first.
         A TAP moved to another namespace is seen only here (its file reads on); the VTEP ends
         all the same, and closing the TAP's file then deletes it over there (it is not
-        persistent).  A VTEP of the same name started since (the notice of the old TAP came
-        late) has its TAP: that name still exists, and it stays."""
+        persistent).  When notifications were lost, every VTEP's TAP is looked at: one that
+        left unannounced still goes."""
         for link in self.links.deleted():
-            port = self.ports.get(link.name)
-            if port is not None and not self.nl.exists(link.name):
-                self.tap_gone(port, errno.EBADFD, MOVED if link.moved else None)
+            self._tap_left(link.name, link.moved)
+        if self.links.lost():
+            for name, port in list(self.ports.items()):
+                self._tap_left(name, linkwatch.tap_attached(port.tap_fd))
+
+    def _tap_left(self, name: str, moved: bool) -> None:
+        """The TAP ``name`` may have left the namespace.  A VTEP of the same name started since
+        (the notice of the old TAP came late) has its TAP: that name still exists, and it
+        stays."""
+        port = self.ports.get(name)
+        if port is not None and not self.nl.exists(name):
+            self.tap_gone(port, errno.EBADFD, MOVED if moved else None)
 
     # --- the loop ----------------------------------------------------------------------
 

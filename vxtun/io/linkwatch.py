@@ -19,6 +19,8 @@ message: a library that reads ahead and buffers would leave one unseen until the
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import socket
 import struct
 from typing import NamedTuple
@@ -77,6 +79,20 @@ def deleted_links(data: bytes) -> list[DelLink]:
     return out
 
 
+TUNGETIFF = 0x800454D2
+
+
+def tap_attached(fd: int) -> bool:
+    """Whether the TAP file ``fd`` still has its device (TUNGETIFF: tun_get() finds none, and
+    the call fails with EBADFD, once the device was deleted; a TAP moved to another namespace
+    keeps it)."""
+    try:
+        fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError:
+        return False
+    return True
+
+
 class LinkWatch:
     """A non-blocking netlink socket subscribed to link notifications of this namespace."""
 
@@ -88,23 +104,34 @@ class LinkWatch:
         except OSError:
             self.sock.close()
             raise
+        self._lost = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def deleted(self) -> list[DelLink]:
-        """The links deleted since the last call (the socket is readable, or may be)."""
+        """The links deleted since the last call (the socket is readable, or may be).  When
+        notifications were lost meanwhile, ``lost()`` says so once."""
         out = []
         while True:
             try:
                 data = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return out
-            except OSError:
-                # ENOBUFS: notifications were lost while we were busy; the TAP's own read
-                # error still reports a deleted TAP, so nothing is missed for good
-                return out
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    return out
+                # the socket's buffer overflowed while we were busy (netlink_overrun()): an
+                # RTM_DELLINK may be among what was dropped; what follows still arrives
+                self._lost = True
+                continue
             out += deleted_links(data)
+
+    def lost(self) -> bool:
+        """Whether notifications were lost since the last call: the caller must look at its
+        links itself (a moved TAP has no read error to tell it)."""
+        lost, self._lost = self._lost, False
+        return lost
 
     def close(self) -> None:
         self.sock.close()
