@@ -9,9 +9,10 @@ A TAP moved to another namespace (``ip link set vxtun0 netns X``) is announced o
 TAP keeps its file, which reads on (EAGAIN, then the frames of the other namespace), while
 dev_change_net_namespace() tells the old namespace RTM_DELLINK with IFLA_NEW_NETNSID (the new
 namespace's id as this one knows it, peernet2id_alloc()) and IFLA_NEW_IFINDEX.  A kernel
-vxlan device cannot be moved at all (vxlan_setup() makes it netns-local); a TAP can, and the
-VTEP is then left without its overlay interface in the namespace it serves, so vxtun ends it
-as it ends one whose TAP was deleted (vxtun/dataplane/node.py ``Node._links_deleted``).
+vxlan device can be moved too, and keeps working from there through the UDP socket of the
+namespace it was made in (vxlan->net: the x-netns use of ``ip link add vxlan0 ...; ip link
+set vxlan0 netns X``); vxtun does the same (vxtun/dataplane/node.py ``Node._links_deleted``),
+and only needs to know that the name it no longer sees was moved, not deleted.
 
 A plain non-blocking netlink socket, parsed by hand (a struct nlmsghdr, a struct ifinfomsg
 and the IFLA_IFNAME attribute are all that is needed), so that the loop's select() sees every
