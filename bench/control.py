@@ -266,27 +266,102 @@ def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> d
     # Each agent over the part of the churn it lived through (agents come and go).
     cpu = [(v[-1][1] - v[0][1]) / (v[-1][0] - v[0][0]) * 100 for v in seen.values()
            if len(v) > 1 and v[-1][0] > v[0][0]]
-    time.sleep(TTL + 3)
+    # Converged when every running host's tables match the store's truth read at the same
+    # time; the keys of the agents killed last live on until their lease's TTL, so the wait
+    # is bounded by CONVERGE_TTLS TTLs plus CONVERGE_SLACK seconds for a loaded machine.
+    timeout = CONVERGE_TTLS * TTL + CONVERGE_SLACK
+    t0 = time.monotonic()
+    while True:
+        check = check_fleet(nodes, etcd, mode)
+        took = time.monotonic() - t0
+        if not check["wrong_entries"] or took > timeout:
+            break
+        time.sleep(0.5)
+    check["converged_s"] = took if not check["wrong_entries"] else None
+    check["converge_timeout_s"] = timeout
+    check["cpu_pct_mean_churn"] = statistics.fmean(cpu) if cpu else 0.0
+    if check["wrong_entries"]:
+        check["agents"] = {h: agent_state(n) for n in nodes
+                           if (h := n.host.name) in check["wrong_by_host"]}
+    return check
+
+
+CONVERGE_TTLS = 3
+CONVERGE_SLACK = 30.0
+KINDS = ("flood", "fdb", "neigh")
+
+
+def store_truth(etcd) -> tuple[set[str], dict[str, tuple[str, tuple[str, ...], int]]]:
+    """The members (underlay IPs) and endpoints (MAC -> VTEP, IPs, revision) of the store, read
+    as model.parse reads them (the newest key of a MAC wins)."""
+    from vxtun.agent import model
+    from vxtun.agent.store import KeyValue
     _, kvs = json.loads(etcd.store_call(etcd.hosts[0], "snapshot", "/vxtun/").stdout)
-    members = {kv["key"].rsplit("/", 1)[1] for kv in kvs if "/members/" in kv["key"]}
-    eps = {}
-    for kv in kvs:
-        if "/endpoints/" in kv["key"]:
-            v = json.loads(kv["value"])
-            eps[v["mac"]] = v["vtep"]
-    wrong = 0
-    checked = 0
-    for n in nodes:
-        if n.agent is None:
-            continue
-        checked += 1
-        t = n.tables()
-        wrong += len(set(t["flood"]) ^ (members - {n.host.ip}))
-        if mode == "preprogram":
-            want = {m: [ip] for m, ip in eps.items() if ip != n.host.ip}
-            wrong += sum(1 for m in set(want) | set(t["fdb"]) if want.get(m) != t["fdb"].get(m))
-    return {"wrong_entries": wrong, "hosts_checked": checked, "members": len(members),
-            "cpu_pct_mean_churn": statistics.fmean(cpu) if cpu else 0.0}
+    d = model.parse(0, [KeyValue(**kv) for kv in kvs])
+    members = {ip for ms in d.members.values() for ip in ms}
+    eps = {e.mac: (e.vtep, e.ips, e.revision) for es in d.endpoints.values()
+           for e in es.values()}
+    return members, eps
+
+
+def diff(want: dict, have: dict) -> dict[str, list]:
+    """missing (wanted, absent), extra (present, not wanted), stale (present, different)."""
+    return {"missing": sorted(k for k in want if k not in have),
+            "extra": sorted(k for k in have if k not in want),
+            "stale": sorted(k for k in want if k in have and have[k] != want[k])}
+
+
+def wrong_entries(n: Node, members: set[str], eps: dict, mode: str) -> dict[str, list]:
+    """What is wrong on ``n``'s VTEP, by table (flood, fdb, neigh) and by kind (missing, extra,
+    stale). on-miss installs only what a miss asked for: there nothing is missing, but every
+    entry installed must be the store's."""
+    t = n.tables()
+    if "error" in t:
+        return {"read": [t["error"]]}
+    out: dict[str, list] = {}
+    flood = diff({ip: True for ip in members - {n.host.ip}}, {ip: True for ip in t["flood"]})
+    fdb_want = {m: [vtep] for m, (vtep, _, _) in eps.items() if vtep != n.host.ip}
+    owner: dict[str, tuple[int, str]] = {}
+    for m, (vtep, ips, rev) in eps.items():
+        for ip in ips if vtep != n.host.ip else ():
+            owner[ip] = max(owner.get(ip, (0, "")), (rev, m))
+    neigh_want = {ip: m for ip, (_, m) in owner.items()}
+    for kind, d in (("flood", flood), ("fdb", diff(fdb_want, t["fdb"])),
+                    ("neigh", diff(neigh_want, t["neigh"]))):
+        if mode == "on-miss" and kind != "flood":
+            d["missing"] = []
+        for what, keys in d.items():
+            if keys:
+                out[f"{kind}_{what}"] = keys
+    return out
+
+
+def check_fleet(nodes: list[Node], etcd, mode: str) -> dict:
+    members, eps = store_truth(etcd)
+    live = [n for n in nodes if n.agent is not None]
+    by_host = {}
+    for n in live:
+        w = wrong_entries(n, members, eps, mode)
+        if n.agent is not None and n.agent.poll() is not None:
+            w["agent_exited"] = [n.agent.returncode]
+        if n.host.ip not in members:
+            w["not_a_member"] = [n.host.ip]
+        if w:
+            by_host[n.host.name] = w
+    wrong = sum(len(v) for w in by_host.values() for k, v in w.items()
+                if k.split("_")[0] in KINDS)
+    return {"wrong_entries": wrong, "hosts_checked": len(live), "members": len(members),
+            "endpoints": len(eps), "wrong_by_host": by_host}
+
+
+def agent_state(n: Node) -> dict:
+    """What the agent says of itself (``vxtun agent status``), for a host found wrong."""
+    p = n.host.run_vxtun("agent", "status", "-j")
+    if p.returncode:
+        return {"status": p.stderr.strip()}
+    st = json.loads(p.stdout)
+    return {k: st.get(k) for k in ("revision", "lease", "last_error")} | {
+        "programmed": [v.get("programmed", {}).get("revision") for v in st["vteps"]]}
 
 
 def run(args) -> dict:
@@ -297,7 +372,7 @@ def run(args) -> dict:
             etcd.start_all()
             nodes = [Node(topo, i, "vxtun" if i % args.vxtun_every == 0 else "kernel",
                           "nolearning proxy l2miss l3miss") for i in range(1, args.hosts + 1)]
-            for mode in ("preprogram", "on-miss"):
+            for mode in args.modes.split(","):
                 c0, t0 = etcd_counters(etcd), time.monotonic()
                 r: dict = {}
                 r["join"] = phase_join(nodes, etcd.url, mode)
@@ -342,6 +417,9 @@ def table(res: dict) -> str:
              lambda r: f"{r['rest']['rss_mib_mean']:.1f} / {r['rest']['rss_mib_max']:.1f}"),
             ("agent CPU % during churn (mean)",
              lambda r: f"{r['churn']['cpu_pct_mean_churn']:.1f}"),
+            ("churn: converged after (s; bound)",
+             lambda r: (f"{r['churn']['converged_s']:.1f}" if r['churn']['converged_s']
+                        is not None else "not") + f"; {r['churn']['converge_timeout_s']:.0f}"),
             ("churn: wrong entries at the end (hosts checked)",
              lambda r: f"{r['churn']['wrong_entries']} ({r['churn']['hosts_checked']})")]
     modes = list(res["modes"])
@@ -353,6 +431,7 @@ def table(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TTL
     p = argparse.ArgumentParser(prog="python3 -m bench.control", description=__doc__.split(
         "\n\n")[0])
     p.add_argument("--hosts", type=int, default=50)
@@ -360,8 +439,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="every N-th host runs vxtun, the others a kernel VTEP (default 2)")
     p.add_argument("--churn", type=int, default=60, help="seconds of churn (default 60)")
     p.add_argument("--samples", type=int, default=20, help="endpoint -> ping samples per mode")
+    p.add_argument("--modes", default="preprogram,on-miss",
+                   help="the modes to measure, in order (default preprogram,on-miss)")
     p.add_argument("--out", default="bench/results", help="where the JSON goes")
+    p.add_argument("--ttl", type=int, default=TTL, help=f"the agents' lease TTL (default {TTL})")
     a = p.parse_args(argv)
+    TTL = a.ttl
     if os.geteuid() != 0:
         print("bench.control: run me as root (namespaces)", file=sys.stderr)
         return 1
@@ -374,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print(table(res))
+    for mode, r in res["modes"].items():
+        for host, w in sorted(r["churn"].get("wrong_by_host", {}).items()):
+            print(f"{mode} {host}: " + "; ".join(f"{k} {' '.join(map(str, v))}"
+                                                 for k, v in sorted(w.items())))
+            if host in r["churn"].get("agents", {}):
+                print(f"    agent: {json.dumps(r['churn']['agents'][host])}")
     bad = sum(r["churn"]["wrong_entries"] for r in res["modes"].values())
     print(f"\n{path}; churn wrong entries: {bad}")
     return 1 if bad else 0
