@@ -48,7 +48,8 @@ BACKOFF_MAX = 8.0
 
 class Agent:
     def __init__(self, store: Store, vteps: list, mode: str = "preprogram", ttl: int = 10,
-                 prefix: str = model.PREFIX, host: str = "", learn: bool = False) -> None:
+                 prefix: str = model.PREFIX, host: str = "", learn: bool = False,
+                 flood: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.store = store
@@ -61,6 +62,7 @@ class Agent:
         self.locals: dict[str, LocalVtep] = {}
         self.endpoints: dict[tuple[int, str], model.Endpoint] = {}   # endpoint add, adopted
         self.learn = learn
+        self.flood = flood                       # False: no flood lists (reconcile.want)
         self.learned: dict[tuple[int, str], model.Endpoint] = {}     # from the local tables
         self._learned_at = 0.0
         self.kvs: dict[str, model.KeyValue] = {}
@@ -301,7 +303,8 @@ class Agent:
                 continue
             try:
                 have = self._tables(v)
-                cmds = plan(want(lv, self.desired, self.mode, self.wanted.get(v.name)), have)
+                cmds = plan(want(lv, self.desired, self.mode, self.wanted.get(v.name),
+                                 self.flood), have)
                 if cmds:
                     self._run(v, have, cmds)
             except Exception as e:      # a VTEP gone, a table that cannot be read
@@ -331,6 +334,7 @@ class Agent:
         is reported and retried at the next reconcile, and never stops the others."""
         from .vteps import VtepGone
         done, failed = [], []
+        t0 = time.monotonic()
         for c in cmds:
             try:
                 v.run([c])
@@ -344,7 +348,8 @@ class Agent:
         if done:
             log.info("%s: %s", v.name, "; ".join(map(str, done)))
             self.programmed[v.name] = {"time": time.time(), "revision": self.revision,
-                                       "commands": [str(c) for c in done]}
+                                       "commands": [str(c) for c in done],
+                                       "seconds": time.monotonic() - t0}
         if failed:
             self.seen.pop(v.name, None)       # read the VTEP again before the next try
             self._error(f"vtep {v.name}: {len(failed)} of {len(cmds)} commands failed: "
@@ -427,6 +432,7 @@ class Agent:
         return {
             "store": self.store.url, "revision": self.revision, "mode": self.mode,
             "host": self.host, "lease": f"{self.lease:x}", "ttl": self.ttl,
+            "flood": self.flood,
             "vteps": [{"name": v.name, "kind": v.kind,
                        **({"vni": lv.vni, "local": lv.ip, "port": lv.port}
                           if (lv := self.locals.get(v.name)) else {"state": "not found"}),
