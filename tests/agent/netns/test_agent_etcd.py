@@ -301,3 +301,27 @@ def test_on_miss_without_flooding_answers_kernel_and_vxtun_l2_misses(topo, datap
     st = agent_status(h2)
     assert st["flood"] is False and f"fdb replace {cmac} dst 192.0.2.1" in \
         st["vteps"][0]["programmed"]["commands"]
+
+
+def test_an_agent_paused_past_its_ttl_registers_again(topo, dataplane, etcd):
+    """SIGSTOP past the TTL (a host frozen, a VM paused): etcd expires the lease, and every
+    other host drops the member and its endpoint.  SIGCONT: the agent finds its lease gone
+    (the keep-alive answers TTL 0, its watch delivers the deletions of its own keys), takes a
+    new lease and writes its keys again, and every other host adds it back."""
+    hosts = fleet(topo, dataplane, "kxk")
+    agents = {h.name: start_agent(h, etcd.url, dev, ttl=TTL) for h, dev in hosts}
+    wait_for(converged(hosts), 20, "flood lists")
+    endpoints = publish(hosts)
+    wait_for(converged(hosts, endpoints), 20, "endpoints programmed")
+    h2, _ = hosts[1]
+    lease = agent_status(h2)["lease"]
+    os.killpg(agents["h2"].pid, signal.SIGSTOP)
+    try:
+        rest = [hosts[0], hosts[2]]
+        left = {m: v for m, v in endpoints.items() if v[0] != h2.ip}
+        wait_for(converged(rest, left), TTL + 10, "h2 dropped while paused")
+    finally:
+        os.killpg(agents["h2"].pid, signal.SIGCONT)
+    wait_for(converged(hosts, endpoints), TTL + 15, "h2 back everywhere")
+    st = agent_status(h2)
+    assert st["lease"] != lease and "expired" in st["last_error"], st
