@@ -297,8 +297,8 @@ def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> d
             n.start(url, mode)
             # its endpoint too, once its agent answers
             add = shlex.join(python("-m", "vxtun", "agent", "endpoint", "add", n.mac, n.overlay))
-            n.host.popen(["sh", "-c", f"for i in $(seq 50); do {add} 2>/dev/null && break; "
-                          "sleep 0.1; done"])
+            n.host.popen(["sh", "-c", f"for i in $(seq 30); do {add} 2>/dev/null && break; "
+                          "sleep 0.5; done"])
         time.sleep(1)
     # Each agent over the part of the churn it lived through (agents come and go).
     cpu = [(v[-1][1] - v[0][1]) / (v[-1][0] - v[0][0]) * 100 for v in seen.values()
@@ -308,14 +308,21 @@ def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> d
     # is bounded by CONVERGE_TTLS TTLs plus CONVERGE_SLACK seconds for a loaded machine.
     timeout = CONVERGE_TTLS * TTL + CONVERGE_SLACK
     t0 = time.monotonic()
+    first = None
     while True:
         check = check_fleet(nodes, etcd, mode)
         took = time.monotonic() - t0
+        if first is None:               # what was still wrong when the churn stopped
+            first = {}
+            for w in check["wrong_by_host"].values():
+                for k, v in w.items():
+                    first[k] = first.get(k, 0) + len(v)
         if not check["wrong_entries"] or took > timeout:
             break
         time.sleep(0.5)
     check["converged_s"] = took if not check["wrong_entries"] else None
     check["converge_timeout_s"] = timeout
+    check["wrong_when_churn_stopped"] = first
     check["cpu_pct_mean_churn"] = statistics.fmean(cpu) if cpu else 0.0
     if check["wrong_entries"]:
         check["agents"] = {h: agent_state(n) for n in nodes
