@@ -284,3 +284,36 @@ def test_the_tables_are_read_once_per_reread_not_once_per_change(tmp_path):
     finally:
         a.stop()
         t.join(5)
+
+
+class Lapsing(FileStore):
+    """The lease lapses just before an endpoint is written under it (the keeper thread and
+    the watch have not said so yet: a loaded host)."""
+    lapse = True
+
+    def put(self, key, value, lease=0):
+        if self.lapse and "/endpoints/" in key and lease:
+            self.lapse = False
+            self.revoke(lease)
+        return super().put(key, value, lease)
+
+
+def test_endpoint_add_on_a_lapsed_lease_registers_again(tmp_path):
+    store = Lapsing(str(tmp_path / "s.sqlite"))
+    v = FakeVtep("vx0", 42, "192.0.2.1")
+    a = Agent(store, [v], host="h1", ttl=60)
+    t = start(a)
+    try:
+        wait(lambda: a.lease and a.revision > 0, what="registered")
+        old = a.lease
+        a.requests.put(({"cmd": "endpoint", "op": "add", "mac": "52:54:00:00:00:01",
+                         "ips": ["10.20.0.1"]}, reply := queue.Queue()))
+        assert reply.get(timeout=5) == {"ok": True, "result": None}
+        other = FileStore(store.path)
+        key = model.endpoint_key(42, "52:54:00:00:00:01", "192.0.2.1")
+        wait(lambda: {kv.key for kv in other.snapshot("/vxtun/")[1]} >= {
+            key, model.member_key(42, "192.0.2.1")}, what="member and endpoint written again")
+        assert a.lease != old and "expired" in a.last_error
+    finally:
+        a.stop()
+        t.join(5)

@@ -424,7 +424,14 @@ class Agent:
             self.store.delete(key)
         else:
             self.endpoints[(lv.vni, mac)] = e
-            self.store.put(key, model.endpoint_value(e), self.lease)
+            try:
+                self.store.put(key, model.endpoint_value(e), self.lease)
+            except LeaseExpired:
+                # The lease lapsed before the keeper or the watch said so (a loaded host):
+                # not the user's error.  A new lease, and every key of ours under it.
+                self._error(f"lease {self.lease:x} expired: registering again")
+                self.lease = 0
+                self._register()
         return {"ok": True, "result": None}
 
     def status(self) -> dict:
