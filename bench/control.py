@@ -15,12 +15,16 @@ l3miss``, so both modes run on the same fleet.  It reports, for ``preprogram`` a
   VTEP misses only for ARP that crosses it from a bridge, not for its host's own);
 * on-miss: miss -> answer: from the ARP that misses until the neighbour entry is installed;
 * entries programmed per second: every host publishes its endpoint at once, until every
-  VTEP holds every other host's FDB and neighbour entries (preprogram);
+  VTEP holds every other host's FDB and neighbour entries (preprogram); and one agent of each
+  kind restarted on an emptied VTEP: the commands of its first reconcile over their time;
 * etcd puts, deletes and watch events per second over the whole run (its /metrics);
 * RSS and CPU per agent at rest (5 s) and during the churn;
 * churn: ``--churn`` seconds of one host leaving (kill -9, or a clean stop) and one joining
-  every second, then the TTL to settle, then every running host's flood list and FDB compared
-  with the store's truth: the number of wrong entries (missing or extra) must be 0.
+  every second; then every running host's flood list, FDB and neighbours are compared with the
+  store's truth (read again each time) until they match, for at most 3 TTLs + 30 s: the time
+  that took, and the number of wrong entries left, which must be 0.  If some are left, each
+  wrong host is printed: missing, extra or stale entries per table, a host not registered or
+  whose agent exited, and what its agent says of itself (revision, lease, last error).
 
 The VTEPs' tables are read by one small reader process per host (``vteps.read()``: netlink or
 the vxtun control socket), so a poll of the whole fleet costs milliseconds.  On a loaded or
