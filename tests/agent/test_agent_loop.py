@@ -317,3 +317,30 @@ def test_endpoint_add_on_a_lapsed_lease_registers_again(tmp_path):
     finally:
         a.stop()
         t.join(5)
+
+
+class Slow(FakeVtep):
+    """A VTEP that takes its time over each command (a loaded vxtun, a busy netlink)."""
+
+    def run(self, cmds):
+        time.sleep(0.01 * len(cmds))
+        super().run(cmds)
+
+
+def test_requests_are_answered_during_a_long_reconcile(tmp_path):
+    store = FileStore(str(tmp_path / "s.sqlite"))
+    publish(store, 150)                          # 300 commands, 3 s, for a cold start
+    v = Slow("vx0", 42, "192.0.2.1")
+    a = Agent(store, [v], host="h1")
+    t = start(a)
+    try:
+        wait(lambda: v.runs, what="programming started")
+        t0 = time.monotonic()
+        a.requests.put(({"cmd": "status"}, reply := queue.Queue()))
+        assert reply.get(timeout=5)["ok"]
+        assert time.monotonic() - t0 < 1.0
+        assert len(v.state.neigh) < 150          # answered while it was still programming
+        wait(lambda: len(v.state.neigh) == 150, what="all programmed")
+    finally:
+        a.stop()
+        t.join(5)

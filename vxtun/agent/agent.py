@@ -334,8 +334,13 @@ class Agent:
         is reported and retried at the next reconcile, and never stops the others."""
         from .vteps import VtepGone
         done, failed = [], []
-        t0 = time.monotonic()
+        t0 = served = time.monotonic()
         for c in cmds:
+            if time.monotonic() - served > POLL:
+                # A cold start programs hundreds of entries: requests (status, endpoint add)
+                # are answered meanwhile, not after (their changes come back by the watch).
+                self._serve_requests(0)
+                served = time.monotonic()
             try:
                 v.run([c])
                 done.append(c)
