@@ -215,7 +215,7 @@ def check_capture(path: str, nocsum: bool) -> dict:
             bad("differs from the reference core's datagram")
     res["sports"] = sorted(res["sports"])
     ids = res.pop("ids")
-    res["id_steps"] = sorted({(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])})[:5]
+    res["id_steps"] = sorted({(b - a) & 0xFFFF for a, b in zip(ids, ids[1:], strict=False)})[:5]
     res["bad"] = res["bad"][:10]
     return res
 
