@@ -69,7 +69,6 @@ import time
 from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
-from ..errors import LocalError
 from ..io import gso
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 from ..proxy import NeighTable
@@ -254,36 +253,22 @@ class FastBackend:
     def _open_egress(self, port, vid: int, tso: bool) -> None:
         """Give ``port`` its UDP-tunnel GSO egress TAP (vxtun/io/gso.py) if it can have one;
         else remember why (``egress``), and its super-frames keep today's path."""
-        why = None
-        if "udp_tunnel_gso" in self._off:
-            why = "off (VXTUN_FAST_DISABLE)"
-        elif not tso:
-            why = "off (the TAP has no TSO)"
-        elif port.underlay.family != socket.AF_INET:
-            why = "off (IPv4 underlays only)"
-        if why is None:
-            try:
-                eg = gso.open_egress(gso.egress_name(port.config.name))
-            except LocalError as e:
-                why = f"off ({e})"
-            else:
-                if self.dp.set_tnl_egress(vid, eg.fd, eg.mac):
-                    self._egress[id(port)] = eg
-                    return
-                eg.close()
-                why = "off (the send socket's TTL leaves none for forwarding)"
-        self._egress[id(port)] = why
+        eg = gso.open_for(port.config.name, port.underlay.family) if tso \
+            else "off (the TAP has no TSO)"
+        if isinstance(eg, gso.Egress) and not self.dp.set_tnl_egress(vid, eg.fd, eg.mac):
+            eg.close()
+            eg = "off (the send socket's TTL leaves none for forwarding)"
+        self._egress[id(port)] = eg
 
     def egress(self, port) -> str | None:
         """What ``vxtun show -d`` says of the UDP-tunnel GSO egress of ``port``."""
         eg = self._egress.get(id(port))
-        if isinstance(eg, gso.Egress):
-            vid = self._vids.get(id(port), (None,))[0]
-            if vid is not None and "udp_tunnel_gso" not in self.dp.vtep_features(vid):
+        vid = self._vids.get(id(port), (None,))[0]
+        if isinstance(eg, gso.Egress) and vid is not None:
+            if "udp_tunnel_gso" not in self.dp.vtep_features(vid):
                 return f"{eg.name} off (the kernel refused a packet)"
-            sent, refused = self.dp.tnl_egress_stats(vid) if vid is not None else (0, 0)
-            return f"{eg.name} super-frames {sent} refused {refused}"
-        return eg
+            return gso.describe(eg, *self.dp.tnl_egress_stats(vid))
+        return gso.describe(eg, 0, 0)
 
     # --- counters --------------------------------------------------------------------------
 

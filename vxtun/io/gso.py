@@ -113,12 +113,16 @@ def _sysctl(path: str, value: str) -> None:
 
 class Egress:
     """The egress TAP of one VTEP (opened by :func:`open_egress`).  ``fd`` takes writes of a
-    24-byte tunnel header + Ethernet frame to ``mac``."""
+    24-byte tunnel header + Ethernet frame to ``mac``.  The pure dataplane keeps its outer IP
+    ID and counters here (the fast path keeps its own in C)."""
 
     def __init__(self, name: str, fd: int, mac: bytes) -> None:
         self.name = name
         self.fd = fd
         self.mac = mac
+        self.ident = 0
+        self.sent = 0
+        self.refused = 0
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -180,3 +184,30 @@ def _link_up(name: str) -> None:
         ifr = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", name.encode(), 0))
         flags = struct.unpack_from("H", ifr, 16)[0] | IFF_UP
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags))
+
+
+def disabled() -> bool:
+    """VXTUN_FAST_DISABLE=udp_tunnel_gso (the offloads' switch, vxtun/dataplane/fast.py) turns
+    the egress off for both dataplanes."""
+    return "udp_tunnel_gso" in os.environ.get("VXTUN_FAST_DISABLE", "").split(",")
+
+
+def open_for(tap: str, family: int) -> Egress | str:
+    """The egress of the VTEP whose TAP is ``tap`` on an underlay of ``family``, or why it has
+    none (what ``vxtun show`` says)."""
+    import socket
+    if disabled():
+        return "off (VXTUN_FAST_DISABLE)"
+    if family != socket.AF_INET:
+        return "off (IPv4 underlays only)"
+    try:
+        return open_egress(egress_name(tap))
+    except LocalError as e:
+        return f"off ({e})"
+
+
+def describe(egress: Egress | str | None, sent: int, refused: int) -> str | None:
+    """The line of ``vxtun show`` for ``egress`` (an Egress, or why there is none)."""
+    if isinstance(egress, Egress):
+        return f"{egress.name} super-frames {sent} refused {refused}"
+    return egress

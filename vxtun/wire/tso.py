@@ -56,8 +56,9 @@ def count(frame: bytes, mss: int) -> int:
     return nseg if nseg <= MAXSEG else 0
 
 
-def segments(frame: bytes, mss: int) -> list[bytes] | None:
-    """The segments of the TSO super-frame ``frame`` at ``mss``, or None (see ``count``)."""
+def segments(frame: bytes, mss: int, limit: int | None = None) -> list[bytes] | None:
+    """The segments of the TSO super-frame ``frame`` at ``mss`` (the first ``limit`` of
+    them), or None (see ``count``)."""
     nseg = count(frame, mss)
     if not nseg:
         return None
@@ -66,7 +67,7 @@ def segments(frame: bytes, mss: int) -> list[bytes] | None:
     seq0 = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
     id0 = int.from_bytes(frame[l3 + 4:l3 + 6], "big")
     out = []
-    for i in range(nseg):
+    for i in range(nseg if limit is None else min(limit, nseg)):
         chunk = min(mss, plen - i * mss)
         payload = frame[hlen + i * mss:hlen + i * mss + chunk]
         h = bytearray(frame[:hlen])
