@@ -114,3 +114,54 @@ def test_python_segmentation_refuses_what_the_fast_path_refuses():
             pass
         else:
             raise AssertionError("the fast path cut what the reference refuses")
+
+
+# --- the pure dataplane's write to the egress (vxtun/dataplane/pure.py) ----------------------
+
+class _Egress:
+    """A gso.Egress whose fd is a pipe: what the pure dataplane writes can be read back."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.mac, self.ttl, self.df, self.csum = fd, b"\x02\0\0\0\0\x07", 64, False, True
+        self.ident, self.sent, self.refused = 100, 0, 0
+        self.sources = lambda ip: SRC
+
+
+def _written(v6_inner: bool, vlan: bool = False):
+    import os
+
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    from vxtun.core.vtep import Transmit
+    from vxtun.dataplane.pure import PureBackend
+    frame = tcp_frame(v6_inner, 5, b"z" * 5000)
+    if vlan:
+        p = Ether(frame)
+        frame = bytes(Ether(src=p.src, dst=p.dst) / Dot1Q(vlan=3) / p.payload)
+    vnet = pack_vnet(1, 4 if v6_inner else 1, 0, 1400, 54 if v6_inner else 34, 16)
+    t = Transmit("192.0.2.2", 4789, 41000, b"\x08\0\0\0\0\0\x2a\0" + frame[:1500], 0x28, 0)
+    r, w = os.pipe()
+    try:
+        eg = _Egress(w)
+        ok = PureBackend._egress_send(eg, vnet, frame, t, 4)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            return ok, f.read(), eg, vnet, frame
+    except BaseException:
+        os.close(r)
+        raise
+
+
+def test_pure_egress_write_is_header_outer_vxlan_and_the_whole_frame():
+    ok, out, eg, vnet, frame = _written(False)
+    assert ok and (eg.sent, eg.ident) == (1, 104)          # four segments take four IDs
+    want = (gso.tnl_vnet_hdr(vnet, True)
+            + gso.outer_ipv4(eg.mac, SRC, DST, 41000, 4789, 8 + len(frame), 100, 0x28, 64,
+                             False, True)
+            + b"\x08\0\0\0\0\0\x2a\0" + frame)
+    assert out == want
+
+
+def test_pure_egress_refuses_a_vlan_tagged_frame():
+    ok, out, eg, _vnet, _frame = _written(False, vlan=True)
+    assert not ok and out == b"" and eg.sent == 0

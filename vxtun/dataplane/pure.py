@@ -207,8 +207,9 @@ class PureBackend:
     def _egress_send(eg, vnet: bytes, frame: bytes, t: Transmit, nseg: int) -> bool:
         """Write ``frame`` wrapped for ``t`` (the core's Transmit of its first segment) to the
         egress as one UDP-tunnel GSO packet; False if it cannot go that way."""
-        if ":" in t.ip or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            return False
+        if ":" in t.ip or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM \
+                or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
+            return False            # (an 802.1Q tag: gso.tnl_vnet_hdr's offsets are untagged)
         dst = socket.inet_aton(t.ip)
         ttl = t.ttl or eg.ttl
         src = eg.sources(t.ip)

@@ -380,6 +380,8 @@ cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
     cdef uint8_t out_ttl = ttl if ttl else v.tnl_ttl
     if segs[0].p != f + n or out_ttl == 255:
         return -1               # not the frame as read, or no TTL left to give ip_forward()
+    if not ((f[12] == 0x08 and f[13] == 0x00) or (f[12] == 0x86 and f[13] == 0xDD)):
+        return -1               # an 802.1Q tag: inner_nh_offset assumes a plain Ethernet header
     for i in range(nseg):
         n += segs[i].plen
     ulen = 16 + <uint32_t>n

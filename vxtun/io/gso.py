@@ -64,7 +64,8 @@ def egress_name(tap: str) -> str:
 
 def tnl_vnet_hdr(inner_vnet: bytes, csum: bool) -> bytes:
     """The 24-byte tunnel header for an IPv4/UDP/VXLAN packet wrapped around a TSO super-frame
-    whose own 10-byte virtio-net header (from the overlay TAP) is ``inner_vnet``.
+    whose own 10-byte virtio-net header (from the overlay TAP) is ``inner_vnet``.  The inner
+    frame has a plain Ethernet header (no 802.1Q tag): inner_nh_offset is OUTER4 + 14.
 
     Every offset moves by the outer headers (OUTER4); gso_type keeps the inner TCP type and
     gains UDP_TUNNEL_IPV4; ``csum`` asks for the outer UDP checksum (SKB_GSO_UDP_TUNNEL_CSUM,
