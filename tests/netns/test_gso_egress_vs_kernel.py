@@ -5,7 +5,7 @@ through vxtun configured the same way; tcpdump on the underlay bridge records wh
 h1's eth0 has checksum and tunnel segmentation offloads off (ethtool), so that the kernel
 cuts and checksums every GSO packet in software as a NIC without them would, and the capture
 holds the datagrams a real wire would carry.  vxtun must have used its egress TAP (``vxtun
-show -d`` counts the super-frames it wrote), and its datagrams must be the kernel VTEP's:
+show`` counts the super-frames it wrote), and its datagrams must be the kernel VTEP's:
 every outer and inner checksum right, the same outer TTL, TOS and DF, full-sized segments of
 the same length, one source port per flow, consecutive outer IDs within a super-frame; the
 stream arrives intact (sha256).  When the probe fails (here: ``all.rp_filter`` on, which

@@ -45,7 +45,7 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   vxtun/io/gso.py) as one UDP-tunnel GSO packet, which the kernel forwards and segments as
   late as it can (a kernel VTEP over veth takes it whole, as from its own vxlan_xmit()).
   Probed per VTEP (Linux 6.17's TUN_F_UDP_TUNNEL_GSO, the per-device sysctls); fallback
-  ``udp_gso``.  ``vxtun show -d`` says which, and why not.
+  ``udp_gso``.  ``vxtun show`` says which, and why not.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 
 ``vxtun trace``: while a VTEP is traced, the threads copy each decision into a bounded ring
@@ -261,7 +261,7 @@ class FastBackend:
         self._egress[id(port)] = eg
 
     def egress(self, port) -> str | None:
-        """What ``vxtun show -d`` says of the UDP-tunnel GSO egress of ``port``."""
+        """What ``vxtun show`` says of the UDP-tunnel GSO egress of ``port``."""
         eg = self._egress.get(id(port))
         vid = self._vids.get(id(port), (None,))[0]
         if isinstance(eg, gso.Egress) and vid is not None:
