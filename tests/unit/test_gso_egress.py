@@ -165,3 +165,16 @@ def test_pure_egress_write_is_header_outer_vxlan_and_the_whole_frame():
 def test_pure_egress_refuses_a_vlan_tagged_frame():
     ok, out, eg, _vnet, _frame = _written(False, vlan=True)
     assert not ok and out == b"" and eg.sent == 0
+
+
+def test_show_says_which_egress_is_in_use():
+    from vxtun.cli import output
+    d = {"ifname": "vxtun0", "mtu": 1450, "dataplane": "fast", "address": "02:00:00:00:00:03",
+         "vni": 42, "remote": "192.0.2.1", "local": None, "dev": None, "srcport": [0, 0],
+         "dstport": 4789, "ttl": None, "ageing": 300.0, "learning": True,
+         "features": ["udp_tunnel_gso"]}
+    said = gso.describe(gso.Egress("vxtun0-gso", -1, b"\0" * 6), 12, 0)
+    assert "udp tunnel gso egress vxtun0-gso super-frames 12 refused 0" in output.format_show(
+        {**d, "egress": said})
+    assert "udp tunnel gso egress off (IPv4 underlays only)" in output.format_show(
+        {**d, "egress": gso.describe("off (IPv4 underlays only)", 0, 0)})
