@@ -342,7 +342,19 @@ def test_show_prints_like_ip_d_link_show():
     assert text.splitlines()[0].startswith("vxtun0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450")
     assert "link/ether 02:00:00:00:00:03 brd ff:ff:ff:ff:ff:ff" in text
     assert ("vxlan id 42 remote 192.0.2.1 local 192.0.2.2 dev eth0 srcport 0 0 "
-            "dstport 4789 ttl auto ageing 300") in text
+            "dstport 4789 ttl auto ageing 300 udpcsum noudp6zerocsumtx noudp6zerocsumrx") in text
+    assert "localbypass" not in text and "tos" not in text and "df " not in text
+
+
+def test_show_names_the_wire_settings_that_are_not_the_defaults():
+    d = {"ifname": "vxtun0", "mtu": 1450, "dataplane": "fast", "address": "02:00:00:00:00:03",
+         "vni": 42, "remote": "2001:db8::1", "srcport": [0, 0], "dstport": 4789, "ttl": 9,
+         "tos": "inherit", "df": "set", "flowlabel": 0x12345, "udpcsum": False,
+         "udp6zerocsumtx": True, "udp6zerocsumrx": True, "localbypass": False,
+         "ageing": 300.0, "learning": True}
+    text = output.format_show(d)
+    assert ("ttl 9 tos inherit df set flowlabel 0x12345 ageing 300 noudpcsum udp6zerocsumtx "
+            "udp6zerocsumrx nolocalbypass") in text
 
 
 def test_stats_prints_drops_by_reason():

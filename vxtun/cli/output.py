@@ -130,6 +130,15 @@ def format_show(d: dict) -> str:
     lo, hi = d["srcport"]
     v.append(f"srcport {lo} {hi} dstport {d['dstport']}")
     v.append(f"ttl {d['ttl'] if d.get('ttl') else 'auto'}")
+    # vxlan_print_opt(): tos, df and flowlabel after ttl, when not the defaults
+    tos = d.get("tos") or 0
+    if tos:
+        v.append("tos inherit" if tos == "inherit" else f"tos {tos:#x}")
+    if d.get("df", "unset") != "unset":
+        v.append(f"df {d['df']}")
+    if d.get("flowlabel"):
+        fl = d["flowlabel"]
+        v.append("flowlabel inherit" if fl == "inherit" else f"flowlabel {fl:#x}")
     v.append(f"ageing {d['ageing']:g}")
     if not d.get("learning", True):
         v.append("nolearning")
@@ -138,6 +147,12 @@ def format_show(d: dict) -> str:
     for flag in ("proxy", "l2miss", "l3miss"):
         if d.get(flag):
             v.append(flag)
+    # iproute2 names the checksum settings either way, and localbypass only when off
+    for flag, default in (("udpcsum", True), ("udp6zerocsumtx", False),
+                          ("udp6zerocsumrx", False)):
+        v.append(("" if d.get(flag, default) else "no") + flag)
+    if not d.get("localbypass", True):
+        v.append("nolocalbypass")
     lines.append("    " + " ".join(v))
     if d.get("master"):
         lines.append(f"    master {d['master']}")
