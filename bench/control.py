@@ -15,12 +15,16 @@ l3miss``, so both modes run on the same fleet.  It reports, for ``preprogram`` a
   VTEP misses only for ARP that crosses it from a bridge, not for its host's own);
 * on-miss: miss -> answer: from the ARP that misses until the neighbour entry is installed;
 * entries programmed per second: every host publishes its endpoint at once, until every
-  VTEP holds every other host's FDB and neighbour entries (preprogram);
+  VTEP holds every other host's FDB and neighbour entries (preprogram); and one agent of each
+  kind restarted on an emptied VTEP: the commands of its first reconcile over their time;
 * etcd puts, deletes and watch events per second over the whole run (its /metrics);
 * RSS and CPU per agent at rest (5 s) and during the churn;
 * churn: ``--churn`` seconds of one host leaving (kill -9, or a clean stop) and one joining
-  every second, then the TTL to settle, then every running host's flood list and FDB compared
-  with the store's truth: the number of wrong entries (missing or extra) must be 0.
+  every second; then every running host's flood list, FDB and neighbours are compared with the
+  store's truth (read again each time) until they match, for at most 3 TTLs + 30 s: the time
+  that took, and the number of wrong entries left, which must be 0.  If some are left, each
+  wrong host is printed: missing, extra or stale entries per table, a host not registered or
+  whose agent exited, and what its agent says of itself (revision, lease, last error).
 
 The VTEPs' tables are read by one small reader process per host (``vteps.read()``: netlink or
 the vxtun control socket), so a poll of the whole fleet costs milliseconds.  On a loaded or
@@ -224,13 +228,17 @@ def phase_endpoints(nodes: list[Node], mode: str, samples: int) -> dict:
     return res
 
 
-def phase_bulk(nodes: list[Node]) -> float | None:
-    """Every host publishes its endpoint at once; entries per second until all are in place."""
+def phase_bulk(nodes: list[Node], mode: str) -> float | None:
+    """Every host publishes its endpoint at once; (preprogram) the fleet's entries per second,
+    from the last publication until every VTEP holds every other host's FDB and neighbour
+    entry.  on-miss installs nothing until a miss asks: the endpoints are published only."""
     procs = [n.host.popen(python("-m", "vxtun", "agent", "endpoint", "add", n.mac, n.overlay))
              for n in nodes]
-    t0 = time.monotonic()
     for p in procs:
         p.wait()
+    t0 = time.monotonic()
+    if mode != "preprogram":
+        return None
 
     def done() -> bool:
         for n in nodes:
@@ -238,9 +246,42 @@ def phase_bulk(nodes: list[Node]) -> float | None:
             if len(t.get("fdb", {})) < len(nodes) - 1 or len(t.get("neigh", {})) < len(nodes) - 1:
                 return False
         return True
-    if wait(done, 120, poll=0.05) is None:
+    # Polled gently: the readers' dumps compete for the CPU with the agents being measured.
+    if wait(done, 300, poll=0.25) is None:
         return None
     return 2 * len(nodes) * (len(nodes) - 1) / (time.monotonic() - t0)
+
+
+def phase_cold(nodes: list[Node], url: str, mode: str) -> dict:
+    """Entries programmed per second by one agent from a cold start: with every other host's
+    endpoint in the store, one agent of each kind is stopped, its VTEP emptied and the agent
+    started again; its first reconcile programs the flood list and (preprogram) every FDB and
+    neighbour entry.  The rate is the commands of that reconcile over the time they took
+    (``programmed`` in ``vxtun agent status``); the time until the VTEP was complete, from the
+    agent's start (a new Python process), is given too."""
+    out = {}
+    for kind in ("kernel", "vxtun"):
+        n = next((n for n in nodes if n.kind == kind and n.agent is not None), None)
+        if n is None:
+            continue
+        n.stop(signal.SIGKILL)             # not SIGTERM: its keys stay, the others keep it
+        n.tables(clear=True)
+        others = len(nodes) - 1
+        tables = ("flood", "fdb", "neigh") if mode == "preprogram" else ("flood",)
+        t0 = time.monotonic()
+        n.start(url, mode)
+        took = wait(lambda n=n, k=others, tables=tables: all(
+            len(t[x]) >= k for t in [n.tables()] for x in tables), 120, poll=0.1)
+        st = agent_state(n, full=True)
+        prog = next((v.get("programmed") for v in st.get("vteps", []) if "programmed" in v),
+                    None)
+        rate = None
+        if prog and prog.get("seconds"):
+            rate = len(prog["commands"]) / prog["seconds"]
+        out[kind] = {"entries_per_s": rate, "commands": len(prog["commands"]) if prog else 0,
+                     "complete_after_start_s": took if took is not None else None,
+                     "since": round(time.monotonic() - t0, 3)}
+    return out
 
 
 def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> dict:
@@ -260,33 +301,117 @@ def phase_churn(nodes: list[Node], url: str, mode: str, seconds: int, etcd) -> d
             n.start(url, mode)
             # its endpoint too, once its agent answers
             add = shlex.join(python("-m", "vxtun", "agent", "endpoint", "add", n.mac, n.overlay))
-            n.host.popen(["sh", "-c", f"for i in $(seq 50); do {add} 2>/dev/null && break; "
-                          "sleep 0.1; done"])
+            n.host.popen(["sh", "-c", f"for i in $(seq 30); do {add} 2>/dev/null && break; "
+                          "sleep 0.5; done"])
         time.sleep(1)
     # Each agent over the part of the churn it lived through (agents come and go).
     cpu = [(v[-1][1] - v[0][1]) / (v[-1][0] - v[0][0]) * 100 for v in seen.values()
            if len(v) > 1 and v[-1][0] > v[0][0]]
-    time.sleep(TTL + 3)
+    # Converged when every running host's tables match the store's truth read at the same
+    # time; the keys of the agents killed last live on until their lease's TTL, so the wait
+    # is bounded by CONVERGE_TTLS TTLs plus CONVERGE_SLACK seconds for a loaded machine.
+    timeout = CONVERGE_TTLS * TTL + CONVERGE_SLACK
+    t0 = time.monotonic()
+    first = None
+    while True:
+        check = check_fleet(nodes, etcd, mode)
+        took = time.monotonic() - t0
+        if first is None:               # what was still wrong when the churn stopped
+            first = {}
+            for w in check["wrong_by_host"].values():
+                for k, v in w.items():
+                    first[k] = first.get(k, 0) + len(v)
+        if not check["wrong_entries"] or took > timeout:
+            break
+        time.sleep(0.5)
+    check["converged_s"] = took if not check["wrong_entries"] else None
+    check["converge_timeout_s"] = timeout
+    check["wrong_when_churn_stopped"] = first
+    check["cpu_pct_mean_churn"] = statistics.fmean(cpu) if cpu else 0.0
+    if check["wrong_entries"]:
+        check["agents"] = {h: agent_state(n) for n in nodes
+                           if (h := n.host.name) in check["wrong_by_host"]}
+    return check
+
+
+CONVERGE_TTLS = 3
+CONVERGE_SLACK = 30.0
+KINDS = ("flood", "fdb", "neigh")
+
+
+def store_truth(etcd) -> tuple[set[str], dict[str, tuple[str, tuple[str, ...], int]]]:
+    """The members (underlay IPs) and endpoints (MAC -> VTEP, IPs, revision) of the store, read
+    as model.parse reads them (the newest key of a MAC wins)."""
+    from vxtun.agent import model
+    from vxtun.agent.store import KeyValue
     _, kvs = json.loads(etcd.store_call(etcd.hosts[0], "snapshot", "/vxtun/").stdout)
-    members = {kv["key"].rsplit("/", 1)[1] for kv in kvs if "/members/" in kv["key"]}
-    eps = {}
-    for kv in kvs:
-        if "/endpoints/" in kv["key"]:
-            v = json.loads(kv["value"])
-            eps[v["mac"]] = v["vtep"]
-    wrong = 0
-    checked = 0
-    for n in nodes:
-        if n.agent is None:
-            continue
-        checked += 1
-        t = n.tables()
-        wrong += len(set(t["flood"]) ^ (members - {n.host.ip}))
-        if mode == "preprogram":
-            want = {m: [ip] for m, ip in eps.items() if ip != n.host.ip}
-            wrong += sum(1 for m in set(want) | set(t["fdb"]) if want.get(m) != t["fdb"].get(m))
-    return {"wrong_entries": wrong, "hosts_checked": checked, "members": len(members),
-            "cpu_pct_mean_churn": statistics.fmean(cpu) if cpu else 0.0}
+    d = model.parse(0, [KeyValue(**kv) for kv in kvs])
+    members = {ip for ms in d.members.values() for ip in ms}
+    eps = {e.mac: (e.vtep, e.ips, e.revision) for es in d.endpoints.values()
+           for e in es.values()}
+    return members, eps
+
+
+def diff(want: dict, have: dict) -> dict[str, list]:
+    """missing (wanted, absent), extra (present, not wanted), stale (present, different)."""
+    return {"missing": sorted(k for k in want if k not in have),
+            "extra": sorted(k for k in have if k not in want),
+            "stale": sorted(k for k in want if k in have and have[k] != want[k])}
+
+
+def wrong_entries(n: Node, members: set[str], eps: dict, mode: str) -> dict[str, list]:
+    """What is wrong on ``n``'s VTEP, by table (flood, fdb, neigh) and by kind (missing, extra,
+    stale). on-miss installs only what a miss asked for: there nothing is missing, but every
+    entry installed must be the store's."""
+    t = n.tables()
+    if "error" in t:
+        return {"read": [t["error"]]}
+    out: dict[str, list] = {}
+    flood = diff({ip: True for ip in members - {n.host.ip}}, {ip: True for ip in t["flood"]})
+    fdb_want = {m: [vtep] for m, (vtep, _, _) in eps.items() if vtep != n.host.ip}
+    owner: dict[str, tuple[int, str]] = {}
+    for m, (vtep, ips, rev) in eps.items():
+        for ip in ips if vtep != n.host.ip else ():
+            owner[ip] = max(owner.get(ip, (0, "")), (rev, m))
+    neigh_want = {ip: m for ip, (_, m) in owner.items()}
+    for kind, d in (("flood", flood), ("fdb", diff(fdb_want, t["fdb"])),
+                    ("neigh", diff(neigh_want, t["neigh"]))):
+        if mode == "on-miss" and kind != "flood":
+            d["missing"] = []
+        for what, keys in d.items():
+            if keys:
+                out[f"{kind}_{what}"] = keys
+    return out
+
+
+def check_fleet(nodes: list[Node], etcd, mode: str) -> dict:
+    members, eps = store_truth(etcd)
+    live = [n for n in nodes if n.agent is not None]
+    by_host = {}
+    for n in live:
+        w = wrong_entries(n, members, eps, mode)
+        if n.agent is not None and n.agent.poll() is not None:
+            w["agent_exited"] = [n.agent.returncode]
+        if n.host.ip not in members:
+            w["not_a_member"] = [n.host.ip]
+        if w:
+            by_host[n.host.name] = w
+    wrong = sum(len(v) for w in by_host.values() for k, v in w.items()
+                if k.split("_")[0] in KINDS)
+    return {"wrong_entries": wrong, "hosts_checked": len(live), "members": len(members),
+            "endpoints": len(eps), "wrong_by_host": by_host}
+
+
+def agent_state(n: Node, full: bool = False) -> dict:
+    """What the agent says of itself (``vxtun agent status``), for a host found wrong."""
+    p = n.host.run_vxtun("agent", "status", "-j")
+    if p.returncode:
+        return {"status": p.stderr.strip()}
+    st = json.loads(p.stdout)
+    if full:
+        return st
+    return {k: st.get(k) for k in ("revision", "lease", "last_error")} | {
+        "programmed": [v.get("programmed", {}).get("revision") for v in st["vteps"]]}
 
 
 def run(args) -> dict:
@@ -297,15 +422,15 @@ def run(args) -> dict:
             etcd.start_all()
             nodes = [Node(topo, i, "vxtun" if i % args.vxtun_every == 0 else "kernel",
                           "nolearning proxy l2miss l3miss") for i in range(1, args.hosts + 1)]
-            for mode in ("preprogram", "on-miss"):
+            for mode in args.modes.split(","):
                 c0, t0 = etcd_counters(etcd), time.monotonic()
                 r: dict = {}
                 r["join"] = phase_join(nodes, etcd.url, mode)
                 r["rest"] = usage(nodes, 5)
                 r.update(phase_endpoints(nodes, mode, args.samples))
-                if mode == "preprogram":
-                    wait(lambda: all(not n.tables()["fdb"] for n in nodes), 30)
-                    r["entries_per_s"] = phase_bulk(nodes)
+                wait(lambda: all(not n.tables()["fdb"] for n in nodes), 30)
+                r["entries_per_s"] = phase_bulk(nodes, mode)
+                r["cold"] = phase_cold(nodes, etcd.url, mode)
                 r["churn"] = phase_churn(nodes, etcd.url, mode, args.churn, etcd)
                 c1, t1 = etcd_counters(etcd), time.monotonic()
                 r["etcd_per_s"] = {k: (c1.get(k, 0) - c0.get(k, 0)) / (t1 - t0) for k in c1}
@@ -321,6 +446,14 @@ def run(args) -> dict:
 
 
 def table(res: dict) -> str:
+    def cold(r, kind):
+        c = r.get("cold", {}).get(kind)
+        if not c or not c["entries_per_s"]:
+            return "-"
+        done = c["complete_after_start_s"]
+        return (f"{c['entries_per_s']:.0f} ({c['commands']} in "
+                + (f"{done:.1f} s from start)" if done is not None else "not complete)"))
+
     def ms(xs, p):
         return f"{pct(xs, p) * 1000:.0f}" if xs else "-"
     rows = [("join p50 / p99 / max (ms)", lambda r: f"{ms(r['join'], 50)} / {ms(r['join'], 99)}"
@@ -330,8 +463,11 @@ def table(res: dict) -> str:
             ("miss -> answer p50 / p99 (ms)",
              lambda r: f"{ms(r['miss_answer'], 50)} / {ms(r['miss_answer'], 99)}"
              if "miss_answer" in r else "-"),
-            ("entries programmed / s (fleet)",
-             lambda r: f"{r['entries_per_s']:.0f}" if r.get("entries_per_s") else "-"),
+            ("entries programmed / s (fleet, all endpoints published at once)",
+             lambda r: f"{r['entries_per_s']:.0f}" if r.get("entries_per_s") else
+             ("n/a (nothing until a miss)" if "miss_answer" in r else "not complete")),
+            ("entries programmed / s, one agent from cold (kernel / vxtun)",
+             lambda r: " / ".join(cold(r, k) for k in ("kernel", "vxtun"))),
             ("etcd puts / deletes / watch events per s",
              lambda r: " / ".join(f"{r['etcd_per_s'].get(k, 0):.1f}" for k in (
                  "etcd_mvcc_put_total", "etcd_mvcc_delete_total",
@@ -342,6 +478,9 @@ def table(res: dict) -> str:
              lambda r: f"{r['rest']['rss_mib_mean']:.1f} / {r['rest']['rss_mib_max']:.1f}"),
             ("agent CPU % during churn (mean)",
              lambda r: f"{r['churn']['cpu_pct_mean_churn']:.1f}"),
+            ("churn: converged after (s; bound)",
+             lambda r: (f"{r['churn']['converged_s']:.1f}" if r['churn']['converged_s']
+                        is not None else "not") + f"; {r['churn']['converge_timeout_s']:.0f}"),
             ("churn: wrong entries at the end (hosts checked)",
              lambda r: f"{r['churn']['wrong_entries']} ({r['churn']['hosts_checked']})")]
     modes = list(res["modes"])
@@ -353,6 +492,7 @@ def table(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TTL
     p = argparse.ArgumentParser(prog="python3 -m bench.control", description=__doc__.split(
         "\n\n")[0])
     p.add_argument("--hosts", type=int, default=50)
@@ -360,8 +500,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="every N-th host runs vxtun, the others a kernel VTEP (default 2)")
     p.add_argument("--churn", type=int, default=60, help="seconds of churn (default 60)")
     p.add_argument("--samples", type=int, default=20, help="endpoint -> ping samples per mode")
+    p.add_argument("--modes", default="preprogram,on-miss",
+                   help="the modes to measure, in order (default preprogram,on-miss)")
     p.add_argument("--out", default="bench/results", help="where the JSON goes")
+    p.add_argument("--ttl", type=int, default=TTL, help=f"the agents' lease TTL (default {TTL})")
     a = p.parse_args(argv)
+    TTL = a.ttl
     if os.geteuid() != 0:
         print("bench.control: run me as root (namespaces)", file=sys.stderr)
         return 1
@@ -374,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print(table(res))
+    for mode, r in res["modes"].items():
+        for host, w in sorted(r["churn"].get("wrong_by_host", {}).items()):
+            print(f"{mode} {host}: " + "; ".join(f"{k} {' '.join(map(str, v))}"
+                                                 for k, v in sorted(w.items())))
+            if host in r["churn"].get("agents", {}):
+                print(f"    agent: {json.dumps(r['churn']['agents'][host])}")
     bad = sum(r["churn"]["wrong_entries"] for r in res["modes"].values())
     print(f"\n{path}; churn wrong entries: {bad}")
     return 1 if bad else 0

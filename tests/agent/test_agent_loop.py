@@ -213,3 +213,134 @@ def test_a_vtep_that_goes_away_withdraws_its_membership(fleet):
     FileStore(path).put("/vxtun/status/poke", "1")        # any change makes a2 reconcile
     wait(lambda: v1.state.flood == set(), what="withdrawn")
     assert "no device vx0" in a2.status()["last_error"]
+
+
+class Refusing(FakeVtep):
+    """A VTEP that refuses one command, as the kernel refuses an entry with an errno."""
+
+    def __init__(self, *args, refuse: str) -> None:
+        super().__init__(*args)
+        self.refuse = refuse
+
+    def run(self, cmds):
+        for c in cmds:
+            if str(c).startswith(self.refuse):
+                raise OSError(22, f"Invalid argument ({c})")
+            super().run([c])
+
+
+def publish(store: FileStore, n: int, vtep="192.0.2.2") -> dict:
+    """Endpoints 52:54:00:00:01:NN / 10.20.1.NN behind ``vtep``; IP -> MAC."""
+    out = {}
+    for i in range(n):
+        mac, ip = f"52:54:00:00:01:{i:02x}", f"10.20.1.{i}"
+        store.put(model.endpoint_key(42, mac, vtep),
+                  model.endpoint_value(model.Endpoint(42, mac, vtep, (ip,))))
+        out[ip] = mac
+    return out
+
+
+def test_a_refused_command_does_not_stop_the_others(tmp_path):
+    store = FileStore(str(tmp_path / "s.sqlite"))
+    v = Refusing("vx0", 42, "192.0.2.1", refuse="neigh replace 10.20.1.1 ")
+    a = Agent(store, [v], host="h1")
+    t = start(a)
+    try:
+        neigh = publish(FileStore(store.path), 4)
+        # 10.20.1.1 comes second in the plan: the ones after it are installed all the same.
+        wait(lambda: v.state.neigh == {ip: m for ip, m in neigh.items() if ip != "10.20.1.1"}
+             and len(v.state.fdb) == 4, what="the other entries installed")
+        assert "neigh replace 10.20.1.1 " in a.last_error and "1 of" in a.last_error
+        v.refuse = "nothing"                       # the kernel accepts it now: retried
+        wait(lambda: v.state.neigh == neigh, timeout=15, what="the refused entry retried")
+    finally:
+        a.stop()
+        t.join(5)
+
+
+def test_the_tables_are_read_once_per_reread_not_once_per_change(tmp_path):
+    """Each change costs its commands, not a dump of the VTEP: the tables read once are kept
+    up to date with the commands run (reconcile.apply) until ``reread`` seconds have passed."""
+    store = FileStore(str(tmp_path / "s.sqlite"))
+    v = FakeVtep("vx0", 42, "192.0.2.1")
+    reads = []
+    read = v.read
+    v.read = lambda: reads.append(1) or read()
+    a = Agent(store, [v], host="h1")
+    a.reread = 3600.0
+    t = start(a)
+    try:
+        wait(lambda: a.revision > 0, what="started")
+        other = FileStore(store.path)
+        want = {}
+        for i in range(10):                        # ten changes, each seen on its own
+            want |= publish(other, i + 1)
+            wait(lambda w=dict(want): v.state.neigh == w, what=f"endpoint {i}")
+        assert len(reads) == 1, len(reads)
+        # Changed by hand behind the agent's back: put right at the next reread.
+        v.state.neigh.pop("10.20.1.3")
+        a.reread = 0.0
+        wait(lambda: v.state.neigh == want, what="the hand change undone")
+    finally:
+        a.stop()
+        t.join(5)
+
+
+class Lapsing(FileStore):
+    """The lease lapses just before an endpoint is written under it (the keeper thread and
+    the watch have not said so yet: a loaded host)."""
+    lapse = True
+
+    def put(self, key, value, lease=0):
+        if self.lapse and "/endpoints/" in key and lease:
+            self.lapse = False
+            self.revoke(lease)
+        return super().put(key, value, lease)
+
+
+def test_endpoint_add_on_a_lapsed_lease_registers_again(tmp_path):
+    store = Lapsing(str(tmp_path / "s.sqlite"))
+    v = FakeVtep("vx0", 42, "192.0.2.1")
+    a = Agent(store, [v], host="h1", ttl=60)
+    t = start(a)
+    try:
+        wait(lambda: a.lease and a.revision > 0, what="registered")
+        old = a.lease
+        a.requests.put(({"cmd": "endpoint", "op": "add", "mac": "52:54:00:00:00:01",
+                         "ips": ["10.20.0.1"]}, reply := queue.Queue()))
+        assert reply.get(timeout=5) == {"ok": True, "result": None}
+        other = FileStore(store.path)
+        key = model.endpoint_key(42, "52:54:00:00:00:01", "192.0.2.1")
+        wait(lambda: {kv.key for kv in other.snapshot("/vxtun/")[1]} >= {
+            key, model.member_key(42, "192.0.2.1")}, what="member and endpoint written again")
+        assert a.lease != old and "expired" in a.last_error
+    finally:
+        a.stop()
+        t.join(5)
+
+
+class Slow(FakeVtep):
+    """A VTEP that takes its time over each command (a loaded vxtun, a busy netlink)."""
+
+    def run(self, cmds):
+        time.sleep(0.01 * len(cmds))
+        super().run(cmds)
+
+
+def test_requests_are_answered_during_a_long_reconcile(tmp_path):
+    store = FileStore(str(tmp_path / "s.sqlite"))
+    publish(store, 150)                          # 300 commands, 3 s, for a cold start
+    v = Slow("vx0", 42, "192.0.2.1")
+    a = Agent(store, [v], host="h1")
+    t = start(a)
+    try:
+        wait(lambda: v.runs, what="programming started")
+        t0 = time.monotonic()
+        a.requests.put(({"cmd": "status"}, reply := queue.Queue()))
+        assert reply.get(timeout=5)["ok"]
+        assert time.monotonic() - t0 < 1.0
+        assert len(v.state.neigh) < 150          # answered while it was still programming
+        wait(lambda: len(v.state.neigh) == 150, what="all programmed")
+    finally:
+        a.stop()
+        t.join(5)

@@ -152,6 +152,19 @@ def test_on_miss_installs_only_what_was_asked_for():
     assert cmds == [Fdb("replace", MACS[1], "192.0.2.3"), Neigh("replace", "10.20.0.3", MACS[1])]
 
 
+def test_no_flood_keeps_no_flood_list_and_answers_an_l2_miss_with_its_fdb_entry():
+    store = Store()
+    store.apply("put", ("member", 42, "192.0.2.2"))
+    store.apply("put", ("endpoint", 42, MACS[1], "192.0.2.2", ["10.20.0.2"]))
+    flooding = VtepState(flood={"192.0.2.2"})
+    cmds = plan(want(ME, store.desired(), "on-miss", Wanted(macs={MACS[1]}), flood=False),
+                flooding)
+    # The flood list goes (an all-zeros entry would take the frame vxlan_fdb_miss is for),
+    # the MAC the L2 miss asked for gets its FDB entry, and no neighbour entry.
+    assert cmds == [Fdb("del", "00:00:00:00:00:00", "192.0.2.2"),
+                    Fdb("replace", MACS[1], "192.0.2.2")]
+
+
 def test_bad_data_is_skipped_with_a_reason():
     kvs = [KeyValue("/vxtun/members/42/192.0.2.2", "not json", 2),
            KeyValue("/vxtun/members/42/192.0.2.3", '{"vni": "x", "ip": "192.0.2.3"}', 3),

@@ -18,6 +18,8 @@ packet programs they start live in ``vxtun/lab/traffic.py``; every Python child 
   ``flood_unicast``: frames to many unknown unicast MACs.
 * ``vxtun_json`` and ``links``: read ``vxtun ... -j`` and the namespace's link names.
 * ``poll`` / ``wait_until``: wait for a condition (the timeout only bounds a failure).
+* ``TwoVteps``: two ``vxtun up`` in one port owner against two kernel VTEPs, for the tests of
+  a TAP that leaves under a running vxtun.
 """
 from __future__ import annotations
 
@@ -251,6 +253,42 @@ def vxtun_up(host: Host, env: dict, *args: str,
         want = "pure" if env.get("VXTUN_PUREPYTHON") == "1" else "fast"
         assert json.loads(host.cmd("show", "dev", name, "-j"))[0]["dataplane"] == want
     return p
+
+
+class TwoVteps:
+    """h0 (192.0.2.1) runs vx42 and vx43, each from a ``vxtun up`` of its own (one port owner,
+    ``VXTUN_OWNER_LOG`` in ``log``), against kernel VTEPs vxlan42 / vxlan43 on h1 (192.0.2.2),
+    overlay 10.20.VNI.1 / 10.20.VNI.2; both answer pings when this returns."""
+
+    A, B = "192.0.2.1", "192.0.2.2"
+
+    def __init__(self, topo: Topology, dataplane: dict, log) -> None:
+        self.a = topo.host("h0", f"{self.A}/24")
+        self.b = topo.host("h1", f"{self.B}/24")
+        self.env = {**dataplane, "VXTUN_OWNER_LOG": str(log)}
+        for vni in (42, 43):
+            kernel_vtep(self.b, remote=self.A, local=self.B, address=f"10.20.{vni}.2/24",
+                        vni=vni, name=f"vxlan{vni}")
+        self.x42, self.x43 = self.up(42), self.up(43)
+        ping(self.a, "10.20.42.2")
+        ping(self.a, "10.20.43.2")
+        (self.owner,) = {d["pid"] for d in vxtun_json(self.a, "show")}
+
+    def up(self, vni: int) -> subprocess.Popen:
+        return vxtun_up(self.a, self.env, "--vni", str(vni), "--name", f"vx{vni}", "--remote",
+                        self.B, "--local", self.A, "--dev", "eth0", "--dstport", "4789",
+                        "--mac", f"02:00:00:00:01:{vni}", "--address", f"10.20.{vni}.1/24",
+                        name=f"vx{vni}")
+
+    def vx42_comes_back(self) -> None:
+        """After vx42 went: its name is free (a new up takes it, in the same owner, and it
+        forwards), then both ups end cleanly and leave no TAP."""
+        again = self.up(42)
+        assert {d["pid"] for d in vxtun_json(self.a, "show")} == {self.owner}
+        ping(self.a, "10.20.42.2")
+        assert stop(again)[0] == 0
+        assert stop(self.x43)[0] == 0
+        assert not {"vx42", "vx43"} & links(self.a)
 
 
 def wait_up(p: subprocess.Popen, names: list[str], timeout: float = 30) -> None:

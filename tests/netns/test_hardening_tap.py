@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-from helpers import kernel_vtep, links, ping, stop, vxtun_json, vxtun_up, wait_exit
+from helpers import TwoVteps, links, ping, vxtun_json, wait_exit
 
-A, B = "192.0.2.1", "192.0.2.2"
 GONE = "vxtun: vx42: the TAP was deleted (ip link del); the VTEP is gone"
 LOGGED = "vxtun: vx42: the TAP was deleted (ip link del); removing the VTEP"
 
@@ -26,24 +25,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def test_a_deleted_tap_ends_its_vtep_and_its_up_and_nothing_else(topo, dataplane, tmp_path):
-    a = topo.host("h0", f"{A}/24")
-    b = topo.host("h1", f"{B}/24")
     log = tmp_path / "owner.log"
-    env = {**dataplane, "VXTUN_OWNER_LOG": str(log)}
-    for vni in (42, 43):
-        kernel_vtep(b, remote=A, local=B, address=f"10.20.{vni}.2/24", vni=vni,
-                    name=f"vxlan{vni}")
-
-    def up(vni: int):
-        return vxtun_up(a, env, "--vni", str(vni), "--name", f"vx{vni}", "--remote", B,
-                        "--local", A, "--dev", "eth0", "--dstport", "4789",
-                        "--mac", f"02:00:00:00:01:{vni}", "--address", f"10.20.{vni}.1/24",
-                        name=f"vx{vni}")
-
-    x42, x43 = up(42), up(43)
-    ping(a, "10.20.42.2")
-    ping(a, "10.20.43.2")
-    (owner,) = {d["pid"] for d in vxtun_json(a, "show")}
+    t = TwoVteps(topo, dataplane, log)
+    a, x42, owner = t.a, t.x42, t.owner
 
     a.sh("ip link del vx42")
     # its up ends (the timeout only bounds a failure), non-zero, with one line
@@ -60,9 +44,4 @@ def test_a_deleted_tap_ends_its_vtep_and_its_up_and_nothing_else(topo, dataplane
     # the owner said it once
     assert [ln for ln in log.read_text().splitlines() if "vx42" in ln] == [LOGGED]
     # and the name is free: a new up takes it, in the same owner
-    again = up(42)
-    assert {d["pid"] for d in vxtun_json(a, "show")} == {owner}
-    ping(a, "10.20.42.2")
-    assert stop(again)[0] == 0
-    assert stop(x43)[0] == 0
-    assert not {"vx42", "vx43"} & links(a)
+    t.vx42_comes_back()

@@ -29,4 +29,4 @@ def test_the_kernel_announces_a_deleted_tap_by_name_and_index(topo):
     h = topo.host("h0", "192.0.2.1/24")
     out = run(f"ip netns exec {h.ns} {shlex.join(python('-c', CHILD))}", timeout=60).stdout
     res = json.loads(out.strip().splitlines()[-1])
-    assert res["seen"] == [[res["idx"], "tapw"]]
+    assert res["seen"] == [[res["idx"], "tapw", None]]

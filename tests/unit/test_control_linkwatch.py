@@ -26,16 +26,29 @@ def link_msg(kind: int, index: int, name: str | None, mtu: int = 1500) -> bytes:
 def test_every_dellink_of_a_read_is_found():
     data = (link_msg(RTM_NEWLINK, 3, "vx42") + link_msg(RTM_DELLINK, 4, "vxtun0")
             + link_msg(RTM_DELLINK, 5, "a-fifteen-char") + link_msg(RTM_DELLINK, 6, None))
-    assert deleted_links(data) == [(4, "vxtun0"), (5, "a-fifteen-char")]
+    assert deleted_links(data) == [(4, "vxtun0", None), (5, "a-fifteen-char", None)]
 
 
 def test_a_malformed_read_gives_what_came_before_it_and_no_exception():
     good = link_msg(RTM_DELLINK, 4, "vxtun0")
     bad = bytearray(link_msg(RTM_DELLINK, 7, "vx7"))
     struct.pack_into("=I", bad, 0, 4000)                 # longer than the read
-    assert deleted_links(good + bytes(bad)) == [(4, "vxtun0")]
+    assert deleted_links(good + bytes(bad)) == [(4, "vxtun0", None)]
     worse = bytearray(link_msg(RTM_DELLINK, 8, "vx8"))
     struct.pack_into("=H", worse, 16 + 16 + 8, 1)       # IFLA_IFNAME shorter than a header
     assert deleted_links(bytes(worse)) == []
     for cut in range(len(good)):
         assert deleted_links(good[:cut]) == []
+
+
+def test_a_link_moved_to_another_namespace_says_where():
+    # dev_change_net_namespace(): RTM_DELLINK in the old namespace with IFLA_NEW_NETNSID and
+    # IFLA_NEW_IFINDEX (49); a deleted link has neither
+    from vxtun.io.linkwatch import IFLA_NEW_NETNSID
+    moved = bytearray(link_msg(RTM_DELLINK, 4, "vx42"))
+    extra = rta(IFLA_NEW_NETNSID, struct.pack("=i", 0)) + rta(49, struct.pack("=i", 2))
+    struct.pack_into("=I", moved, 0, len(moved) + len(extra))
+    (link,) = deleted_links(bytes(moved) + extra)
+    assert link == (4, "vx42", 0) and link.moved
+    (gone,) = deleted_links(link_msg(RTM_DELLINK, 4, "vx42"))
+    assert gone.netnsid is None and not gone.moved

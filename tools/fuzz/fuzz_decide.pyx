@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The fuzz targets' C side: fp_rx_decide / fp_tx_decide (vxtun/fastpath/decide.pyx) called
-on buffers of exactly the input's size, so that AddressSanitizer sees a read one byte past a
-datagram or a frame (``Decisions`` in decide.pyx copies into a bytearray, which keeps a spare
-byte, and pymalloc hides small overruns).
+"""The fuzz targets' C side: fp_rx_decide / fp_tx_decide (vxtun/fastpath/decide.pyx), and
+fp_proxy_decide (vxtun/fastpath/neigh.pyx, ``proxy_exact``), called on buffers of exactly the
+input's size, so that AddressSanitizer sees a read one byte past a datagram or a frame
+(``Decisions`` in decide.pyx copies into a bytearray, which keeps a spare byte, and pymalloc
+hides small overruns).
 
 After every decision the action is checked against what the threads (threads.pyx) will do
 with it: a delivered frame lies inside the datagram, segments lie inside the frame or the
@@ -18,6 +19,8 @@ from vxtun.fastpath.decide cimport (
     A_DELIVER, A_DROP, A_PUNT, A_SEND, fp_demux, fp_demux_build, fp_rx_action, fp_rx_decide,
     fp_stats, fp_tx_action, fp_tx_action_free, fp_tx_action_init, fp_tx_decide, fp_vstate)
 from vxtun.fastpath.fdb cimport CFdb
+from vxtun.fastpath.neigh cimport (
+    N_STALE, N_UNASKED, P_DROP, P_MISS, P_REPLY, REPLY_MAX, CNeigh, fp_proxy_decide)
 from vxtun.fastpath.wire cimport MAXSEG, NDROPS, SEGH_MAX, VXLAN_HLEN
 
 
@@ -152,3 +155,41 @@ cdef class Target:
             return a.kind
         finally:
             free(buf)
+
+
+# --- the proxy (vxtun/fastpath/neigh.pyx) --------------------------------------------------------
+
+def proxy_exact(CNeigh neigh not None, CFdb fdb not None, bint l3miss, bytes frame, int mtu,
+                double now) -> tuple:
+    """fp_proxy_decide on a copy of ``frame`` of exactly its size (Decisions.tx copies into a
+    bytearray, whose spare byte would hide a read one past the frame): ``(P_*, answer,
+    nstate, nmac)``.  The miss limiter is put back as it was, so that this look leaves the
+    table exactly as the TX thread's decision that follows will find it.
+
+    Checked: the result is one of P_DROP / P_REPLY / P_MISS, an answer fits REPLY_MAX and
+    every byte of it was written (it is compared with the answer Decisions.tx builds)."""
+    cdef size_t n = len(frame), rlen = 0
+    cdef uint8_t* buf = <uint8_t*>malloc(n if n else 1)
+    cdef uint8_t* saved = <uint8_t*>malloc(sizeof(neigh.t.miss))
+    cdef uint8_t out[REPLY_MAX]
+    cdef uint8_t nmac[6]
+    cdef int r, nstate = 0
+    if buf == NULL or saved == NULL:
+        free(buf)
+        free(saved)
+        raise MemoryError()
+    memcpy(buf, <const char*>frame, n)
+    memcpy(saved, neigh.t.miss, sizeof(neigh.t.miss))
+    memset(nmac, 0, 6)
+    try:
+        r = fp_proxy_decide(neigh.t, fdb.t, l3miss, buf, n, mtu, now, out, &rlen, &nstate, nmac)
+        assert r in (P_DROP, P_REPLY, P_MISS), r
+        assert N_UNASKED <= nstate <= N_STALE, nstate
+        if r != P_REPLY:
+            return r, b"", nstate, nmac[:6]
+        assert 0 < rlen <= REPLY_MAX, rlen
+        return r, out[:rlen], nstate, nmac[:6]
+    finally:
+        memcpy(neigh.t.miss, saved, sizeof(neigh.t.miss))
+        free(saved)
+        free(buf)

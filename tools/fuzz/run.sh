@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz the fast path's decisions under ASan + UBSan (see fuzz.py):
 #
-#   tools/fuzz/run.sh rx|tx [libFuzzer options]      e.g. -max_total_time=3600 -jobs=1
+#   tools/fuzz/run.sh rx|tx|neigh [libFuzzer options]      e.g. -max_total_time=3600 -jobs=1
 #
 # Builds (incrementally) a copy of vxtun's fastpath extensions and fuzz_decide.pyx with clang
 # -fsanitize=address,undefined,fuzzer-no-link in tools/fuzz/build/ (the in-place gcc build of
@@ -10,7 +10,7 @@
 # written to tools/fuzz/build/crash-*.  Exits non-zero on any crash.
 # Needs: clang, libclang-rt-14-dev (or newer), atheris (pip), Cython.
 set -euo pipefail
-target=${1:?usage: tools/fuzz/run.sh rx|tx [libFuzzer options]}
+target=${1:?usage: tools/fuzz/run.sh rx|tx|neigh [libFuzzer options]}
 shift
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

@@ -34,7 +34,7 @@ from ..errors import VxtunError
 from ..io import jsonlines
 from ..io.control import peer_is_root
 from . import model
-from .reconcile import MODES, LocalVtep, Wanted, plan, want
+from .reconcile import MODES, LocalVtep, VtepState, Wanted, apply, plan, want
 from .store import Compacted, LeaseExpired, Store, StoreError, Unreachable
 
 log = logging.getLogger("vxtun.agent")
@@ -48,7 +48,8 @@ BACKOFF_MAX = 8.0
 
 class Agent:
     def __init__(self, store: Store, vteps: list, mode: str = "preprogram", ttl: int = 10,
-                 prefix: str = model.PREFIX, host: str = "", learn: bool = False) -> None:
+                 prefix: str = model.PREFIX, host: str = "", learn: bool = False,
+                 flood: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.store = store
@@ -61,6 +62,7 @@ class Agent:
         self.locals: dict[str, LocalVtep] = {}
         self.endpoints: dict[tuple[int, str], model.Endpoint] = {}   # endpoint add, adopted
         self.learn = learn
+        self.flood = flood                       # False: no flood lists (reconcile.want)
         self.learned: dict[tuple[int, str], model.Endpoint] = {}     # from the local tables
         self._learned_at = 0.0
         self.kvs: dict[str, model.KeyValue] = {}
@@ -68,6 +70,8 @@ class Agent:
         self.desired = model.Desired()
         self.wanted: dict[str, Wanted] = {}
         self.programmed: dict[str, dict] = {}
+        self.seen: dict[str, tuple[float, VtepState]] = {}   # name -> (read at, tables)
+        self.reread = REREAD
         self.last_error = ""
         self.bad: list[str] = []
         self.requests: queue.Queue = queue.Queue()
@@ -128,6 +132,8 @@ class Agent:
             while not self._stop.is_set():
                 self._keepalive()
                 batch = watch.next(POLL)
+                while batch and (more := watch.next(0)):
+                    batch += more          # what already arrived: one reconcile for all of it
                 dirty = False
                 if batch:
                     for c in batch:
@@ -142,7 +148,7 @@ class Agent:
                 dirty |= self._take_misses()
                 if self.learn and time.monotonic() - self._learned_at >= LEARN_EVERY:
                     self._learn()
-                if dirty or time.monotonic() - last > REREAD:
+                if dirty or time.monotonic() - last > self.reread:
                     if len(self.locals) < len(self.vteps):
                         self._resolve_vteps()
                         self._publish()
@@ -296,20 +302,65 @@ class Agent:
             if lv is None:
                 continue
             try:
-                have = v.read()
-                cmds = plan(want(lv, self.desired, self.mode, self.wanted.get(v.name)), have)
+                have = self._tables(v)
+                cmds = plan(want(lv, self.desired, self.mode, self.wanted.get(v.name),
+                                 self.flood), have)
                 if cmds:
-                    v.run(cmds)
-                    log.info("%s: %s", v.name, "; ".join(map(str, cmds)))
-                    self.programmed[v.name] = {
-                        "time": time.time(), "revision": self.revision,
-                        "commands": [str(c) for c in cmds]}
-            except Exception as e:      # a netlink error, a VTEP gone: keep serving the rest
+                    self._run(v, have, cmds)
+            except Exception as e:      # a VTEP gone, a table that cannot be read
+                self.seen.pop(v.name, None)
                 self._error(f"vtep {v.name}: {e}")
                 if isinstance(e, VtepGone) or "no vxtun VTEP named" in str(e):
                     # Gone: withdraw its membership; it is looked for again every REREAD.
                     self.locals.pop(v.name, None)
                     self.store.delete(model.member_key(lv.vni, lv.ip, self.prefix))
+
+    def _tables(self, v) -> VtepState:
+        """The VTEP's tables: read from it at most every ``reread`` seconds, and in between
+        the last read with the commands run since applied (reconcile.apply).  A dump of a
+        VTEP's tables costs far more than the few commands an event brings (netlink messages
+        parsed by pyroute2, or the whole FDB as JSON from a vxtun VTEP), and with many hosts
+        joining and leaving every agent reconciles several times a second: a read per
+        reconcile made the fleet fall behind the store (bench/control.py, churn)."""
+        got = self.seen.get(v.name)
+        now = time.monotonic()
+        if got is None or now - got[0] >= self.reread:
+            got = (now, v.read())
+            self.seen[v.name] = got
+        return got[1].copy()
+
+    def _run(self, v, have: VtepState, cmds: list) -> None:
+        """Run ``cmds`` one by one: a command the VTEP refuses (a netlink error on one entry)
+        is reported and retried at the next reconcile, and never stops the others."""
+        from .vteps import VtepGone
+        done, failed = [], []
+        t0 = served = time.monotonic()
+        for c in cmds:
+            if time.monotonic() - served > POLL:
+                # A cold start programs hundreds of entries: requests (status, endpoint add)
+                # are answered meanwhile, not after (their changes come back by the watch).
+                self._serve_requests(0)
+                served = time.monotonic()
+            try:
+                v.run([c])
+                done.append(c)
+            except VtepGone:
+                raise
+            except Exception as e:
+                if "no vxtun VTEP named" in str(e):
+                    raise
+                failed.append(f"{c}: {e}")
+        if done:
+            log.info("%s: %s", v.name, "; ".join(map(str, done)))
+            self.programmed[v.name] = {"time": time.time(), "revision": self.revision,
+                                       "commands": [str(c) for c in done],
+                                       "seconds": time.monotonic() - t0}
+        if failed:
+            self.seen.pop(v.name, None)       # read the VTEP again before the next try
+            self._error(f"vtep {v.name}: {len(failed)} of {len(cmds)} commands failed: "
+                        + "; ".join(failed[:3]))
+        else:
+            self.seen[v.name] = (self.seen[v.name][0], apply(have, done))
 
     # --- misses (on-miss mode) -----------------------------------------------------------
 
@@ -378,7 +429,14 @@ class Agent:
             self.store.delete(key)
         else:
             self.endpoints[(lv.vni, mac)] = e
-            self.store.put(key, model.endpoint_value(e), self.lease)
+            try:
+                self.store.put(key, model.endpoint_value(e), self.lease)
+            except LeaseExpired:
+                # The lease lapsed before the keeper or the watch said so (a loaded host):
+                # not the user's error.  A new lease, and every key of ours under it.
+                self._error(f"lease {self.lease:x} expired: registering again")
+                self.lease = 0
+                self._register()
         return {"ok": True, "result": None}
 
     def status(self) -> dict:
@@ -386,6 +444,7 @@ class Agent:
         return {
             "store": self.store.url, "revision": self.revision, "mode": self.mode,
             "host": self.host, "lease": f"{self.lease:x}", "ttl": self.ttl,
+            "flood": self.flood,
             "vteps": [{"name": v.name, "kind": v.kind,
                        **({"vni": lv.vni, "local": lv.ip, "port": lv.port}
                           if (lv := self.locals.get(v.name)) else {"state": "not found"}),

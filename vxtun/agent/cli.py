@@ -1,7 +1,8 @@
 """``vxtun agent``: run the agent, ask it for its status, publish endpoints through it.
 
     vxtun agent [--store URL] --vtep NAME [--vtep NAME...] [--mode preprogram|on-miss]
-                [--ttl SECONDS] [--cacert FILE --cert FILE --key FILE] [--config FILE]
+                [--ttl SECONDS] [--no-flood] [--cacert FILE --cert FILE --key FILE]
+                [--config FILE]
     vxtun agent status [-j]
     vxtun agent endpoint add|del MAC [IP...] [dev NAME]
 """
@@ -34,6 +35,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="preprogram",
                    help="preprogram: install every endpoint (nolearning, proxy); on-miss: "
                    "answer the VTEPs' L2/L3 misses (default preprogram)")
+    p.add_argument("--no-flood", dest="flood", action="store_false",
+                   help="install no flood lists (as bridge link set ... flood off): unknown "
+                   "unicast raises an L2 miss instead of being flooded, which on-miss "
+                   "answers; broadcast is not carried (ARP/ND: the proxy)")
     p.add_argument("--learn", action="store_true",
                    help="publish the endpoints the local tables hold: what the VTEP's bridge "
                    "learned (with the bridge's neighbours), or the VTEP device's own MAC and "
@@ -80,7 +85,7 @@ def cmd_run(argv: list[str]) -> int:
                         format="vxtun agent: %(message)s", stream=sys.stderr)
     store = open_store(a.store, a.cacert, a.cert, a.key)
     agent = Agent(store, [open_vtep(n) for n in names], a.mode, a.ttl, a.prefix, a.host,
-                  a.learn)
+                  a.learn, a.flood)
     server = Server(agent)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop())

@@ -214,11 +214,15 @@ class _EtcdWatch(Watch):
                                         int(kv.get("mod_revision", 0))))
                 if batch:
                     self.q.put(batch)
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            if not self._closed:
-                self.q.put(Unreachable(f"etcd watch: {e}"))
         except StoreError as e:
             self.q.put(e)
+        except Exception as e:
+            # Whatever ends the stream ends the watch, and the loop must hear of it: a reader
+            # thread that died quietly would leave the agent on a frozen copy of the store.
+            # (http.client raises AttributeError, not OSError, when the connection is closed
+            # under a readline: close() below, or a stream cut mid-chunk.)
+            if not self._closed:
+                self.q.put(Unreachable(f"etcd watch: {e!r}"))
 
     def next(self, timeout: float) -> list[Change] | None:
         try:

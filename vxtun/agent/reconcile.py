@@ -92,10 +92,15 @@ class Wanted:
 
 
 def want(vtep: LocalVtep, desired: Desired, mode: str = "preprogram",
-         wanted: Wanted | None = None) -> VtepState:
-    """The tables ``vtep`` should have, from the store's state alone (and, on-miss, ``wanted``)."""
+         wanted: Wanted | None = None, flood: bool = True) -> VtepState:
+    """The tables ``vtep`` should have, from the store's state alone (and, on-miss, ``wanted``).
+
+    ``flood=False`` (``--no-flood``) leaves the flood list empty: vxlan_xmit then drops what
+    has no FDB entry, and for a unicast MAC raises an L2 miss (vxlan_fdb_miss is called only
+    when there is no all-zeros entry either), which on-miss answers from the store.  Broadcast
+    and multicast are not carried at all; ARP and ND are answered by the VTEP's proxy."""
     out = VtepState()
-    for m in desired.members.get(vtep.vni, {}).values():
+    for m in desired.members.get(vtep.vni, {}).values() if flood else ():
         if m.ip != vtep.ip:
             out.flood.add(m.ip)
     owner: dict[str, tuple[int, str]] = {}        # IP -> (revision, MAC): the newest claim wins

@@ -23,6 +23,7 @@ import time
 
 from ..core import VtepConfig
 from ..io import tap
+from ..io import linkwatch
 from ..io.linkwatch import LinkWatch
 from ..io.netlink import Netlink
 from ..trace.hub import TraceHub
@@ -33,6 +34,9 @@ from .loop import Loop
 from .server import ControlServer
 
 __all__ = ["Node", "Port", "Underlay", "select_backend"]
+
+# what the log says of a TAP moved away (ip link set vxtun0 netns X)
+MOVED = "the TAP was moved to another network namespace (ip link set netns)"
 
 
 def select_backend(node):
@@ -58,6 +62,7 @@ class Node:
         # RTM_DELLINK: a deleted TAP is noticed even when nothing is read from it
         self.links = LinkWatch()
         self.loop.watch(self.links.fileno(), self._links_deleted)
+        self._moved: set[Port] = set()  # VTEPs whose TAP was moved to another namespace
 
     @property
     def ports(self) -> dict[str, Port]:
@@ -85,6 +90,7 @@ class Node:
         connection being answered (closed once the answer is out)."""
         if self.ports.get(port.config.name) is not port:
             return
+        self._moved.discard(port)
         self.control.forget(port, keep)
         self.vteps.remove(port)
 
@@ -99,11 +105,13 @@ class Node:
 
     def tap_gone(self, port: Port, err: int) -> None:
         """A read of ``port``'s TAP failed with ``err`` (EBADFD: ``ip link del``, see
-        vxtun/io/tap.py): log one line and remove the VTEP as ``vxtun down`` would (control
-        socket, group, FDB, the backend's tables), which frees its name.  The backends call this
-        once per VTEP, from the loop; the other VTEPs run on."""
+        vxtun/io/tap.py), or the kernel said it was deleted: log one line and remove the VTEP
+        as ``vxtun down`` would (control socket, group, FDB, the backend's tables), which frees
+        its name.  The backends call this once per VTEP, from the loop; the other VTEPs run
+        on."""
         if self.ports.get(port.config.name) is not port:
             return
+        self._moved.discard(port)
         reason = tap.failure(err)
         print(f"vxtun: {port.config.name}: {reason}; removing the VTEP", file=sys.stderr,
               flush=True)
@@ -115,14 +123,34 @@ class Node:
             self.stop()
 
     def _links_deleted(self) -> None:
-        """Links deleted in the namespace (vxtun/io/linkwatch.py): a VTEP whose TAP it was
-        goes as ``tap_gone`` says, whichever of this and the TAP's read error comes first.
-        A VTEP of the same name started since (the notice of the old TAP came late) has its
-        TAP: that name still exists, and it stays."""
-        for _index, name in self.links.deleted():
-            port = self.ports.get(name)
-            if port is not None and not self.nl.exists(name):
-                self.tap_gone(port, errno.EBADFD)
+        """Links gone from the namespace (vxtun/io/linkwatch.py).  A VTEP whose TAP was
+        deleted goes as ``tap_gone`` says, whichever of this and the TAP's read error comes
+        first.  A TAP moved to another namespace (``ip link set vxtun0 netns X``) is served
+        there, as the kernel serves a vxlan device moved away from the namespace it was made in
+        (its UDP socket stays in that one, vxlan->net): frames still go between the TAP's file
+        and the underlay sockets of this namespace, and ``vxtun down`` here ends it.  That is
+        logged once; the own-MAC check then keeps the TAP's MAC of before the move (the name no
+        longer reads it here).  When notifications were lost (ENOBUFS), every VTEP's TAP is
+        looked at, so that a move is still noticed."""
+        for link in self.links.deleted():
+            self._tap_left(link.name, link.moved)
+        if self.links.lost():
+            for name, port in list(self.ports.items()):
+                self._tap_left(name, linkwatch.tap_attached(port.tap_fd))
+
+    def _tap_left(self, name: str, moved: bool) -> None:
+        """The TAP ``name`` may have left the namespace.  A VTEP of the same name started since
+        (the notice of the old TAP came late) has its TAP: that name still exists, and it
+        stays."""
+        port = self.ports.get(name)
+        if port is None or port in self._moved or self.nl.exists(name):
+            return
+        if not moved:
+            self.tap_gone(port, errno.EBADFD)
+            return
+        self._moved.add(port)
+        print(f"vxtun: {name}: {MOVED}; serving it there, as the kernel serves a moved vxlan "
+              "device", file=sys.stderr, flush=True)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -149,7 +177,8 @@ class Node:
         local = self._local_ips() if self.ports else frozenset()
         for port in list(self.ports.values()):
             self._set_local(port, local)
-            self._follow_mac(port)
+            if port not in self._moved:
+                self._follow_mac(port)
             port.vtep.expire(now)
             self.after_core(port)
 

@@ -5,18 +5,31 @@ the TAP (vxtun/io/tap.py), and also from this notification (rtnl_notify() of the
 unregistration, rtmsg_ifinfo(RTM_DELLINK, ...)), whichever comes first: a TAP nobody
 writes to is never read, but its deletion is always announced.
 
+A TAP moved to another namespace (``ip link set vxtun0 netns X``) is announced only here: the
+TAP keeps its file, which reads on (EAGAIN, then the frames of the other namespace), while
+dev_change_net_namespace() tells the old namespace RTM_DELLINK with IFLA_NEW_NETNSID (the new
+namespace's id as this one knows it, peernet2id_alloc()) and IFLA_NEW_IFINDEX.  A kernel
+vxlan device can be moved too, and keeps working from there through the UDP socket of the
+namespace it was made in (vxlan->net: the x-netns use of ``ip link add vxlan0 ...; ip link
+set vxlan0 netns X``); vxtun does the same (vxtun/dataplane/node.py ``Node._links_deleted``),
+and only needs to know that the name it no longer sees was moved, not deleted.
+
 A plain non-blocking netlink socket, parsed by hand (a struct nlmsghdr, a struct ifinfomsg
 and the IFLA_IFNAME attribute are all that is needed), so that the loop's select() sees every
 message: a library that reads ahead and buffers would leave one unseen until the next.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import socket
 import struct
+from typing import NamedTuple
 
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
 IFLA_IFNAME = 3
+IFLA_NEW_NETNSID = 45
 _NLMSG = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg: family, type, index, flags, change
 _RTA = struct.Struct("=HH")             # rtattr: len, type
@@ -26,9 +39,21 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-def deleted_links(data: bytes) -> list[tuple[int, str]]:
-    """The (ifindex, ifname) of every RTM_DELLINK in ``data`` (one recv of netlink
-    messages); anything else, or anything malformed, is skipped."""
+class DelLink(NamedTuple):
+    """One RTM_DELLINK: the link's index and name, and ``netnsid``, the id of the namespace it
+    moved to (IFLA_NEW_NETNSID), or None when it was deleted."""
+    index: int
+    name: str
+    netnsid: int | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.netnsid is not None
+
+
+def deleted_links(data: bytes) -> list[DelLink]:
+    """Every RTM_DELLINK with a name in ``data`` (one recv of netlink messages); anything
+    else, or anything malformed, is skipped."""
     out = []
     off = 0
     while off + _NLMSG.size <= len(data):
@@ -38,6 +63,7 @@ def deleted_links(data: bytes) -> list[tuple[int, str]]:
         body = off + _NLMSG.size
         if kind == RTM_DELLINK and length >= _NLMSG.size + _IFINFO.size:
             index = _IFINFO.unpack_from(data, body)[2]
+            name = netnsid = None
             a = body + _IFINFO.size
             while a + _RTA.size <= off + length:
                 alen, atype = _RTA.unpack_from(data, a)
@@ -45,11 +71,27 @@ def deleted_links(data: bytes) -> list[tuple[int, str]]:
                     break
                 if atype == IFLA_IFNAME:
                     name = data[a + _RTA.size:a + alen].split(b"\0", 1)[0]
-                    out.append((index, name.decode(errors="replace")))
-                    break
+                elif atype == IFLA_NEW_NETNSID and alen >= _RTA.size + 4:
+                    netnsid = struct.unpack_from("=i", data, a + _RTA.size)[0]
                 a += _align(alen)
+            if name is not None:
+                out.append(DelLink(index, name.decode(errors="replace"), netnsid))
         off += _align(length)
     return out
+
+
+TUNGETIFF = 0x800454D2
+
+
+def tap_attached(fd: int) -> bool:
+    """Whether the TAP file ``fd`` still has its device (TUNGETIFF: tun_get() finds none, and
+    the call fails with EBADFD, once the device was deleted; a TAP moved to another namespace
+    keeps it)."""
+    try:
+        fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError:
+        return False
+    return True
 
 
 class LinkWatch:
@@ -63,23 +105,34 @@ class LinkWatch:
         except OSError:
             self.sock.close()
             raise
+        self._lost = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def deleted(self) -> list[tuple[int, str]]:
-        """The links deleted since the last call (the socket is readable, or may be)."""
+    def deleted(self) -> list[DelLink]:
+        """The links deleted since the last call (the socket is readable, or may be).  When
+        notifications were lost meanwhile, ``lost()`` says so once."""
         out = []
         while True:
             try:
                 data = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return out
-            except OSError:
-                # ENOBUFS: notifications were lost while we were busy; the TAP's own read
-                # error still reports a deleted TAP, so nothing is missed for good
-                return out
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    return out
+                # the socket's buffer overflowed while we were busy (netlink_overrun()): an
+                # RTM_DELLINK may be among what was dropped; what follows still arrives
+                self._lost = True
+                continue
             out += deleted_links(data)
+
+    def lost(self) -> bool:
+        """Whether notifications were lost since the last call: the caller must look at its
+        links itself (a moved TAP has no read error to tell it)."""
+        lost, self._lost = self._lost, False
+        return lost
 
     def close(self) -> None:
         self.sock.close()

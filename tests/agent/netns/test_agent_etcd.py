@@ -264,3 +264,64 @@ def test_on_miss_mode_answers_kernel_and_vxtun_misses(topo, dataplane, etcd):
     # An endpoint that leaves takes its installed entries with it.
     h2.cmd("agent", "endpoint", "del", mac2)
     wait_for(lambda: tables(h1, dev1)["neigh"] == {}, 15, "entries of a gone endpoint removed")
+
+
+def test_on_miss_without_flooding_answers_kernel_and_vxtun_l2_misses(topo, dataplane, etcd):
+    """``--no-flood``: no all-zeros entry, so a frame to a MAC with no FDB entry is not
+    flooded but raises an L2 miss (vxlan_xmit calls vxlan_fdb_miss only then; vxtun's
+    handle_frame mirrors it), which the agent answers with the MAC's FDB entry from the store.
+    The senders know the MACs already (static neighbours), so no ARP and no L3 miss is
+    involved: h1 is a kernel VTEP on a bridge with a container c1 behind it (its frame to
+    h2's MAC misses on the kernel VTEP: RTM_GETNEIGH with NDA_LLADDR only), h2 is vxtun (the
+    echo reply to c1's MAC misses: an l2miss event)."""
+    h1, h2 = (topo.host(f"h{i}", f"192.0.2.{i}/24") for i in (1, 2))
+    dev1 = kernel_vtep(h1, 42, "10.20.0.101/24", extra="nolearning proxy l2miss l3miss")
+    h1.sh(f"ip link add br0 type bridge && ip link set br0 up && ip link set {dev1} master br0")
+    c1 = set_container(h1, "br0", "c1", "10.20.0.1/24")
+    vxtun_vtep(h2, 42, "10.20.0.2/24", env=dataplane,
+               extra=("--nolearning", "--proxy", "--l2miss", "--l3miss"))
+    hosts = [(h1, dev1), (h2, "vxtun0")]
+    for h, dev in hosts:
+        start_agent(h, etcd.url, dev, ttl=TTL, mode="on-miss", extra=("--no-flood",))
+    wait_for(lambda: all(len((_status_or_none(h) or {"members": {}})["members"].get("42", []))
+                         == 2 for h, _ in hosts), 20, "both VTEPs registered")
+    cmac = json.loads(run(f"ip -n {c1} -j link show eth0", check=True).stdout)[0]["address"]
+    mac2 = mac_of(h2, "vxtun0")
+    h1.cmd("agent", "endpoint", "add", cmac, "10.20.0.1")
+    h2.cmd("agent", "endpoint", "add", mac2, "10.20.0.2")
+    run(f"ip -n {c1} neigh replace 10.20.0.2 lladdr {mac2} dev eth0 nud permanent", check=True)
+    h2.sh(f"ip neigh replace 10.20.0.1 lladdr {cmac} dev vxtun0 nud permanent")
+    time.sleep(1)
+    for h, dev in hosts:                 # published; nothing installed, not even a flood list
+        assert tables(h, dev) == {"flood": [], "fdb": {}, "neigh": {}}, h.name
+    wait_for(lambda: run(f"ip netns exec {c1} ping -c 1 -W 1 10.20.0.2",
+                         check=False).returncode == 0, 30, "ping answered through L2 misses")
+    assert tables(h1, dev1) == {"flood": [], "fdb": {mac2: ["192.0.2.2"]}, "neigh": {}}
+    assert tables(h2, "vxtun0") == {"flood": [], "fdb": {cmac: ["192.0.2.1"]}, "neigh": {}}
+    st = agent_status(h2)
+    assert st["flood"] is False and f"fdb replace {cmac} dst 192.0.2.1" in \
+        st["vteps"][0]["programmed"]["commands"]
+
+
+def test_an_agent_paused_past_its_ttl_registers_again(topo, dataplane, etcd):
+    """SIGSTOP past the TTL (a host frozen, a VM paused): etcd expires the lease, and every
+    other host drops the member and its endpoint.  SIGCONT: the agent finds its lease gone
+    (the keep-alive answers TTL 0, its watch delivers the deletions of its own keys), takes a
+    new lease and writes its keys again, and every other host adds it back."""
+    hosts = fleet(topo, dataplane, "kxk")
+    agents = {h.name: start_agent(h, etcd.url, dev, ttl=TTL) for h, dev in hosts}
+    wait_for(converged(hosts), 20, "flood lists")
+    endpoints = publish(hosts)
+    wait_for(converged(hosts, endpoints), 20, "endpoints programmed")
+    h2, _ = hosts[1]
+    lease = agent_status(h2)["lease"]
+    os.killpg(agents["h2"].pid, signal.SIGSTOP)
+    try:
+        rest = [hosts[0], hosts[2]]
+        left = {m: v for m, v in endpoints.items() if v[0] != h2.ip}
+        wait_for(converged(rest, left), TTL + 10, "h2 dropped while paused")
+    finally:
+        os.killpg(agents["h2"].pid, signal.SIGCONT)
+    wait_for(converged(hosts, endpoints), TTL + 15, "h2 back everywhere")
+    st = agent_status(h2)
+    assert st["lease"] != lease and "expired" in st["last_error"], st
