@@ -159,6 +159,8 @@ def format_show(d: dict) -> str:
     if d.get("addresses"):
         lines.append("    inet " + " ".join(d["addresses"]))
     lines.append(f"    offload {' '.join(d.get('features', [])) or 'none'}")
+    if d.get("egress"):
+        lines.append(f"    udp tunnel gso egress {d['egress']}")
     return "\n".join(lines)
 
 

@@ -49,6 +49,9 @@ def _show(node, port, conn, req):
               "master": cfg.master, "tos": cfg.tos, "reachable_time": cfg.reachable_time,
               "gc_stale_time": cfg.gc_stale_time, "dataplane": node.backend.name,
               "features": node.backend.features(), "pid": os.getpid()})
+    egress = getattr(node.backend, "egress", None)      # UDP-tunnel GSO (vxtun/io/gso.py)
+    if egress is not None:
+        d["egress"] = egress(port)
     return d
 
 

@@ -40,6 +40,12 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   instead of waking the other thread: a few microseconds less per round trip.
 * ``tap_coalesce``: in-order TCP segments of one flow received back to back are written to the
   TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
+* ``udp_tunnel_gso``: a TCP super-frame for one unicast IPv4 remote is wrapped in
+  IPv4/UDP/VXLAN whole and written to an egress TAP of the VTEP's own (``<tap>-gso``,
+  vxtun/io/gso.py) as one UDP-tunnel GSO packet, which the kernel forwards and segments as
+  late as it can (a kernel VTEP over veth takes it whole, as from its own vxlan_xmit()).
+  Probed per VTEP (Linux 6.17's TUN_F_UDP_TUNNEL_GSO, the per-device sysctls); fallback
+  ``udp_gso``.  ``vxtun show`` says which, and why not.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 * ``tap_steering``: the TAP has several queues (``vxtun up --queues``, a TX thread each) and
   a steering program (vxtun/io/tapsteer.py) puts ARP/NS from behind the TAP on queue 0 and
@@ -67,7 +73,7 @@ import time
 from .. import _fastpath
 from ..core.stats import Stats
 from ..fdb import Fdb
-from ..io import tap, tapsteer
+from ..io import gso, tap, tapsteer
 from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
 from ..proxy import NeighTable
 from ..trace.records import from_ring
@@ -82,8 +88,10 @@ PUNT_LEARN = _fastpath.PUNT_KINDS["learn"]
 PUNT_TAP_GONE = _fastpath.PUNT_KINDS["tap_gone"]
 POP_MAX = 256       # punted records handled per wake-up before the selector looks elsewhere
 # Offloads can be turned off one by one to measure what each brings (and to work around a
-# kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce,poll_other,tap_steering
-OFFLOADS = ("tap_tso", "udp_gso", "udp_gro", "tap_coalesce", "poll_other", "tap_steering")
+# kernel bug): VXTUN_FAST_DISABLE=tap_tso,udp_gso,udp_gro,tap_coalesce,poll_other,
+# udp_tunnel_gso,tap_steering
+OFFLOADS = ("tap_tso", "udp_gso", "udp_gro", "tap_coalesce", "poll_other", "udp_tunnel_gso",
+            "tap_steering")
 
 
 def disabled() -> set[str]:
@@ -144,6 +152,7 @@ class FastBackend:
         self._uids: dict = {}          # id(Underlay) -> underlay id in C
         self._vids: dict = {}          # id(Port) -> VTEP id in C
         self._ports: dict = {}         # VTEP id -> Port
+        self._egress: dict = {}        # id(Port) -> its gso.Egress, or why it has none
         self._features: dict = {}      # feature -> how many TAPs/sockets use it
         self._punted: dict = {}        # VTEP id -> frames the TX thread handed to the core
         self._watching = False
@@ -224,6 +233,7 @@ class FastBackend:
         sources = getattr(tx, "sources", None)
         if sources is not None and sources.mcast_if is not None:
             self.dp.set_mcast_if(vid, sources.mcast_if)
+        self._open_egress(port, vid, tso)
         extra = self.dp.vtep_features(vid)
         if self._steer(port, cfg.mac):
             extra.append("tap_steering")
@@ -241,6 +251,9 @@ class FastBackend:
             return
         # keep the final counters: the core's Stats is what outlives the VTEP's C block
         final = self.dp.remove_vtep(vid)
+        eg = self._egress.pop(id(port), None)
+        if isinstance(eg, gso.Egress):
+            eg.close()                 # after remove_vtep: no thread writes to it any more
         self._ports.pop(vid, None)
         self._punted.pop(vid, None)
         port.fast_stats = final
@@ -250,6 +263,26 @@ class FastBackend:
             self._unuse("tap_csum")
         for f in extra:
             self._unuse(f)
+
+    def _open_egress(self, port, vid: int, tso: bool) -> None:
+        """Give ``port`` its UDP-tunnel GSO egress TAP (vxtun/io/gso.py) if it can have one;
+        else remember why (``egress``), and its super-frames keep today's path."""
+        eg = gso.open_for(port.config.name, port.underlay.family) if tso \
+            else "off (the TAP has no TSO)"
+        if isinstance(eg, gso.Egress) and not self.dp.set_tnl_egress(vid, eg.fd, eg.mac):
+            eg.close()
+            eg = "off (the send socket's TTL leaves none for forwarding)"
+        self._egress[id(port)] = eg
+
+    def egress(self, port) -> str | None:
+        """What ``vxtun show`` says of the UDP-tunnel GSO egress of ``port``."""
+        eg = self._egress.get(id(port))
+        vid = self._vids.get(id(port), (None,))[0]
+        if isinstance(eg, gso.Egress) and vid is not None:
+            if "udp_tunnel_gso" not in self.dp.vtep_features(vid):
+                return f"{eg.name} off (the kernel refused a packet)"
+            return gso.describe(eg, *self.dp.tnl_egress_stats(vid))
+        return gso.describe(eg, 0, 0)
 
     # --- counters --------------------------------------------------------------------------
 

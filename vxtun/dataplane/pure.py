@@ -4,21 +4,40 @@ Every frame read from a TAP goes through ``Vtep.handle_frame`` and every datagra
 ``Demux.handle_datagram``; the returned actions are carried out here.  The TAP is opened with
 offloads off, so the kernel hands us complete checksums and frames no larger than the MTU.
 
+Unless the VTEP has a UDP-tunnel GSO egress (vxtun/io/gso.py; IPv4 underlays on Linux 6.17+):
+then its TAP hands over TCP super-frames (TSO), and one that the core sends to a single
+IPv4 remote leaves whole, wrapped in IPv4/UDP/VXLAN, through the egress, for the kernel to
+segment (``_super_frame``).  The core decides the first segment (vxtun/wire/tso.py cuts it),
+and its decision holds for the others: they differ only in sequence numbers, lengths, IDs
+and checksums, none of which the core looks at.  A super-frame the egress cannot carry is cut
+and each segment goes through the core as any frame.
+
 While a VTEP is traced (``vxtun trace``, vxtun/trace/hub.py), its frames and datagrams go
 through vxtun/trace/reference.py instead, which calls the same core and builds the record of
 what it decided; untraced, the loop pays one dictionary test per frame.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
 import time
 
-from ..io import tapsteer
-from ..io.underlay import TOS_CMSG_SPACE, received_tos
+from ..core.vtep import Transmit
+from ..io import gso, tapsteer
+from ..io.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUNSETOFFLOAD
+from ..io.underlay import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DONT,
+    TOS_CMSG_SPACE,
+    SourceCache,
+    received_tos,
+)
 from ..trace.reference import trace_datagram, trace_frame
 from ..trace.summary import HEAD
+from ..wire import tso
+from ..wire.ether import ETH_HLEN
 from ..wire.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, complete_checksum
 
 BATCH = 64          # frames read per wake-up before looking at other fds again
@@ -32,6 +51,7 @@ class PureBackend:
     def __init__(self, node) -> None:
         self.node = node
         self._buf = bytearray(RX_BUF)
+        self._egress: dict = {}        # id(Port) -> its gso.Egress, or why it has none
 
     def tap_queues(self, config) -> int:
         """Two, unless told one: the steering program (vxtun/io/tapsteer.py) puts ARP/NS from
@@ -62,6 +82,7 @@ class PureBackend:
         self.node.unwatch(us.rx.fileno())
 
     def attach(self, port) -> None:
+        self._open_egress(port)
         for fd in (port.tap_fd, *port.tap_queues):
             self.node.watch(fd, lambda p=port, f=fd: self._on_tap(p, f))
         self._steer(port, port.config.mac)
@@ -69,6 +90,9 @@ class PureBackend:
     def detach(self, port) -> None:
         for fd in (port.tap_fd, *port.tap_queues):
             self.node.unwatch(fd)
+        eg = self._egress.pop(id(port), None)
+        if isinstance(eg, gso.Egress):
+            eg.close()
 
     def _steer(self, port, mac: bytes) -> None:
         if not port.tap_queues:
@@ -77,6 +101,31 @@ class PureBackend:
         if why is not None:
             print(f"vxtun: {port.config.name}: {why}; the TAP's queues are steered by the "
                   "kernel's flow hash", file=sys.stderr, flush=True)
+
+    def _open_egress(self, port) -> None:
+        """Give ``port`` a UDP-tunnel GSO egress and TSO on its TAP if it can have them; else
+        remember why not (``egress``), and the TAP keeps its offloads off."""
+        eg = gso.open_for(port.config.name, port.underlay.family)
+        if isinstance(eg, gso.Egress):
+            tx = port.tx or port.underlay.tx
+            ttl = tx.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+            try:
+                fcntl.ioctl(port.tap_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            except OSError:
+                eg.close()
+                eg = "off (the TAP has no TSO)"
+            else:
+                eg.ttl = ttl
+                eg.df = tx.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) != IP_PMTUDISC_DONT
+                eg.csum = bool(getattr(tx, "udp_csum", False))
+                eg.sources = getattr(tx, "sources", None) or SourceCache(socket.AF_INET, None)
+        self._egress[id(port)] = eg
+
+    def egress(self, port) -> str | None:
+        """What ``vxtun show`` says of the UDP-tunnel GSO egress of ``port``."""
+        eg = self._egress.get(id(port))
+        return gso.describe(eg, eg.sent, eg.refused) if isinstance(eg, gso.Egress) \
+            else gso.describe(eg, 0, 0)
 
     def set_local(self, port, ips) -> None:
         """The namespace's addresses changed: nothing to do, the core's Vtep.local_ips is it."""
@@ -93,7 +142,8 @@ class PureBackend:
         return us.demux.stats.to_json()
 
     def features(self) -> list[str]:
-        return ["vnet_hdr", "raw_tx"]
+        on = any(isinstance(e, gso.Egress) for e in self._egress.values())
+        return ["vnet_hdr", "raw_tx"] + (["tap_tso", "udp_tunnel_gso"] if on else [])
 
     def trace_changed(self, port, on: bool) -> None:
         """Nothing to switch: the loop asks the node's TraceHub for every frame."""
@@ -123,8 +173,12 @@ class PureBackend:
                     self.node.tap_gone(port, e.errno or 0)
                 return
             frame = data[10:]
+            if data[1]:
+                # a TSO super-frame: only while the VTEP has its egress (_open_egress)
+                self._super_frame(port, data, frame)
+                continue
             if data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-                # Offloads are off, so this should not happen; finish it like a NIC would.
+                # Offloads are off (unless the VTEP has an egress): finish it like a NIC would.
                 frame = bytearray(frame)
                 start = data[6] | (data[7] << 8)
                 off = data[8] | (data[9] << 8)
@@ -139,6 +193,64 @@ class PureBackend:
             else:
                 port.execute(port.vtep.handle_frame(frame, now))
             self.node.after_core(port)
+
+    def _super_frame(self, port, vnet: bytes, frame: bytes) -> None:
+        """A TSO super-frame: through the egress if the core sends it to one IPv4 remote,
+        else cut into segments that go through the core one by one (see the docstring)."""
+        mss = vnet[4] | (vnet[5] << 8)
+        nseg = tso.count(frame, mss)
+        vtep = port.vtep
+        if not nseg:
+            vtep.stats.drop("bad_frame")        # as fp_tx_decide: nothing we can cut
+            return
+        now = time.monotonic()
+        first = tso.segments(frame, mss, 1)[0]
+        eg = self._egress.get(id(port))
+        if not self.node.traces.watching(port) and isinstance(eg, gso.Egress):
+            actions = vtep.handle_frame(first, now)
+            if len(actions) == 1 and type(actions[0]) is Transmit \
+                    and self._egress_send(eg, vnet, frame, actions[0], nseg):
+                # the other segments, counted as the core counts each one (Stats.count_tx)
+                vtep.stats.tx_packets += nseg - 1
+                vtep.stats.tx_bytes += (nseg - 1) * (len(first) - mss - ETH_HLEN) \
+                    + len(frame) - len(first)
+                self.node.after_core(port)
+                return
+            port.execute(actions)
+            segs = tso.segments(frame, mss)[1:]
+        else:
+            segs = tso.segments(frame, mss)
+        for seg in segs:
+            if self.node.traces.watching(port):
+                actions, rec = trace_frame(vtep, seg, now)
+                port.execute(actions)
+                self.node.traces.publish(port, rec, seg[:HEAD])
+            else:
+                port.execute(vtep.handle_frame(seg, now))
+        self.node.after_core(port)
+
+    @staticmethod
+    def _egress_send(eg, vnet: bytes, frame: bytes, t: Transmit, nseg: int) -> bool:
+        """Write ``frame`` wrapped for ``t`` (the core's Transmit of its first segment) to the
+        egress as one UDP-tunnel GSO packet; False if it cannot go that way."""
+        if ":" in t.ip or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM \
+                or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
+            return False            # (an 802.1Q tag: gso.tnl_vnet_hdr's offsets are untagged)
+        dst = socket.inet_aton(t.ip)
+        ttl = t.ttl or eg.ttl
+        src = eg.sources(t.ip)
+        if dst[0] >= 224 or ttl >= 255 or src is None or 36 + len(frame) > 0xFFFF:
+            return False
+        outer = gso.outer_ipv4(eg.mac, src, dst, t.sport, t.port, 8 + len(frame), eg.ident,
+                               t.tos, ttl, eg.df or t.df, eg.csum)
+        try:
+            os.writev(eg.fd, [gso.tnl_vnet_hdr(vnet, eg.csum), outer, t.payload[:8], frame])
+        except OSError:
+            eg.refused += 1
+            return False
+        eg.ident = (eg.ident + nseg) & 0xFFFF
+        eg.sent += 1
+        return True
 
     def _on_rx(self, us) -> None:
         buf = self._buf

@@ -6,7 +6,7 @@ detaching a VTEP or a socket stops both threads, changes the tables and restarts
 threads never see a table change under them.
 """
 from libc.errno cimport errno
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
@@ -16,8 +16,9 @@ from vxtun.fastpath.decide cimport (
 from vxtun.fastpath.fdb cimport CFdb
 from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
-    EFD_CLOEXEC, EFD_NONBLOCK, eventfd, pthread_mutex_destroy, pthread_mutex_init,
-    pthread_mutex_lock, pthread_mutex_unlock)
+    EFD_CLOEXEC, EFD_NONBLOCK, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TTL, IPPROTO_IP, eventfd,
+    getsockopt, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
+    pthread_mutex_unlock, socklen_t)
 from vxtun.fastpath.send cimport fp_gso_close_all, fp_probe_gso
 from vxtun.fastpath.state cimport QLEN, fp_dp, fp_punt, fp_underlay, fp_vtep
 from vxtun.fastpath.threads cimport dp_start, dp_stop
@@ -249,6 +250,7 @@ cdef class Dataplane:
         v.qfd[0] = tap_fd
         pthread_mutex_init(&v.qlock[0], NULL)
         v.tx_fd = tx_fd
+        v.tnl_fd = -1
         v.tap_tso = tap_tso
         v.tap_coalesce = coalesce
         v.us = us
@@ -335,9 +337,45 @@ cdef class Dataplane:
         memcpy(v.mcast_if, <const char*>mreqn, 12)
         v.has_mcast_if = 1
 
+    def set_tnl_egress(self, uint32_t vid, int fd, mac) -> bool:
+        """Send this VTEP's TSO super-frames for one unicast IPv4 remote as UDP-tunnel GSO
+        packets written to ``fd``, the egress TAP of vxtun/io/gso.py whose MAC is ``mac``
+        (fd -1: stop).  Only for an IPv4 underlay with TAP TSO; the outer TTL and DF follow
+        tx_fd's IP_TTL and IP_MTU_DISCOVER.  False when this VTEP cannot use it."""
+        cdef fp_vtep* v = self._vtep(vid)
+        cdef int val = 0
+        cdef socklen_t ln = sizeof(int)
+        if fd < 0:
+            was = self._pause()
+            v.tnl_fd = -1
+            self._resume(was)
+            return True
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        if v.us.family != 4 or not v.tap_tso:
+            return False
+        if getsockopt(v.tx_fd, IPPROTO_IP, IP_TTL, &val, &ln) != 0 or not 0 < val < 255:
+            return False
+        mb = bytes(mac)
+        was = self._pause()
+        v.tnl_ttl = <uint8_t>val
+        ln = sizeof(int)
+        v.tnl_df = getsockopt(v.tx_fd, IPPROTO_IP, IP_MTU_DISCOVER, &val, &ln) == 0 \
+            and val != IP_PMTUDISC_DONT
+        memcpy(v.tnl_mac, <const char*>mb, 6)
+        v.tnl_fd = fd
+        self._resume(was)
+        return True
+
+    def tnl_egress_stats(self, uint32_t vid) -> tuple:
+        """(super-frames written to the egress TAP, writes it refused)."""
+        cdef fp_vtep* v = self._vtep(vid)
+        return v.tnl_sent, v.tnl_errors
+
     def vtep_features(self, uint32_t vid) -> list:
         cdef fp_vtep* v = self._vtep(vid)
-        return (["udp_gso"] if v.gso_on else []) + (["tap_coalesce"] if v.tap_coalesce else [])
+        return ((["udp_gso"] if v.gso_on else []) + (["tap_coalesce"] if v.tap_coalesce else [])
+                + (["udp_tunnel_gso"] if v.tnl_fd >= 0 else []))
 
     def vtep_stats(self, uint32_t vid) -> dict:
         cdef fp_vtep* v = self._vtep(vid)

@@ -11,10 +11,11 @@ computed here (``_udp4_check``) unless the VTEP has ``noudpcsum``; on IPv6 the k
 in on tx_fd (IPV6_CHECKSUM) unless ``udp6zerocsumtx``; the GSO sockets are UDP sockets, whose
 checksum the kernel computes, and are not used when the checksum is to be zero.
 """
-from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.errno cimport EAGAIN, EINTR, EINVAL, ENOBUFS, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
+from posix.uio cimport iovec, writev
 from posix.unistd cimport close
 
 from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
@@ -28,7 +29,7 @@ from vxtun.fastpath.libc cimport (
     sockaddr, sockaddr_in, socket, socklen_t)
 from vxtun.fastpath.state cimport GSO_SOCKS, SRC_CACHE, fp_gsosock
 from vxtun.fastpath.wire cimport (
-    D_TX_ERROR, VXLAN_HLEN, fp_csum_add, fp_encode_header, fp_seg, put16)
+    D_TX_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_csum_add, fp_encode_header, fp_seg, put16)
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -351,6 +352,95 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
         i += k
     return 0
 
+cdef enum:
+    TNL_HDR = 24          # sizeof(struct virtio_net_hdr_v1_hash_tunnel)
+    TNL_OUTER = 14 + 20 + 8   # Ethernet (to the egress TAP), IPv4, UDP: vxtun.io.gso.OUTER4 - 8
+
+
+cdef inline void _le16(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+
+cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
+                   uint8_t ttl) noexcept nogil:
+    """Write the TSO super-frame still in c.buf, wrapped in IPv4/UDP/VXLAN for ``r``, to the
+    egress TAP as one UDP-tunnel GSO packet (vxtun/io/gso.py says how the kernel takes it; its
+    tnl_vnet_hdr and outer_ipv4 are the reference this mirrors).  -1: not sent, the caller
+    sends the segments as usual."""
+    cdef const uint8_t* f = c.buf + VNET_HDR_LEN
+    cdef const uint8_t* src
+    cdef fp_seg* segs = c.act.segs
+    cdef size_t n = segs[0].hlen
+    cdef uint32_t ulen, tot, dport, vni
+    cdef uint8_t h[TNL_HDR + TNL_OUTER + 8]
+    cdef uint8_t* ip = h + TNL_HDR + 14
+    cdef uint8_t* uh = ip + 20
+    cdef iovec iov[2]
+    cdef int i
+    cdef uint8_t out_ttl = ttl if ttl else v.tnl_ttl
+    if segs[0].p != f + n or out_ttl == 255:
+        return -1               # not the frame as read, or no TTL left to give ip_forward()
+    if not ((f[12] == 0x08 and f[13] == 0x00) or (f[12] == 0x86 and f[13] == 0xDD)):
+        return -1               # an 802.1Q tag: inner_nh_offset assumes a plain Ethernet header
+    for i in range(nseg):
+        n += segs[i].plen
+    ulen = 16 + <uint32_t>n
+    tot = 20 + ulen
+    if tot > 0xFFFF:
+        return -1
+    src = _source(v, r, fp_now())
+    if src == NULL:
+        return -1
+    dport = r.port if r.port else v.s.dstport
+    vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
+    # the virtio-net header: the TAP's, every offset moved by the outer headers
+    h[0] = 1 | (8 if v.csum4 else 0)      # NEEDS_CSUM, UDP_TUNNEL_CSUM
+    h[1] = c.buf[1] | 0x20                # GSO_TCPV4/6 (ECN kept) | GSO_UDP_TUNNEL_IPV4
+    _le16(h + 2, (c.buf[2] | (c.buf[3] << 8)) + TNL_OUTER + 8 if (c.buf[2] | c.buf[3]) else 0)
+    h[4] = c.buf[4]                       # gso_size: the MSS
+    h[5] = c.buf[5]
+    _le16(h + 6, (c.buf[6] | (c.buf[7] << 8)) + TNL_OUTER + 8)
+    h[8] = c.buf[8]
+    h[9] = c.buf[9]
+    memset(h + 10, 0, 10)                 # num_buffers, hash
+    _le16(h + 20, 14 + 20)                # outer_th_offset
+    _le16(h + 22, TNL_OUTER + 8 + 14)     # inner_nh_offset
+    memcpy(h + TNL_HDR, v.tnl_mac, 6)
+    memset(h + TNL_HDR + 6, 0, 6)
+    h[TNL_HDR + 6] = 2                    # a locally administered source MAC
+    h[TNL_HDR + 12] = 0x08
+    h[TNL_HDR + 13] = 0x00
+    ip[0] = 0x45
+    ip[1] = tos
+    put16(ip + 2, tot)
+    put16(ip + 4, v.tnl_ident & 0xFFFF)
+    put16(ip + 6, 0x4000 if v.tnl_df else 0)
+    ip[8] = out_ttl + 1                   # ip_forward() takes one
+    ip[9] = 17
+    put16(ip + 10, 0)
+    memcpy(ip + 12, src, 4)
+    memcpy(ip + 16, r.addr, 4)
+    put16(ip + 10, (~fp_csum_add(ip, 20, 0)) & 0xFFFF)
+    put16(uh, c.act.sport)
+    put16(uh + 2, dport)
+    put16(uh + 4, ulen)
+    # with the checksum, the folded pseudo-header sum over the whole length, which
+    # __skb_udp_tunnel_segment() adjusts per segment (udp_set_csum() leaves the same)
+    put16(uh + 6, fp_csum_add(ip + 12, 8, 17 + ulen) if v.csum4 else 0)
+    fp_encode_header(uh + 8, vni)
+    iov[0].iov_base = h
+    iov[0].iov_len = sizeof(h)
+    iov[1].iov_base = <void*>f
+    iov[1].iov_len = n
+    if writev(v.tnl_fd, iov, 2) < 0:
+        v.tnl_errors += 1
+        if errno == EINVAL:
+            v.tnl_fd = -1       # this kernel will not take it: today's path from now on
+        return -1
+    v.tnl_ident += <uint32_t>nseg
+    v.tnl_sent += 1
+    return 0
+
 cdef inline bint _is_multicast(const fp_remote* r) noexcept nogil:
     if r.family == 4:
         return (r.addr[0] & 0xF0) == 0xE0
@@ -382,6 +472,11 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
     cdef bint defer = nseg == 1 and nr <= TXBATCH and segs[0].hlen <= SMALLBUF
     cdef void* ctl
     cdef uint8_t* slot
+    if nseg > 1 and nr == 1 and v.tnl_fd >= 0 and rem[0].family == 4 and fam == 4 \
+            and not _is_multicast(&rem[0]):
+        fp_tx_pend_flush(c, v)                    # the frames read before go first
+        if _tnl_send(c, v, &rem[0], nseg, tos, ttl) == 0:
+            return
     if nseg > 1 and nr == 1 and v.gso_on and rem[0].family == fam \
             and not _is_multicast(&rem[0]):
         gfd = _gso_fd(v, sport, fp_now())

@@ -26,17 +26,13 @@ import socket
 import struct
 from typing import NamedTuple
 
+from .rtnl import attributes, messages
+
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
 IFLA_IFNAME = 3
 IFLA_NEW_NETNSID = 45
-_NLMSG = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg: family, type, index, flags, change
-_RTA = struct.Struct("=HH")             # rtattr: len, type
-
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
 
 
 class DelLink(NamedTuple):
@@ -55,28 +51,18 @@ def deleted_links(data: bytes) -> list[DelLink]:
     """Every RTM_DELLINK with a name in ``data`` (one recv of netlink messages); anything
     else, or anything malformed, is skipped."""
     out = []
-    off = 0
-    while off + _NLMSG.size <= len(data):
-        length, kind = _NLMSG.unpack_from(data, off)[:2]
-        if length < _NLMSG.size or off + length > len(data):
-            break
-        body = off + _NLMSG.size
-        if kind == RTM_DELLINK and length >= _NLMSG.size + _IFINFO.size:
-            index = _IFINFO.unpack_from(data, body)[2]
-            name = netnsid = None
-            a = body + _IFINFO.size
-            while a + _RTA.size <= off + length:
-                alen, atype = _RTA.unpack_from(data, a)
-                if alen < _RTA.size or a + alen > off + length:
-                    break
-                if atype == IFLA_IFNAME:
-                    name = data[a + _RTA.size:a + alen].split(b"\0", 1)[0]
-                elif atype == IFLA_NEW_NETNSID and alen >= _RTA.size + 4:
-                    netnsid = struct.unpack_from("=i", data, a + _RTA.size)[0]
-                a += _align(alen)
-            if name is not None:
-                out.append(DelLink(index, name.decode(errors="replace"), netnsid))
-        off += _align(length)
+    for kind, body, end in messages(data):
+        if kind != RTM_DELLINK or end - body < _IFINFO.size:
+            continue
+        index = _IFINFO.unpack_from(data, body)[2]
+        name = netnsid = None
+        for atype, value in attributes(data, body + _IFINFO.size, end):
+            if atype == IFLA_IFNAME:
+                name = value.split(b"\0", 1)[0]
+            elif atype == IFLA_NEW_NETNSID and len(value) >= 4:
+                netnsid = struct.unpack_from("=i", value)[0]
+        if name is not None:
+            out.append(DelLink(index, name.decode(errors="replace"), netnsid))
     return out
 
 

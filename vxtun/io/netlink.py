@@ -11,6 +11,7 @@ from pyroute2 import IPRoute
 
 from ..errors import LocalError
 from ..wire.addr import ip_version
+from .rtnl import NLMSG, attributes, messages
 
 
 def _attr(msg, name):
@@ -90,39 +91,25 @@ RTM_NEWADDR, RTM_GETADDR = 20, 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFA_ADDRESS = 1
-_NLMSG = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
 _IFADDR = struct.Struct("=BBBBI")       # ifaddrmsg: family, prefixlen, flags, scope, index
-_RTA = struct.Struct("=HH")             # rtattr: len, type
 
 
 def addresses_of(data: bytes, out: set[str]) -> bool:
     """Add the IFA_ADDRESS of every RTM_NEWADDR in ``data`` (one recv of a dump) to ``out``;
     True at NLMSG_DONE. An NLMSG_ERROR raises OSError with its errno."""
-    off = 0
-    while off + _NLMSG.size <= len(data):
-        length, kind = _NLMSG.unpack_from(data, off)[:2]
-        if length < _NLMSG.size or off + length > len(data):
-            break
-        body = off + _NLMSG.size
+    for kind, body, end in messages(data):
         if kind == NLMSG_DONE:
             return True
-        if kind == NLMSG_ERROR:
+        if kind == NLMSG_ERROR and end - body >= 4:
             err = -struct.unpack_from("=i", data, body)[0]
             if err:
                 raise OSError(err, f"RTM_GETADDR: {err}")
-        elif kind == RTM_NEWADDR and body + _IFADDR.size <= off + length:
+        elif kind == RTM_NEWADDR and end - body >= _IFADDR.size:
             family = _IFADDR.unpack_from(data, body)[0]
-            a = body + _IFADDR.size
-            while a + _RTA.size <= off + length:
-                alen, atype = _RTA.unpack_from(data, a)
-                if alen < _RTA.size or a + alen > off + length:
-                    break
-                if atype == IFA_ADDRESS and family in (socket.AF_INET, socket.AF_INET6):
-                    raw = data[a + _RTA.size:a + alen]
-                    if len(raw) == (4 if family == socket.AF_INET else 16):
-                        out.add(socket.inet_ntop(family, raw))
-                a += (alen + 3) & ~3
-        off += (length + 3) & ~3
+            size = {socket.AF_INET: 4, socket.AF_INET6: 16}.get(family)
+            for atype, value in attributes(data, body + _IFADDR.size, end):
+                if atype == IFA_ADDRESS and len(value) == size:
+                    out.add(socket.inet_ntop(family, value))
     return False
 
 
@@ -133,7 +120,7 @@ def local_addresses() -> set[str]:
         s.bind((0, 0))
         s.settimeout(2.0)
         body = _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        s.send(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
+        s.send(NLMSG.pack(NLMSG.size + len(body), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
                            1, 0) + body)
         while not addresses_of(s.recv(65536), out):
             pass
