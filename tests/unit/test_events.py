@@ -8,6 +8,7 @@ The iproute2 forms quoted were printed by iproute2 6.1 for a kernel vxlan device
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import socket
@@ -121,7 +122,8 @@ class FakeVtep:
     ``monitor`` request sends the given event lines and closes."""
 
     def __init__(self, events: list[dict] | None = None, error: str | None = None) -> None:
-        self.dev = f"t{os.getpid() % 100000}-{id(self) % 10000}"
+        # a name of its own: id() is reused once an earlier fake is collected
+        self.dev = f"t{os.getpid() % 100000}-{next(_FAKE_NUMBER)}"
         self.events = events or []
         self.error = error
         self.requests: list[dict] = []
@@ -154,7 +156,17 @@ class FakeVtep:
                 f.close()
 
     def close(self) -> None:
+        # shutdown() wakes the thread blocked in accept(): close() alone would not, and the
+        # listening socket, name and all, would live on until its next connection
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self.thread.join(timeout=5)
+
+
+_FAKE_NUMBER = itertools.count()
 
 
 @pytest.fixture
