@@ -133,3 +133,13 @@ def test_stats_show_the_frames_read_per_queue():
          "punts_lost": 0, "tap": {"tx_dropped": 5, "queue_reads": [1000, 20, 30]}}
     assert "    punts lost 0  tap queue drops 5  tap queue reads 1000 20 30" \
         in output.format_stats(d).splitlines()
+
+
+def test_the_queue_limit_is_one_number_in_python_and_c():
+    import re
+    from pathlib import Path
+
+    from vxtun.core import config
+    from vxtun.io import tap
+    pxd = (Path(config.__file__).parent.parent / "fastpath" / "decide.pxd").read_text()
+    assert int(re.search(r"TAPQ_MAX = (\d+)", pxd).group(1)) == config.TAPQ_MAX == tap.TAPQ_MAX

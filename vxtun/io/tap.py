@@ -22,6 +22,7 @@ import fcntl
 import os
 import struct
 
+from ..core.config import TAPQ_MAX
 from ..errors import LocalError
 
 TUNSETIFF = 0x400454CA
@@ -33,7 +34,6 @@ IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_MULTI_QUEUE = 0x0100
 IFF_TUN_EXCL = 0x8000       # tun_set_iff(): EBUSY if the device exists (never attach to it)
-TAPQ_MAX = 8                # queues per TAP (TAPQ_MAX in vxtun/fastpath/decide.pxd)
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
