@@ -1,10 +1,12 @@
 """Microbenchmarks of the per-packet functions, pure Python and (when built) the Cython fast path.
 
-    python -m pytest bench/test_micro.py --benchmark-only          # all of them, ~2 minutes
-    python -m pytest bench/test_micro.py --benchmark-only -k fdb   # one family
+    python -m pytest bench/test_micro.py --benchmark-only -n 0 --dist no  # all of them, ~2 minutes
+    python -m pytest bench/test_micro.py --benchmark-only -n 0 --dist no -k fdb  # one family
 
 ``--benchmark-only`` is needed because pyproject's addopts skip benchmarks in the normal test
-run (and ``tests/`` is the only test path, so plain ``pytest`` never collects this file).
+run, and ``-n 0 --dist no`` because they spread tests over xdist workers, which turns
+pytest-benchmark off (and ``tests/`` is the only test path, so plain ``pytest`` never
+collects this file).
 
 * encapsulate: ``Vtep.handle_frame`` for a known unicast MAC (FDB hit, source-port hash,
   VXLAN header), frames of 64 B, 1514 B and a 64 KB TCP super-frame (what a TAP with TSO hands

@@ -21,10 +21,20 @@ DATAPLANES = {"fast": {"VXTUN_PUREPYTHON": "0"}, "pure": {"VXTUN_PUREPYTHON": "1
 _prereq_cache: list | None = None
 
 
+# Tests that keep a CPU busy (an ARP storm, a soak, bulk TCP, a 100k-entry listing, a browser,
+# busy polling): one xdist worker runs them all, one at a time, so that they never starve
+# each other's timers or the other workers' namespace tests of both cores.
+CPU_BOUND = {"test_storm.py", "test_soak_smoke.py", "test_multiqueue.py", "test_listing.py",
+             "test_bench_smoke.py", "test_busy_poll.py", "test_gso_egress_vs_kernel.py",
+             "test_walk_chromium.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/netns/" in str(item.fspath):
             item.add_marker(pytest.mark.netns)
+        if item.fspath.basename in CPU_BOUND:
+            item.add_marker(pytest.mark.xdist_group("cpu"))
 
 
 @pytest.fixture(scope="session")
