@@ -9,7 +9,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from vxtun.fastpath.fdb cimport fp_fdb, fp_remote
 from vxtun.fastpath.neigh cimport fp_neigh
-from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_vnet
+from vxtun.fastpath.wire cimport NDROPS, fp_seg, fp_tso_segment, fp_vnet
 
 cdef enum:
     TAPQ_MAX = 8          # queues of a multi-queue TAP, each read by a TX thread of its own
@@ -84,6 +84,12 @@ cdef struct fp_tx_action:
     # the caller's buffers, reused from one frame to the next (fp_tx_action_init)
     fp_seg* segs          # MAXSEG
     uint8_t* segh         # MAXSEG * SEGH_MAX: the segments' headers
+    # a TSO super-frame is only planned by fp_tx_decide (segs hold lengths and places, not
+    # the headers): fp_tx_segments() writes them, when segments are what leaves
+    const uint8_t* tso_f
+    size_t tso_n
+    uint32_t tso_mss
+    bint tso_pending
     fp_remote* rem
     uint32_t remcap
     uint8_t* reply        # REPLY_MAX: A_REPLY's vnet header and answer
@@ -118,3 +124,11 @@ cdef enum:
     PUNT_FRAME = 1        # a frame from the TAP for Vtep.handle_frame
     PUNT_LEARN = 2        # data = the MAC just learned or moved: emit FdbChange
     PUNT_TAP_GONE = 3     # data = errno (int32): the TAP failed (ip link del); not read again
+
+
+cdef inline void fp_tx_segments(fp_tx_action* a) noexcept nogil:
+    """Write the headers of the planned TSO segments in a.segs (once; nothing to do for a
+    frame that was not cut).  Whoever reads a.segs[i].h's bytes calls it first."""
+    if a.tso_pending:
+        fp_tso_segment(a.tso_f, a.tso_n, a.tso_mss, a.segh, a.segs, True)
+        a.tso_pending = False

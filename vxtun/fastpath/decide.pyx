@@ -254,6 +254,7 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
     cdef uint64_t nbytes = 0
     a.nseg = 0
     a.nr = 0
+    a.tso_pending = False
     a.nstate = N_UNASKED
     if len < VNET_HDR_LEN + ETH_HLEN:
         _tx_drop(a, &v.st[tid], D_BAD_FRAME)
@@ -274,7 +275,11 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.segs[0].p = NULL
         a.segs[0].plen = 0
     elif gso == GSO_TCPV4 or gso == GSO_TCPV6:
-        a.nseg = fp_tso_segment(f, n, le16(buf + 4), a.segh, a.segs)
+        a.nseg = fp_tso_segment(f, n, le16(buf + 4), a.segh, a.segs, False)
+        a.tso_f = f
+        a.tso_n = n
+        a.tso_mss = le16(buf + 4)
+        a.tso_pending = a.nseg > 0
         if a.nseg < 0:
             a.nseg = 0
             _tx_drop(a, &v.st[tid], D_BAD_FRAME)
@@ -519,6 +524,7 @@ cdef class Decisions:
         cdef fp_remote* r
         cdef uint8_t hdr[VXLAN_HLEN]
         fp_tx_decide(v, <uint8_t*>(<char*>buf), len(buf), now, 0, a)
+        fp_tx_segments(a)
         segs = [a.segs[si].h[:a.segs[si].hlen]
                 + (a.segs[si].p[:a.segs[si].plen] if a.segs[si].plen else b"")
                 for si in range(a.nseg)]

@@ -18,7 +18,7 @@ from libc.string cimport memcmp, memcpy, memset
 from posix.uio cimport iovec, writev
 from posix.unistd cimport close
 
-from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init
+from vxtun.fastpath.decide cimport fp_tx_action_free, fp_tx_action_init, fp_tx_segments
 from vxtun.fastpath.fdb cimport fp_remote
 from vxtun.fastpath.libc cimport (
     AF_INET, AF_INET6, CMSG_DATA, CMSG_LEN, CMSG_SPACE, IP_MULTICAST_IF, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TOS,
@@ -477,6 +477,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
         fp_tx_pend_flush(c, v)                    # the frames read before go first
         if _tnl_send(c, v, &rem[0], nseg, tos, ttl) == 0:
             return
+    fp_tx_segments(&c.act)                        # segments leave: write their headers
     if nseg > 1 and nr == 1 and v.gso_on and rem[0].family == fam \
             and not _is_multicast(&rem[0]):
         gfd = _gso_fd(v, sport, fp_now())

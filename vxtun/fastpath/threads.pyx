@@ -47,7 +47,7 @@ from posix.unistd cimport close, read, write
 from vxtun.fastpath.coalesce cimport COALBUF, coal_add, coal_finish, coal_start, fp_coal
 from vxtun.fastpath.decide cimport (
     A_DELIVER, A_PUNT, A_REPLY, A_SEND, PUNT_FRAME, PUNT_LEARN, PUNT_TAP_GONE, fp_rx_action, fp_rx_decide,
-    fp_tx_action, fp_tx_decide)
+    fp_tx_action, fp_tx_decide, fp_tx_segments)
 from vxtun.fastpath.fdb cimport LEARN_MOVED, LEARN_NEW
 from vxtun.fastpath.libc cimport (
     AF_INET, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
@@ -133,6 +133,7 @@ cdef void _tx_carry_out(fp_queue* q, fp_vtep* v, fp_txctx* c) noexcept nogil:
         if write(v.tap_fd, a.reply, a.rlen) < 0:
             v.s.st[c.tid].drops[D_TAP_ERROR] += 1
     elif a.kind == A_PUNT:
+        fp_tx_segments(a)
         for i in range(a.nseg):
             if q_push(q, PUNT_FRAME, v.s.id, a.segs[i].h, a.segs[i].hlen, a.segs[i].p,
                       a.segs[i].plen, True) < 0:

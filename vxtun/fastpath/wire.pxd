@@ -140,4 +140,4 @@ cdef uint8_t fp_encap_tos(const uint8_t* f, size_t n, uint8_t tos) noexcept nogi
 cdef uint8_t fp_inner_ttl(const uint8_t* f, size_t n) noexcept nogil
 cdef int fp_ecn_decap(uint8_t* f, size_t n, uint8_t outer) noexcept nogil
 cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
-                        fp_seg* segs) noexcept nogil
+                        fp_seg* segs, bint fill) noexcept nogil

@@ -315,8 +315,14 @@ cdef int fp_ecn_decap(uint8_t* f, size_t n, uint8_t outer) noexcept nogil:
 # --- TSO: cut a TCP super-frame from the TAP into MTU-sized segments (what a NIC does) ----
 
 cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
-                        fp_seg* segs) noexcept nogil:
+                        fp_seg* segs, bint fill) noexcept nogil:
     """Segment a VIRTIO_NET_HDR_GSO_TCPV4/6 frame; -1 if it is not one we can cut.
+
+    ``fill`` False only plans the cut: segs[i] get their lengths and their places (the header
+    slot in ``hbuf``, the payload in ``f``), but the headers are not written; a second call
+    with ``fill`` writes them.  The TX thread decides on the plan and fills only when it
+    sends segments: a frame that leaves whole (UDP-tunnel GSO, vxtun/fastpath/send.pyx) never
+    pays for ~45 header copies and a checksum over its whole payload.
 
     Each segment gets a copy of the headers with, as the kernel's tcp_gso_segment() and
     inet_gso_segment() set them: IPv4 total length, ID + i and header checksum; IPv6 payload
@@ -369,6 +375,12 @@ cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
         if chunk > mss:
             chunk = mss
         h = hbuf + i * SEGH_MAX
+        segs[i].h = h
+        segs[i].hlen = hlen
+        segs[i].p = f + hlen + i * mss
+        segs[i].plen = chunk
+        if not fill:
+            continue
         memcpy(h, f, hlen)
         if v6:
             put16(h + l3 + 4, hlen - (l3 + 40) + chunk)
@@ -395,10 +407,6 @@ cdef int fp_tso_segment(const uint8_t* f, size_t n, uint32_t mss, uint8_t* hbuf,
         ps = fp_fold(<uint64_t>ps + 6 + tl + fp_csum_be(h + l4, thl)
                    + fp_csum_be(f + hlen + i * mss, chunk))
         put16(h + l4 + 16, (~ps) & 0xFFFF)
-        segs[i].h = h
-        segs[i].hlen = hlen
-        segs[i].p = f + hlen + i * mss
-        segs[i].plen = chunk
     return <int>nseg
 
 
@@ -485,7 +493,7 @@ def tso_segment(const uint8_t[::1] frame not None, uint32_t gso_size) -> list:
     try:
         if hbuf == NULL or segs == NULL:
             raise MemoryError()
-        k = fp_tso_segment(&frame[0] if n else NULL, n, gso_size, hbuf, segs)
+        k = fp_tso_segment(&frame[0] if n else NULL, n, gso_size, hbuf, segs, True)
         if k < 0:
             raise ValueError("not a TCP super-frame this path can segment")
         return [segs[i].h[:segs[i].hlen] + segs[i].p[:segs[i].plen] for i in range(k)]
