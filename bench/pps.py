@@ -60,20 +60,25 @@ class PpsError(RuntimeError):
     pass
 
 
-def build_pktgen() -> str:
-    """Compile bench/pktgen.c (once per source version) and return the binary's path."""
-    src = SOURCE.read_bytes()
-    d = Path(tempfile.gettempdir()) / f"vxtun-pktgen-{os.getuid()}"
+def build_c(source: Path, *flags: str) -> str:
+    """Compile a helper of bench/ (once per source version) and return the binary's path."""
+    src = source.read_bytes()
+    d = Path(tempfile.gettempdir()) / f"vxtun-bench-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
-    exe = d / f"pktgen-{hashlib.sha256(src).hexdigest()[:16]}"
+    exe = d / f"{source.stem}-{hashlib.sha256(src).hexdigest()[:16]}"
     if not exe.exists():
         tmp = exe.with_suffix(f".{os.getpid()}")
-        p = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(tmp), str(SOURCE)],
+        p = subprocess.run(["gcc", "-O2", "-Wall", *flags, "-o", str(tmp), str(source)],
                            capture_output=True, text=True)
         if p.returncode != 0:
-            raise PpsError(f"gcc could not build {SOURCE}: {p.stderr.strip()[-400:]}")
+            raise PpsError(f"gcc could not build {source}: {p.stderr.strip()[-400:]}")
         tmp.replace(exe)         # atomic: a concurrent run never executes half a file
     return str(exe)
+
+
+def build_pktgen() -> str:
+    """Compile bench/pktgen.c and return the binary's path."""
+    return build_c(SOURCE)
 
 
 def softirq_seconds() -> float:

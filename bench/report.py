@@ -242,6 +242,16 @@ def markdown(results: dict, table: list[dict]) -> str:
                f"TCP median of {cfg['tcp_runs']} x {cfg['tcp_seconds']} s, UDP search "
                f"{cfg['udp_seconds']} s per trial (<= {cfg['udp_trials']} trials, <= 1% loss), "
                f"{cfg['ping_count']} pings every {cfg['ping_interval'] * 1000:g} ms")
+    wb, wa = meta.get("wakeup_before") or {}, meta.get("wakeup_after") or {}
+    if wb:
+        out.append("- a thread's wake-up (bench/wakeup.c, round trips every 2 ms, p50/p99 µs): "
+                   f"through a sleeping thread {wb['asleep_p50_us']:.1f}/"
+                   f"{wb['asleep_p99_us']:.1f}, through a spinning one "
+                   f"{wb['spinning_p50_us']:.1f}/{wb['spinning_p99_us']:.1f}"
+                   + (f"; at the end {wa['asleep_p50_us']:.1f}/{wa['asleep_p99_us']:.1f} and "
+                      f"{wa['spinning_p50_us']:.1f}/{wa['spinning_p99_us']:.1f}" if wa else "")
+                   + ". Each hop of vxtun's round trip through a thread that was asleep pays "
+                   "about the difference; the kernel's vxlan wakes nobody")
     every = list(results["pairings"].items())
     if results.get("reference_end"):
         every.append(("kernel-kernel", dict(results["reference_end"], again=True)))
@@ -254,6 +264,8 @@ def markdown(results: dict, table: list[dict]) -> str:
             "; ".join(feats)
         if p.get("loadavg"):
             line += f" (load average at start {p['loadavg']})"
+        if p.get("steal_pct") is not None:
+            line += f"; CPU steal {p['steal_pct']:.1f}%"
         losses = drops(p)
         if losses:
             line += f"; losses: {losses}"

@@ -98,6 +98,42 @@ def machine() -> dict:
     }
 
 
+WAKEUP = HERE / "wakeup.c"
+
+
+def wakeup_cost(rounds: int = 500) -> dict:
+    """bench/wakeup.c: a round trip between two threads over pipes, every 2 ms as the pings
+    come, through a peer asleep in read() and through one that spins; the difference is what
+    one hop through a sleeping thread costs this machine (vxtun's threads sleep when idle,
+    the kernel's vxlan has no thread to wake).  {} when it cannot run."""
+    try:
+        exe = ppsmod.build_c(WAKEUP, "-pthread")
+        out = subprocess.run([exe, str(rounds), "2000"], capture_output=True, text=True,
+                             timeout=60).stdout.split()
+        a50, a99, s50, s99 = (float(x) for x in out)
+    except (ppsmod.PpsError, OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    return {"asleep_p50_us": a50, "asleep_p99_us": a99, "spinning_p50_us": s50,
+            "spinning_p99_us": s99}
+
+
+def cpu_times() -> tuple[float, float]:
+    """(all, steal) jiffies of /proc/stat's ``cpu`` line: the share of time the hypervisor
+    gave this machine's vCPUs to somebody else is (steal delta) / (all delta)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return sum(v[:8]), (v[7] if len(v) > 7 else 0.0)
+
+
+def steal_pct(before: tuple[float, float]) -> float | None:
+    after = cpu_times()
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total > 0 else None
+
+
 def _loadavg() -> str:
     try:
         with open("/proc/loadavg") as f:
@@ -142,6 +178,17 @@ def bench_pairing(name: str, cfg: dict, log: Progress, res: dict, where: str = "
     res["errors"] = {}
     log.where = where or label(name)
     log("building topology")
+    ct0 = cpu_times()
+    try:
+        _bench_pairing(name, cfg, log, res)
+    finally:
+        res["steal_pct"] = steal_pct(ct0)
+        if res["steal_pct"] is not None:
+            log(f"CPU steal during the pairing: {res['steal_pct']:.1f}% (the hypervisor ran "
+                "somebody else on our vCPUs)")
+
+
+def _bench_pairing(name: str, cfg: dict, log: Progress, res: dict) -> None:
     with Pairing(name) as pr:
         res["netns_prefix"] = pr.topo.prefix
         res["loadavg"] = _loadavg()
@@ -358,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         f"pairings: {', '.join(label(n) for n in names)}; about "
         f"{estimate(cfg, runs, nv, not a.no_pps, a.vteps)}")
     failed = False
+    meta["wakeup_before"] = wakeup_cost()
+    if meta["wakeup_before"]:
+        w = meta["wakeup_before"]
+        log(f"thread wake-up (bench/wakeup.c): round trip {w['asleep_p50_us']:.1f} µs through "
+            f"a sleeping thread, {w['spinning_p50_us']:.1f} µs through a spinning one (p50)")
     try:
         no_fast = fastpath_problem()
         for n in names:
@@ -415,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         log.where = ""
         log("interrupted: writing what was measured")
     meta["loadavg_after"] = _loadavg()
+    meta["wakeup_after"] = wakeup_cost()
 
     table = report.rows(results)
     results["table"] = table
