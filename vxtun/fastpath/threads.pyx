@@ -62,7 +62,7 @@ from vxtun.fastpath.send cimport (
 from vxtun.fastpath.state cimport (
     QLEN, ROLE_RX, ROLE_TX, fp_dp, fp_queue, fp_thread, fp_underlay, fp_vtep)
 from vxtun.fastpath.trace cimport tr_rx, tr_tx
-from vxtun.fastpath.wire cimport D_TAP_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
+from vxtun.fastpath.wire cimport D_TAP_ERROR, ETH_HLEN, VNET_HDR_LEN, VXLAN_HLEN, fp_pack_vnet
 
 cdef enum:
     RXBATCH = 32          # datagrams per recvmmsg()
@@ -315,17 +315,82 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
     _touch(c, v, k)
     if write(v.qfd[k], a.frame - VNET_HDR_LEN, a.len + VNET_HDR_LEN) < 0:
         v.s.st[c.tid].drops[D_TAP_ERROR] += 1
-cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
-    cdef int i, r, rounds, gso, fam, tclass
-    cdef uint8_t tos
+cdef inline bint _rx_express(const uint8_t* d, size_t n) noexcept nogil:
+    """A received VXLAN datagram ``d`` whose inner frame is not TCP (ICMP, UDP, ARP, ND...):
+    the RX thread delivers these first out of each recvmmsg() batch (see _rx_drain)."""
+    cdef uint16_t et
+    if n < VXLAN_HLEN + ETH_HLEN + 40:
+        return True
+    et = (<uint16_t>d[VXLAN_HLEN + 12] << 8) | d[VXLAN_HLEN + 13]
+    if et == 0x0800:
+        return d[VXLAN_HLEN + ETH_HLEN + 9] != 6
+    if et == 0x86DD:
+        return d[VXLAN_HLEN + ETH_HLEN + 6] != 6
+    return et != 0x8100 and et != 0x88A8     # a VLAN tag: keep it with whatever it carries
+
+def rx_express(datagram) -> bool:
+    """_rx_express for the tests (vxtun.wire.vxlan.rx_express is its Python twin)."""
+    cdef const uint8_t[:] d = bytes(datagram) + b"\0"      # never empty
+    return _rx_express(&d[0], len(datagram))
+
+cdef void _rx_one(fp_dp* dp, fp_underlay* us, fp_rxctx* c, int i, double now) noexcept nogil:
+    """Decide and carry out datagram ``i`` of the last recvmmsg(), or the datagrams UDP GRO
+    glued into it."""
+    cdef int gso = 0, fam, tclass
+    cdef uint8_t tos = 0
     cdef uint16_t sport
     cdef uint32_t tsegs
-    cdef size_t n, off, seg
-    cdef uint8_t* d
+    cdef size_t n = c.msgs[i].msg_len, off, seg
+    cdef uint8_t* d = c.bufs + <size_t>i * RXBUF + RXHEAD
     cdef const uint8_t* addr
-    cdef msghdr* mh
+    cdef msghdr* mh = &c.msgs[i].msg_hdr
     cdef cmsghdr* cm
+    if c.slots[i].addr.sin6_family == AF_INET:
+        fam = 4
+        addr = <const uint8_t*>&(<sockaddr_in*>&c.slots[i].addr).sin_addr
+    else:
+        fam = 6
+        addr = c.slots[i].addr.sin6_addr.s6_addr
+    # sin_port and sin6_port sit at the same offset, in network order
+    sport = c.slots[i].addr.sin6_port
+    sport = <uint16_t>((sport >> 8) | (sport << 8))
+    if mh.msg_controllen:
+        cm = CMSG_FIRSTHDR(mh)
+        while cm != NULL:
+            if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                memcpy(&gso, CMSG_DATA(cm), sizeof(int))
+            elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
+                tos = CMSG_DATA(cm)[0]          # one byte (ip_cmsg_recv_tos)
+            elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
+                memcpy(&tclass, CMSG_DATA(cm), sizeof(int))
+                tos = <uint8_t>tclass
+            cm = CMSG_NXTHDR(mh, cm)
+    if gso > 0 and n > <size_t>gso:
+        # UDP GRO glued datagrams of one 4-tuple together: every one but the last is
+        # exactly gso bytes; GRO merges only datagrams with the same outer TOS / traffic
+        # class (inet_gro_receive, ipv6_gro_receive), so one ``tos`` holds for all
+        off = 0
+        tsegs = <uint32_t>((n + <size_t>gso - 1) / <size_t>gso)     # one record
+        while off < n:
+            seg = n - off if n - off < <size_t>gso else <size_t>gso
+            _rx_datagram(c, dp, us, d + off, seg, fam, addr, sport, tos, now, tsegs)
+            tsegs = 0
+            off += seg
+    else:
+        _rx_datagram(c, dp, us, d, n, fam, addr, sport, tos, now, 1)
+
+cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
+    """Read the socket dry, RXBATCH datagrams per recvmmsg().  Out of each batch the datagrams
+    that carry no TCP go first, then the TCP ones, each kind in arrival order: under a bulk
+    TCP flow the socket holds a standing queue of its 64 KB super-frames (~1 MB measured),
+    and a ping's echo or a DNS answer in the same batch would otherwise wait until every one
+    of them had been written to the TAP (each costs the stack's TCP receive, run in our
+    write()).  Flows never overtake themselves: a multi-queue NIC with RSS reorders across
+    flows the same way."""
+    cdef int i, r, rounds, nexp
+    cdef msghdr* mh
     cdef double now
+    cdef uint8_t late[RXBATCH]
     for rounds in range(16):
         for i in range(RXBATCH):
             c.slots[i].iov.iov_base = c.bufs + <size_t>i * RXBUF + RXHEAD
@@ -344,45 +409,16 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
         if r <= 0:
             break
         now = fp_now()
+        nexp = 0
         for i in range(r):
-            n = c.msgs[i].msg_len
-            d = c.bufs + <size_t>i * RXBUF + RXHEAD
-            mh = &c.msgs[i].msg_hdr
-            if c.slots[i].addr.sin6_family == AF_INET:
-                fam = 4
-                addr = <const uint8_t*>&(<sockaddr_in*>&c.slots[i].addr).sin_addr
-            else:
-                fam = 6
-                addr = c.slots[i].addr.sin6_addr.s6_addr
-            # sin_port and sin6_port sit at the same offset, in network order
-            sport = c.slots[i].addr.sin6_port
-            sport = <uint16_t>((sport >> 8) | (sport << 8))
-            gso = 0
-            tos = 0
-            if mh.msg_controllen:
-                cm = CMSG_FIRSTHDR(mh)
-                while cm != NULL:
-                    if cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
-                        memcpy(&gso, CMSG_DATA(cm), sizeof(int))
-                    elif cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == IP_TOS:
-                        tos = CMSG_DATA(cm)[0]          # one byte (ip_cmsg_recv_tos)
-                    elif cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == IPV6_TCLASS:
-                        memcpy(&tclass, CMSG_DATA(cm), sizeof(int))
-                        tos = <uint8_t>tclass
-                    cm = CMSG_NXTHDR(mh, cm)
-            if gso > 0 and n > <size_t>gso:
-                # UDP GRO glued datagrams of one 4-tuple together: every one but the last is
-                # exactly gso bytes; GRO merges only datagrams with the same outer TOS / traffic
-                # class (inet_gro_receive, ipv6_gro_receive), so one ``tos`` holds for all
-                off = 0
-                tsegs = <uint32_t>((n + <size_t>gso - 1) / <size_t>gso)     # one record
-                while off < n:
-                    seg = n - off if n - off < <size_t>gso else <size_t>gso
-                    _rx_datagram(c, dp, us, d + off, seg, fam, addr, sport, tos, now, tsegs)
-                    tsegs = 0
-                    off += seg
-            else:
-                _rx_datagram(c, dp, us, d, n, fam, addr, sport, tos, now, 1)
+            late[i] = not _rx_express(c.bufs + <size_t>i * RXBUF + RXHEAD, c.msgs[i].msg_len)
+            if not late[i]:
+                _rx_one(dp, us, c, i, now)
+                nexp += 1
+        if nexp < r:
+            for i in range(r):
+                if late[i]:
+                    _rx_one(dp, us, c, i, now)
         if r < RXBATCH:
             break
     _coal_write(c)      # the socket is empty: nothing more will join the pending frame

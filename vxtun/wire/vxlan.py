@@ -75,6 +75,21 @@ def reserved_bits_set(data: bytes) -> bool:
 # protocol and, for TCP/UDP, ports; else the two MAC addresses and the EtherType, as the
 # kernel's jhash fallback does) and then the kernel's folding and scaling exactly.
 
+def rx_express(datagram: bytes) -> bool:
+    """A received VXLAN datagram whose inner frame carries no TCP (ICMP, UDP, ARP, ND, or too
+    short to say): both dataplanes deliver these first out of what one read of the underlay
+    socket returns, then the rest in arrival order (vxtun/fastpath/threads.pyx ``_rx_drain``).
+    A frame behind a VLAN tag counts as TCP: it keeps its place."""
+    if len(datagram) < VXLAN_HLEN + 14 + 40:
+        return True
+    et = int.from_bytes(datagram[VXLAN_HLEN + 12:VXLAN_HLEN + 14], "big")
+    if et == 0x0800:
+        return datagram[VXLAN_HLEN + 14 + 9] != 6
+    if et == 0x86DD:
+        return datagram[VXLAN_HLEN + 14 + 6] != 6
+    return et not in (0x8100, 0x88A8)
+
+
 _FNV_OFFSET = 0x811C9DC5
 _FNV_PRIME = 0x01000193
 
