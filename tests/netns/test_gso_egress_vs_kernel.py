@@ -12,6 +12,12 @@ stream arrives intact (sha256).  When the probe fails (here: ``all.rp_filter`` o
 fib_validate_source() would hold against a packet from our own address) vxtun says so and
 sends as before.
 
+The same over an IPv6 underlay (2001:db8::/64): the egress writes an IPv6 outer header
+(VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6) and the kernel forwards it by the egress device's own
+``force_forwarding``; the datagrams must carry the kernel VTEP's hop limit, traffic class
+and flow label, a UDP checksum that verifies (IPv6 requires one), and the same segment
+sizes.  ``udp6zerocsumtx`` keeps today's path, and says so.
+
 Each test runs once per dataplane.
 """
 from __future__ import annotations
@@ -25,6 +31,7 @@ from scapy.layers.l2 import Ether
 from vxtun.wire.offload import csum_add
 
 U1, U2 = "192.0.2.1", "192.0.2.2"
+V1, V2 = "2001:db8::1", "2001:db8::2"
 OFFLOADS_OFF = ("ethtool -K eth0 tx off tx-udp_tnl-segmentation off "
                 "tx-udp_tnl-csum-segmentation off")
 
@@ -36,9 +43,9 @@ def hosts(topo):
     return h1, h2
 
 
-def datagrams(topo, h1, h2, port: int) -> list:
-    """The outer IPv4 packets h1 sends while 2 MB cross from h1 to h2 over TCP."""
-    with Tcpdump(topo, f"udp port 4789 and src host {U1}") as cap:
+def datagrams(topo, h1, h2, port: int, src: str = U1) -> list:
+    """The outer IP packets h1 (``src``) sends while 2 MB cross from h1 to h2 over TCP."""
+    with Tcpdump(topo, f"udp port 4789 and src host {src}") as cap:
         assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=2_000_000, port=port)
     return [p[Ether].payload for p in cap.packets()]
 
@@ -46,23 +53,36 @@ def datagrams(topo, h1, h2, port: int) -> list:
 def problems(pkts) -> list[str]:
     """What is wrong with any of the datagrams, as a receiver would check them."""
     bad = []
-    for ip in pkts:
+    for n, ip in enumerate(pkts):
         raw = bytes(ip)
+        if ip.version == 6:
+            # RFC 8200 section 8.1: the checksum is not optional, over the pseudo-header
+            udp = raw[40:40 + ip.plen]
+            if udp[6:8] == b"\0\0" or csum_add(udp, csum_add(raw[8:40], 17 + len(udp))) \
+                    != 0xFFFF:
+                bad.append(f"packet {n}: outer UDP checksum")
+            bad += _inner_problems(f"packet {n}", udp[16:])
+            continue
         udp = raw[20:ip.len]
-        inner = udp[16:]
         if csum_add(raw[:20]) != 0xFFFF:
             bad.append(f"id {ip.id}: outer IPv4 checksum")
         if udp[6:8] != b"\0\0" and csum_add(udp, csum_add(raw[12:20], 17 + len(udp))) != 0xFFFF:
             bad.append(f"id {ip.id}: outer UDP checksum")
-        if inner[12:14] != b"\x08\x00":
-            continue
-        if csum_add(inner[14:34]) != 0xFFFF:
-            bad.append(f"id {ip.id}: inner IPv4 checksum")
-        ilen = int.from_bytes(inner[16:18], "big")
-        if inner[23] == 6:
-            seg = inner[34:14 + ilen]
-            if csum_add(seg, csum_add(inner[26:34], 6 + len(seg))) != 0xFFFF:
-                bad.append(f"id {ip.id}: inner TCP checksum")
+        bad += _inner_problems(f"id {ip.id}", udp[16:])
+    return bad
+
+
+def _inner_problems(which: str, inner: bytes) -> list[str]:
+    bad = []
+    if inner[12:14] != b"\x08\x00":
+        return bad
+    if csum_add(inner[14:34]) != 0xFFFF:
+        bad.append(f"{which}: inner IPv4 checksum")
+    ilen = int.from_bytes(inner[16:18], "big")
+    if inner[23] == 6:
+        seg = inner[34:14 + ilen]
+        if csum_add(seg, csum_add(inner[26:34], 6 + len(seg))) != 0xFFFF:
+            bad.append(f"{which}: inner TCP checksum")
     return bad
 
 
@@ -80,6 +100,19 @@ def shape(pkts) -> dict:
             "ports_per_flow": {len(v) for v in flows.values()},
             "consecutive_ids": 1 in steps,
             "segmented": all(ip.len <= 1500 for ip in pkts)}
+
+
+def shape6(pkts) -> dict:
+    """shape() for IPv6 outer headers: hop limit, traffic class, flow label, checksum."""
+    data = [ip for ip in pkts if TCP in ip and len(ip[TCP].payload) > 0]
+    flows: dict = {}
+    for ip in data:
+        inner = ip[TCP]
+        flows.setdefault((inner.sport, inner.dport), set()).add(ip.payload.sport)
+    return {"fields": {(ip.hlim, ip.tc, ip.fl, ip.payload.chksum == 0) for ip in pkts},
+            "largest": max(ip.plen for ip in pkts),
+            "ports_per_flow": {len(v) for v in flows.values()},
+            "segmented": all(40 + ip.plen <= 1500 for ip in pkts)}
 
 
 def egress(h1) -> str:
@@ -125,14 +158,67 @@ def test_falls_back_when_the_probe_fails(topo, dataplane):
     assert v and not problems(v), problems(v)[:5]
 
 
-def test_ipv6_underlay_keeps_todays_path(topo, dataplane):
-    h1, h2 = (topo.host(f"h{i}", f"2001:db8::{i}/64") for i in (1, 2))
-    kernel_vtep(h2, remote="2001:db8::1", local="2001:db8::2", address="10.20.1.2/24")
-    p = h1.vxtun("--vni", "42", "--remote", "2001:db8::2", "--local", "2001:db8::1", "--dev",
-                 "eth0", "--dstport", "4789", "--address", "10.20.1.1/24", env=dataplane)
+def hosts6(topo):
+    return tuple(topo.host(f"h{i}", f"2001:db8::{i}/64") for i in (1, 2))
+
+
+def test_ipv6_super_frames_leave_as_the_kernels_datagrams(topo, dataplane):
+    h1, h2 = hosts6(topo)
+    kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24")
+    h1.sh(OFFLOADS_OFF)
+    kernel_vtep(h1, remote=V2, local=V1, address="10.20.1.1/24", extra="tos 0x28")
+    k = datagrams(topo, h1, h2, 5205, src=V1)
+    h1.sh("ip link del vxlan0")
+    h2.sh("ip neigh flush dev vxlan0")
+    p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
+                 "4789", "--tos", "0x28", "--address", "10.20.1.1/24", env=dataplane)
     try:
-        assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=1_000_000, port=5204)
+        v = datagrams(topo, h1, h2, 5206, src=V1)
+        said = egress(h1)
+        forwarding = h1.sh("sysctl -n net.ipv6.conf.all.forwarding "
+                           "net.ipv6.conf.vxtun0-gso.force_forwarding").split()
+    finally:
+        stop(p)
+    assert said.startswith("vxtun0-gso super-frames") and " super-frames 0 " not in said, said
+    assert forwarding == ["0", "1"], forwarding     # the egress device's own switch only
+    assert not problems(k), problems(k)[:5]
+    assert not problems(v), problems(v)[:5]
+    assert shape6(k)["segmented"] and shape6(v) == shape6(k), (shape6(k), shape6(v))
+
+
+def test_ipv6_fixed_flowlabel_and_hop_limit_as_the_kernel(topo, dataplane):
+    h1, h2 = hosts6(topo)
+    kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24")
+    h1.sh(OFFLOADS_OFF)
+    kernel_vtep(h1, remote=V2, local=V1, address="10.20.1.1/24", extra="flowlabel 0x5a5a5 ttl 9")
+    k = datagrams(topo, h1, h2, 5207, src=V1)
+    h1.sh("ip link del vxlan0")
+    h2.sh("ip neigh flush dev vxlan0")
+    p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
+                 "4789", "--flowlabel", "370085", "--ttl", "9", "--address", "10.20.1.1/24",
+                 env=dataplane)
+    try:
+        v = datagrams(topo, h1, h2, 5208, src=V1)
         said = egress(h1)
     finally:
         stop(p)
-    assert said.startswith("off (") and "IPv4" in said, said
+    assert said.startswith("vxtun0-gso super-frames") and " super-frames 0 " not in said, said
+    assert not problems(v), problems(v)[:5]
+    assert shape6(v) == shape6(k), (shape6(k), shape6(v))
+    assert shape6(v)["fields"] == {(9, 0, 0x5a5a5, False)}, shape6(v)
+
+
+def test_ipv6_zero_checksum_keeps_todays_path(topo, dataplane):
+    h1, h2 = hosts6(topo)
+    kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24", extra="udp6zerocsumrx")
+    p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
+                 "4789", "--udp6zerocsumtx", "--address", "10.20.1.1/24", env=dataplane)
+    try:
+        v = datagrams(topo, h1, h2, 5204, src=V1)
+        said = egress(h1)
+        names = h1.sh("ip -o link show")
+    finally:
+        stop(p)
+    assert said.startswith("off (") and "udp6zerocsumtx" in said, said
+    assert "vxtun0-gso" not in names
+    assert v and all(ip.payload.chksum == 0 for ip in v)

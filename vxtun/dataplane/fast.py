@@ -267,7 +267,8 @@ class FastBackend:
     def _open_egress(self, port, vid: int, tso: bool) -> None:
         """Give ``port`` its UDP-tunnel GSO egress TAP (vxtun/io/gso.py) if it can have one;
         else remember why (``egress``), and its super-frames keep today's path."""
-        eg = gso.open_for(port.config.name, port.underlay.family) if tso \
+        eg = gso.open_for(port.config.name, port.underlay.family,
+                          bool(getattr(port.config, "udp6zerocsumtx", False))) if tso \
             else "off (the TAP has no TSO)"
         if isinstance(eg, gso.Egress) and not self.dp.set_tnl_egress(vid, eg.fd, eg.mac):
             eg.close()
