@@ -16,13 +16,17 @@ The same over an IPv6 underlay (2001:db8::/64): the egress writes an IPv6 outer 
 (VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6) and the kernel forwards it by the egress device's own
 ``force_forwarding``; the datagrams must carry the kernel VTEP's hop limit, traffic class
 and flow label, a UDP checksum that verifies (IPv6 requires one), and the same segment
-sizes.  ``udp6zerocsumtx`` keeps today's path, and says so.
+sizes.  ``udp6zerocsumtx`` keeps today's path, and says so.  A write of the namespace's
+``all.forwarding`` resets every device's own switch (the kernel's inet_forward_change() and
+addrconf_forward_change()); the egress then goes away within a tick and the stream goes on
+by today's path.
 
 Each test runs once per dataplane.
 """
 from __future__ import annotations
 
 import json
+import time
 
 from helpers import Tcpdump, assert_tcp_transfer, kernel_vtep, stop
 from scapy.layers.inet import TCP
@@ -222,3 +226,27 @@ def test_ipv6_zero_checksum_keeps_todays_path(topo, dataplane):
     assert said.startswith("off (") and "udp6zerocsumtx" in said, said
     assert "vxtun0-gso" not in names
     assert v and all(ip.payload.chksum == 0 for ip in v)
+
+
+def test_egress_goes_when_all_forwarding_resets_its_switch(topo, dataplane):
+    h1, h2 = hosts6(topo)
+    kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24")
+    p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
+                 "4789", "--address", "10.20.1.1/24", env=dataplane)
+    try:
+        assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=1_000_000, port=5209)
+        before = egress(h1)
+        # ip6_forward() would now drop what the egress forwards (all.forwarding is 0 already:
+        # writing it 0 again still clears each device's force_forwarding)
+        h1.sh("sysctl -qw net.ipv6.conf.all.forwarding=0")
+        deadline = time.monotonic() + 5
+        while egress(h1).startswith("vxtun0-gso") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = egress(h1)
+        assert_tcp_transfer(h1, h2, "10.20.1.2", nbytes=2_000_000, port=5210)
+        names = h1.sh("ip -o link show")
+    finally:
+        stop(p)
+    assert before.startswith("vxtun0-gso super-frames") and " super-frames 0 " not in before
+    assert after.startswith("off (") and "force_forwarding was reset" in after, after
+    assert "vxtun0-gso" not in names

@@ -192,6 +192,33 @@ def test_udp6zerocsumtx_keeps_todays_path_without_creating_a_device(monkeypatch)
     assert said == "off (udp6zerocsumtx: IPv6 datagrams keep today's path)"
 
 
+def _proc(tmp_path, values: dict):
+    for rel, value in values.items():
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(value + "\n")
+    return str(tmp_path)
+
+
+def test_forwarding_lost_when_all_forwarding_reset_the_devices_switch(tmp_path):
+    """A write of all.forwarding reaches every device (inet_forward_change(),
+    addrconf_forward_change()): the egress must notice its own switch went 0."""
+    v4 = gso.Egress("vxtun0-gso", -1, b"\0" * 6)
+    v6 = gso.Egress("vxtun0-gso", -1, b"\0" * 6, v6=True)
+    proc = _proc(tmp_path, {"ipv4/conf/vxtun0-gso/forwarding": "1",
+                            "ipv6/conf/vxtun0-gso/force_forwarding": "1",
+                            "ipv6/conf/all/forwarding": "0"})
+    assert gso.forwarding_lost(v4, proc) is None and gso.forwarding_lost(v6, proc) is None
+    _proc(tmp_path, {"ipv4/conf/vxtun0-gso/forwarding": "0",
+                     "ipv6/conf/vxtun0-gso/force_forwarding": "0"})
+    assert "net.ipv4.conf.vxtun0-gso.forwarding was reset" in gso.forwarding_lost(v4, proc)
+    assert "net.ipv6.conf.vxtun0-gso.force_forwarding was reset" in gso.forwarding_lost(v6, proc)
+    _proc(tmp_path, {"ipv6/conf/all/forwarding": "1"})      # ip6_forward() takes either
+    assert gso.forwarding_lost(v6, proc) is None
+    gone = gso.Egress("other-gso", -1, b"\0" * 6)
+    assert gso.forwarding_lost(gone, proc) == "other-gso vanished"
+
+
 # --- the pure dataplane's TSO segmentation (vxtun/wire/tso.py) against the fast path's ------
 
 @SETTINGS

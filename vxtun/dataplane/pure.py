@@ -136,6 +136,15 @@ class PureBackend:
         return gso.describe(eg, eg.sent, eg.refused) if isinstance(eg, gso.Egress) \
             else gso.describe(eg, 0, 0)
 
+    def check_egress(self, port) -> None:
+        """Once a tick: if the egress of ``port`` no longer forwards (gso.forwarding_lost),
+        close it; its super-frames are then cut here (``_super_frame``), as without one."""
+        eg = self._egress.get(id(port))
+        why = gso.forwarding_lost(eg) if isinstance(eg, gso.Egress) else None
+        if why is not None:
+            eg.close()
+            self._egress[id(port)] = f"off ({why})"
+
     def set_local(self, port, ips) -> None:
         """The namespace's addresses changed: nothing to do, the core's Vtep.local_ips is it."""
 

@@ -338,7 +338,7 @@ cdef class Dataplane:
         v.has_mcast_if = 1
 
     def set_tnl_egress(self, uint32_t vid, int fd, mac) -> bool:
-        """Send this VTEP's TSO super-frames for one unicast IPv4 remote as UDP-tunnel GSO
+        """Send this VTEP's TSO super-frames for one unicast remote as UDP-tunnel GSO
         packets written to ``fd``, the egress TAP of vxtun/io/gso.py whose MAC is ``mac``
         (fd -1: stop).  Only with TAP TSO; the outer TTL and DF follow tx_fd's IP_TTL and
         IP_MTU_DISCOVER (IPv6: the hop limit its IPV6_UNICAST_HOPS, and only with the UDP

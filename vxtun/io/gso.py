@@ -151,10 +151,11 @@ class Egress:
     24-byte tunnel header + Ethernet frame to ``mac``.  The pure dataplane keeps its outer IP
     ID and counters here (the fast path keeps its own in C)."""
 
-    def __init__(self, name: str, fd: int, mac: bytes) -> None:
+    def __init__(self, name: str, fd: int, mac: bytes, v6: bool = False) -> None:
         self.name = name
         self.fd = fd
         self.mac = mac
+        self.v6 = v6            # it forwards IPv6 (force_forwarding), else IPv4
         self.ident = 0
         self.sent = 0
         self.refused = 0
@@ -197,7 +198,7 @@ def open_egress(name: str, family: int = socket.AF_INET) -> Egress:
         if mac is None:
             raise LocalError(f"{name} vanished")
         os.set_blocking(fd, False)
-        return Egress(name, fd, mac)
+        return Egress(name, fd, mac, v6)
     except BaseException:
         os.close(fd)
         raise
@@ -243,6 +244,27 @@ def _link_up(name: str) -> None:
         ifr = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", name.encode(), 0))
         flags = struct.unpack_from("H", ifr, 16)[0] | IFF_UP
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags))
+
+
+def forwarding_lost(eg: Egress, proc: str = "/proc/sys/net") -> str | None:
+    """Why ``eg`` no longer forwards (what ``vxtun show`` then says), or None.  Its switch is
+    per device, but a write to the namespace's ``all.forwarding`` reaches every device:
+    devinet_sysctl_forward() -> inet_forward_change() sets each device's IPv4 ``forwarding``,
+    and addrconf_forward_change() clears each device's IPv6 ``force_forwarding`` when
+    ``all.forwarding`` is written 0.  Packets written then would be dropped
+    (ip_route_input_slow(): !IN_DEV_FORWARD; ip6_forward()), so the dataplanes take the
+    egress away, and leave the administrator's choice alone."""
+    fam, key = ("ipv6", "force_forwarding") if eg.v6 else ("ipv4", "forwarding")
+    try:
+        with open(f"{proc}/{fam}/conf/{eg.name}/{key}") as f:
+            on = f.read().strip() != "0"
+        if not on and eg.v6:
+            with open(f"{proc}/ipv6/conf/all/forwarding") as f:
+                on = f.read().strip() != "0"     # ip6_forward() takes either switch
+    except OSError:
+        return f"{eg.name} vanished"
+    return None if on else (f"net.{fam}.conf.{eg.name}.{key} was reset "
+                            f"(net.{fam}.conf.all.forwarding was written)")
 
 
 def disabled() -> bool:
