@@ -91,32 +91,25 @@ def _inner_problems(which: str, inner: bytes) -> list[str]:
 
 
 def shape(pkts) -> dict:
-    """What must be the kernel VTEP's: header fields, segment sizes, ports per flow, IDs."""
+    """What must be the kernel VTEP's: header fields, segment sizes, ports per flow, IDs
+    (IPv4); hop limit, traffic class, flow label, segment sizes, ports per flow (IPv6)."""
     data = [ip for ip in pkts if TCP in ip and len(ip[TCP].payload) > 0]
     flows: dict = {}
     for ip in data:
         inner = ip[TCP]
         flows.setdefault((inner.sport, inner.dport), set()).add(ip.payload.sport)
+    ports = {len(v) for v in flows.values()}
+    if pkts and pkts[0].version == 6:
+        return {"fields": {(ip.hlim, ip.tc, ip.fl, ip.payload.chksum == 0) for ip in pkts},
+                "largest": max(ip.plen for ip in pkts), "ports_per_flow": ports,
+                "segmented": all(40 + ip.plen <= 1500 for ip in pkts)}
     steps = {(b.id - a.id) & 0xFFFF for a, b in zip(data, data[1:], strict=False)}
     return {"fields": {(ip.ttl, ip.tos, bool(ip.flags.DF), ip.payload.chksum == 0)
                        for ip in pkts},
             "largest": max(ip.len for ip in pkts),
-            "ports_per_flow": {len(v) for v in flows.values()},
+            "ports_per_flow": ports,
             "consecutive_ids": 1 in steps,
             "segmented": all(ip.len <= 1500 for ip in pkts)}
-
-
-def shape6(pkts) -> dict:
-    """shape() for IPv6 outer headers: hop limit, traffic class, flow label, checksum."""
-    data = [ip for ip in pkts if TCP in ip and len(ip[TCP].payload) > 0]
-    flows: dict = {}
-    for ip in data:
-        inner = ip[TCP]
-        flows.setdefault((inner.sport, inner.dport), set()).add(ip.payload.sport)
-    return {"fields": {(ip.hlim, ip.tc, ip.fl, ip.payload.chksum == 0) for ip in pkts},
-            "largest": max(ip.plen for ip in pkts),
-            "ports_per_flow": {len(v) for v in flows.values()},
-            "segmented": all(40 + ip.plen <= 1500 for ip in pkts)}
 
 
 def egress(h1) -> str:
@@ -166,50 +159,47 @@ def hosts6(topo):
     return tuple(topo.host(f"h{i}", f"2001:db8::{i}/64") for i in (1, 2))
 
 
-def test_ipv6_super_frames_leave_as_the_kernels_datagrams(topo, dataplane):
+def kernel_then_vxtun6(topo, dataplane, kernel_extra: str, vxtun_extra: tuple, port: int):
+    """2 MB from h1 to a kernel VTEP on h2 over an IPv6 underlay, first through a kernel VTEP
+    on h1 (with ``kernel_extra``), then through vxtun (with ``vxtun_extra``): the kernel's
+    datagrams, vxtun's, what ``vxtun show`` said of its egress, and h1's
+    [all.forwarding, <egress>.force_forwarding] while vxtun ran."""
     h1, h2 = hosts6(topo)
     kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24")
     h1.sh(OFFLOADS_OFF)
-    kernel_vtep(h1, remote=V2, local=V1, address="10.20.1.1/24", extra="tos 0x28")
-    k = datagrams(topo, h1, h2, 5205, src=V1)
+    kernel_vtep(h1, remote=V2, local=V1, address="10.20.1.1/24", extra=kernel_extra)
+    k = datagrams(topo, h1, h2, port, src=V1)
     h1.sh("ip link del vxlan0")
     h2.sh("ip neigh flush dev vxlan0")
     p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
-                 "4789", "--tos", "0x28", "--address", "10.20.1.1/24", env=dataplane)
+                 "4789", *vxtun_extra, "--address", "10.20.1.1/24", env=dataplane)
     try:
-        v = datagrams(topo, h1, h2, 5206, src=V1)
+        v = datagrams(topo, h1, h2, port + 1, src=V1)
         said = egress(h1)
         forwarding = h1.sh("sysctl -n net.ipv6.conf.all.forwarding "
                            "net.ipv6.conf.vxtun0-gso.force_forwarding").split()
     finally:
         stop(p)
+    return k, v, said, forwarding
+
+
+def test_ipv6_super_frames_leave_as_the_kernels_datagrams(topo, dataplane):
+    k, v, said, forwarding = kernel_then_vxtun6(topo, dataplane, "tos 0x28", ("--tos", "0x28"),
+                                                5205)
     assert said.startswith("vxtun0-gso super-frames") and " super-frames 0 " not in said, said
     assert forwarding == ["0", "1"], forwarding     # the egress device's own switch only
     assert not problems(k), problems(k)[:5]
     assert not problems(v), problems(v)[:5]
-    assert shape6(k)["segmented"] and shape6(v) == shape6(k), (shape6(k), shape6(v))
+    assert shape(k)["segmented"] and shape(v) == shape(k), (shape(k), shape(v))
 
 
 def test_ipv6_fixed_flowlabel_and_hop_limit_as_the_kernel(topo, dataplane):
-    h1, h2 = hosts6(topo)
-    kernel_vtep(h2, remote=V1, local=V2, address="10.20.1.2/24")
-    h1.sh(OFFLOADS_OFF)
-    kernel_vtep(h1, remote=V2, local=V1, address="10.20.1.1/24", extra="flowlabel 0x5a5a5 ttl 9")
-    k = datagrams(topo, h1, h2, 5207, src=V1)
-    h1.sh("ip link del vxlan0")
-    h2.sh("ip neigh flush dev vxlan0")
-    p = h1.vxtun("--vni", "42", "--remote", V2, "--local", V1, "--dev", "eth0", "--dstport",
-                 "4789", "--flowlabel", "370085", "--ttl", "9", "--address", "10.20.1.1/24",
-                 env=dataplane)
-    try:
-        v = datagrams(topo, h1, h2, 5208, src=V1)
-        said = egress(h1)
-    finally:
-        stop(p)
+    k, v, said, _ = kernel_then_vxtun6(topo, dataplane, "flowlabel 0x5a5a5 ttl 9",
+                                       ("--flowlabel", "370085", "--ttl", "9"), 5207)
     assert said.startswith("vxtun0-gso super-frames") and " super-frames 0 " not in said, said
     assert not problems(v), problems(v)[:5]
-    assert shape6(v) == shape6(k), (shape6(k), shape6(v))
-    assert shape6(v)["fields"] == {(9, 0, 0x5a5a5, False)}, shape6(v)
+    assert shape(v) == shape(k), (shape(k), shape(v))
+    assert shape(v)["fields"] == {(9, 0, 0x5a5a5, False)}, shape(v)
 
 
 def test_ipv6_zero_checksum_keeps_todays_path(topo, dataplane):
