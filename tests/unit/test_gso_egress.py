@@ -108,6 +108,30 @@ def test_ipv6_outer_header_checksum_completes_to_a_valid_datagram():
     assert csum_add(bytes(udp), csum_add(SRC6 + DST6, 17 + len(udp))) == 0xFFFF
 
 
+@SETTINGS
+@given(st.booleans(), st.booleans(), st.sampled_from([1, 4, 1 | 0x80, 4 | 0x80]),
+       st.integers(0, 200), st.integers(1, 0xFFFF), st.integers(14, 200), st.integers(0, 200),
+       st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFF),
+       st.integers(0, 255), st.integers(1, 254), st.integers(0, 0xFFFF), st.booleans(),
+       st.integers(0, 0xFFFFF), st.integers(60, 65400))
+def test_fast_paths_tunnel_headers_are_the_references(v6, csum, gtype, hdr_len, mss, start,
+                                                       off, sport, dport, vni, tos, ttl, ident,
+                                                       df, label, n):
+    """send.pyx's _tnl_headers (what _tnl_send writes) against tnl_vnet_hdr + outer_ipv4 /
+    outer_ipv6 + the VXLAN header, byte for byte."""
+    vnet = pack_vnet(1, gtype, hdr_len, mss, start, off)
+    mac = b"\x02\x11\x22\x33\x44\x55"
+    src, dst = (SRC6, DST6) if v6 else (SRC, DST)
+    c = fp.tnl_headers(vnet, mac, src, dst, sport, dport, vni, tos, ttl, ident, df, csum,
+                       label, n)
+    vxlan = b"\x08\0\0\0" + vni.to_bytes(3, "big") + b"\0"
+    if v6:
+        outer = gso.outer_ipv6(mac, src, dst, sport, dport, 8 + n, tos, ttl, label)
+    else:
+        outer = gso.outer_ipv4(mac, src, dst, sport, dport, 8 + n, ident, tos, ttl, df, csum)
+    assert c == gso.tnl_vnet_hdr(vnet, csum or v6, v6) + outer + vxlan
+
+
 def test_egress_name_fits_ifnamsiz():
     assert gso.egress_name("vxtun0") == "vxtun0-gso"
     assert len(gso.egress_name("a-very-long-vtep")) <= 15
@@ -252,8 +276,7 @@ class _Egress:
         self.fd, self.mac, self.ttl, self.df, self.csum = fd, b"\x02\0\0\0\0\x07", 64, False, True
         self.ident, self.sent, self.refused = 100, 0, 0
         self.sources = lambda ip: SRC6 if v6 else SRC
-        if v6:
-            self.v6, self.flowinfo = True, 0x1234
+        self.v6, self.flowinfo = v6, 0x1234 if v6 else 0
 
 
 def _written(v6_inner: bool, vlan: bool = False, v6: bool = False, label: int = 0):

@@ -119,7 +119,6 @@ class PureBackend:
                 eg = "off (the TAP has no TSO)"
             else:
                 eg.ttl = ttl
-                eg.v6 = v6
                 # IPv6: no DF (the raw socket says IPV6_PMTUDISC_DONT), the checksum always
                 # (open_for refused udp6zerocsumtx), the flow label tx_fd leases (or 0)
                 eg.df = not v6 and tx.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) \
@@ -251,7 +250,7 @@ class PureBackend:
     def _egress_send(eg, vnet: bytes, frame: bytes, t: Transmit, nseg: int) -> bool:
         """Write ``frame`` wrapped for ``t`` (the core's Transmit of its first segment) to the
         egress as one UDP-tunnel GSO packet; False if it cannot go that way."""
-        v6 = getattr(eg, "v6", False)
+        v6 = eg.v6
         if (":" in t.ip) != v6 or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM \
                 or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
             return False            # (an 802.1Q tag: gso.tnl_vnet_hdr's offsets are untagged)

@@ -380,26 +380,92 @@ cdef inline void _tnl_vnet_hdr(uint8_t* h, const uint8_t* vnet, uint32_t outer, 
     _le16(h + 20, 14 + iplen)             # outer_th_offset
     _le16(h + 22, outer + 14)             # inner_nh_offset
 
+cdef size_t _tnl_headers(uint8_t* h, const uint8_t* vnet, const uint8_t* mac, bint v6,
+                         const uint8_t* src, const uint8_t* dst, uint16_t sport, uint16_t dport,
+                         uint32_t vni, uint8_t tos, uint8_t ttl, uint16_t ident, bint df,
+                         bint csum, uint32_t label, uint32_t ulen) noexcept nogil:
+    """Write at ``h`` what goes in front of an inner frame of ``ulen`` - 16 bytes whose TAP
+    header is ``vnet``: the tunnel virtio-net header, Ethernet to ``mac``, the outer IPv4
+    (ID ``ident``, DF ``df``) or IPv6 (flow label ``label``, host order) header with TOS /
+    traffic class ``tos`` and one hop more than ``ttl``, UDP (the folded pseudo-header sum
+    with ``csum``, else 0; always with IPv6) and VXLAN headers.  Returns their length.
+    vxtun.io.gso's tnl_vnet_hdr, outer_ipv4 and outer_ipv6 are the reference."""
+    cdef uint32_t iplen = 40 if v6 else 20
+    cdef uint32_t outer = (TNL_OUTER6 if v6 else TNL_OUTER) + 8
+    cdef uint8_t* ip = h + TNL_HDR + 14
+    cdef uint8_t* uh = ip + iplen
+    _tnl_vnet_hdr(h, vnet, outer, iplen, csum or v6)
+    memcpy(h + TNL_HDR, mac, 6)
+    memset(h + TNL_HDR + 6, 0, 6)
+    h[TNL_HDR + 6] = 2                    # a locally administered source MAC,
+    h[TNL_HDR + 11] = 1                   # 02:00:00:00:00:01 as vxtun.io.gso writes it
+    if v6:
+        h[TNL_HDR + 12] = 0x86
+        h[TNL_HDR + 13] = 0xDD
+        # ip6_flow_hdr(): version, traffic class, flow label
+        put32(ip, 0x60000000 | (<uint32_t>tos << 20) | (label & 0xFFFFF))
+        put16(ip + 4, ulen)
+        ip[6] = 17
+        ip[7] = ttl + 1                   # ip6_forward() takes one
+        memcpy(ip + 8, src, 16)
+        memcpy(ip + 24, dst, 16)
+        # the folded pseudo-header sum over the whole length (udp6_set_csum() for GSO),
+        # which __skb_udp_tunnel_segment() adjusts per segment
+        put16(uh + 6, fp_csum_add(ip + 8, 32, 17 + ulen))
+    else:
+        h[TNL_HDR + 12] = 0x08
+        h[TNL_HDR + 13] = 0x00
+        ip[0] = 0x45
+        ip[1] = tos
+        put16(ip + 2, ulen + 20)
+        put16(ip + 4, ident)
+        put16(ip + 6, 0x4000 if df else 0)
+        ip[8] = ttl + 1                   # ip_forward() takes one
+        ip[9] = 17
+        put16(ip + 10, 0)
+        memcpy(ip + 12, src, 4)
+        memcpy(ip + 16, dst, 4)
+        put16(ip + 10, (~fp_csum_add(ip, 20, 0)) & 0xFFFF)
+        # with the checksum, the folded pseudo-header sum over the whole length, which
+        # __skb_udp_tunnel_segment() adjusts per segment (udp_set_csum() leaves the same)
+        put16(uh + 6, fp_csum_add(ip + 12, 8, 17 + ulen) if csum else 0)
+    put16(uh, sport)
+    put16(uh + 2, dport)
+    put16(uh + 4, ulen)
+    fp_encode_header(uh + 8, vni)
+    return TNL_HDR + outer
+
+def tnl_headers(const uint8_t[::1] vnet not None, bytes mac, bytes src, bytes dst,
+                uint16_t sport, uint16_t dport, uint32_t vni, uint8_t tos, uint8_t ttl,
+                uint16_t ident, bint df, bint csum, uint32_t label,
+                uint32_t frame_len) -> bytes:
+    """What the TX thread writes to the egress TAP in front of a TSO super-frame of
+    ``frame_len`` bytes (IPv6 when ``src`` has 16 bytes): for tests against vxtun.io.gso."""
+    cdef uint8_t h[TNL_HDR + TNL_OUTER6 + 8]
+    cdef bint v6 = len(src) == 16
+    if vnet.shape[0] < VNET_HDR_LEN or len(mac) != 6 or len(dst) != len(src) \
+            or len(src) not in (4, 16):
+        raise ValueError("a 10-byte vnet header, a MAC, and two addresses of one family")
+    cdef size_t n = _tnl_headers(h, &vnet[0], mac, v6, src, dst, sport, dport, vni, tos, ttl,
+                                 ident, df, csum, label, 16 + frame_len)
+    return h[:n]
+
 cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
                    uint8_t ttl) noexcept nogil:
     """Write the TSO super-frame still in c.buf, wrapped in IPv4 (IPv6)/UDP/VXLAN for ``r``,
     to the egress TAP as one UDP-tunnel GSO packet (vxtun/io/gso.py says how the kernel takes
-    it; its tnl_vnet_hdr, outer_ipv4 and outer_ipv6 are the reference this mirrors).  -1: not
-    sent, the caller sends the segments as usual."""
+    it; _tnl_headers writes the headers).  -1: not sent, the caller sends the segments as
+    usual."""
     cdef const uint8_t* f = c.buf + VNET_HDR_LEN
     cdef const uint8_t* src
     cdef fp_seg* segs = c.act.segs
     cdef size_t n = segs[0].hlen
     cdef bint v6 = r.family == 6
-    cdef uint32_t iplen = 40 if v6 else 20
-    cdef uint32_t outer = (TNL_OUTER6 if v6 else TNL_OUTER) + 8
-    cdef uint32_t ulen, dport, vni
+    cdef uint32_t ulen
     cdef uint8_t h[TNL_HDR + TNL_OUTER6 + 8]
-    cdef uint8_t* ip = h + TNL_HDR + 14
-    cdef uint8_t* uh = ip + iplen
+    cdef const uint8_t* lb = <const uint8_t*>&v.flowinfo
     cdef iovec iov[2]
     cdef int i
-    cdef uint8_t lb[4]
     cdef uint8_t out_ttl = ttl if ttl else v.tnl_ttl
     if segs[0].p != f + n or out_ttl == 255:
         return -1               # not the frame as read, or no hop left to give the forwarding
@@ -413,53 +479,13 @@ cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
     src = _source(v, r, fp_now())
     if src == NULL:
         return -1
-    dport = r.port if r.port else v.s.dstport
-    vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
     # IPv6: set_tnl_egress took the egress only with the checksum on (udp6zerocsumtx stays
-    # on today's path)
-    _tnl_vnet_hdr(h, c.buf, outer, iplen, v6 or v.csum4)
-    memcpy(h + TNL_HDR, v.tnl_mac, 6)
-    memset(h + TNL_HDR + 6, 0, 6)
-    h[TNL_HDR + 6] = 2                    # a locally administered source MAC
-    if v6:
-        h[TNL_HDR + 12] = 0x86
-        h[TNL_HDR + 13] = 0xDD
-        # ip6_flow_hdr(): version, traffic class, the flow label tx_fd leases (0: none)
-        put32(ip, 0x60000000 | (<uint32_t>tos << 20))
-        memcpy(lb, &v.flowinfo, 4)        # network order: the label is its low 20 bits
-        ip[1] |= lb[1] & 0x0F
-        ip[2] = lb[2]
-        ip[3] = lb[3]
-        put16(ip + 4, ulen)
-        ip[6] = 17
-        ip[7] = out_ttl + 1               # ip6_forward() takes one
-        memcpy(ip + 8, src, 16)
-        memcpy(ip + 24, r.addr, 16)
-        # the folded pseudo-header sum over the whole length (udp6_set_csum() for GSO)
-        put16(uh + 6, fp_csum_add(ip + 8, 32, 17 + ulen))
-    else:
-        h[TNL_HDR + 12] = 0x08
-        h[TNL_HDR + 13] = 0x00
-        ip[0] = 0x45
-        ip[1] = tos
-        put16(ip + 2, ulen + 20)
-        put16(ip + 4, v.tnl_ident & 0xFFFF)
-        put16(ip + 6, 0x4000 if v.tnl_df else 0)
-        ip[8] = out_ttl + 1               # ip_forward() takes one
-        ip[9] = 17
-        put16(ip + 10, 0)
-        memcpy(ip + 12, src, 4)
-        memcpy(ip + 16, r.addr, 4)
-        put16(ip + 10, (~fp_csum_add(ip, 20, 0)) & 0xFFFF)
-        # with the checksum, the folded pseudo-header sum over the whole length, which
-        # __skb_udp_tunnel_segment() adjusts per segment (udp_set_csum() leaves the same)
-        put16(uh + 6, fp_csum_add(ip + 12, 8, 17 + ulen) if v.csum4 else 0)
-    put16(uh, c.act.sport)
-    put16(uh + 2, dport)
-    put16(uh + 4, ulen)
-    fp_encode_header(uh + 8, vni)
+    # on today's path); the flow label is the one tx_fd leases (network order there, 0: none)
+    iov[0].iov_len = _tnl_headers(
+        h, c.buf, v.tnl_mac, v6, src, r.addr, c.act.sport, r.port if r.port else v.s.dstport,
+        <uint32_t>r.vni if r.vni >= 0 else v.s.vni, tos, out_ttl, v.tnl_ident & 0xFFFF,
+        v.tnl_df, v.csum4, ((lb[1] & 0x0F) << 16) | (lb[2] << 8) | lb[3], ulen)
     iov[0].iov_base = h
-    iov[0].iov_len = TNL_HDR + outer
     iov[1].iov_base = <void*>f
     iov[1].iov_len = n
     if writev(v.tnl_fd, iov, 2) < 0:
