@@ -34,6 +34,10 @@ no link-local, hence no DAD, no router solicitations), so nothing leaves through
 nothing is read from it.  IPv6 requires the UDP checksum (RFC 8200 section 8.1): a VTEP with
 ``udp6zerocsumtx`` keeps today's path.
 
+Either family's switch is the device's own, but a write of the namespace's
+``all.forwarding`` reaches it too; :func:`forwarding_lost`, asked once a tick, tells the
+dataplanes when the egress no longer forwards, and they fall back to today's path.
+
 Layout of the 24-byte header (include/uapi/linux/virtio_net.h, little-endian): flags,
 gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers (the v1 header, 12 bytes),
 hash_value, hash_report, padding (8), outer_th_offset, inner_nh_offset.  tun takes the
