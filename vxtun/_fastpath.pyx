@@ -13,6 +13,7 @@ from vxtun.fastpath.dataplane import Dataplane
 from vxtun.fastpath.decide import PUNT_KINDS, Decisions
 from vxtun.fastpath.fdb import CFdb
 from vxtun.fastpath.neigh import CNeigh
+from vxtun.fastpath.send import tnl_headers
 from vxtun.fastpath.threads import flow_queue, rx_express
 from vxtun.fastpath.trace import TRACE_CAP, TRACE_HEAD, TraceRing
 from vxtun.fastpath.wire import (
@@ -29,5 +30,5 @@ from vxtun.fastpath.wire import (
 
 __all__ = ["CFdb", "CNeigh", "Dataplane", "Decisions", "PUNT_KINDS", "coalesce",
            "complete_checksum", "csum_add", "decode_header", "ecn_decapsulate", "encap_tos",
-           "reserved_bits_set", "rx_vnet_header", "source_port", "tso_segment", "TraceRing",
-           "TRACE_CAP", "TRACE_HEAD", "flow_queue", "rx_express"]
+           "reserved_bits_set", "rx_vnet_header", "source_port", "tnl_headers", "tso_segment",
+           "TraceRing", "TRACE_CAP", "TRACE_HEAD", "flow_queue", "rx_express"]

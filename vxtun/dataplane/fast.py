@@ -40,11 +40,12 @@ Offloads are probed when a TAP or socket is attached, with a fallback for each, 
   instead of waking the other thread: a few microseconds less per round trip.
 * ``tap_coalesce``: in-order TCP segments of one flow received back to back are written to the
   TAP as one GSO super-frame (LRO in software), so the stack above handles one packet.
-* ``udp_tunnel_gso``: a TCP super-frame for one unicast IPv4 remote is wrapped in
-  IPv4/UDP/VXLAN whole and written to an egress TAP of the VTEP's own (``<tap>-gso``,
-  vxtun/io/gso.py) as one UDP-tunnel GSO packet, which the kernel forwards and segments as
-  late as it can (a kernel VTEP over veth takes it whole, as from its own vxlan_xmit()).
-  Probed per VTEP (Linux 6.17's TUN_F_UDP_TUNNEL_GSO, the per-device sysctls); fallback
+* ``udp_tunnel_gso``: a TCP super-frame for one unicast remote is wrapped in
+  IPv4 (or IPv6)/UDP/VXLAN whole and written to an egress TAP of the VTEP's own
+  (``<tap>-gso``, vxtun/io/gso.py) as one UDP-tunnel GSO packet, which the kernel forwards
+  and segments as late as it can (a kernel VTEP over veth takes it whole, as from its own
+  vxlan_xmit()).  Probed per VTEP (Linux 6.17's TUN_F_UDP_TUNNEL_GSO, the per-device
+  sysctls: IPv6 needs ``force_forwarding``; ``udp6zerocsumtx`` stays off); fallback
   ``udp_gso``.  ``vxtun show`` says which, and why not.
 * ``recvmmsg`` / ``sendmmsg``: batches of datagrams per system call.
 * ``tap_steering``: the TAP has several queues (``vxtun up --queues``, a TX thread each) and
@@ -267,12 +268,24 @@ class FastBackend:
     def _open_egress(self, port, vid: int, tso: bool) -> None:
         """Give ``port`` its UDP-tunnel GSO egress TAP (vxtun/io/gso.py) if it can have one;
         else remember why (``egress``), and its super-frames keep today's path."""
-        eg = gso.open_for(port.config.name, port.underlay.family) if tso \
+        eg = gso.open_for(port.config.name, port.underlay.family,
+                          bool(getattr(port.config, "udp6zerocsumtx", False))) if tso \
             else "off (the TAP has no TSO)"
         if isinstance(eg, gso.Egress) and not self.dp.set_tnl_egress(vid, eg.fd, eg.mac):
             eg.close()
             eg = "off (the send socket's TTL leaves none for forwarding)"
         self._egress[id(port)] = eg
+
+    def check_egress(self, port) -> None:
+        """Once a tick: if the egress of ``port`` no longer forwards (gso.forwarding_lost),
+        take it from the C threads, then close it; super-frames go by UDP GSO again."""
+        eg = self._egress.get(id(port))
+        vid = self._vids.get(id(port), (None,))[0]
+        why = gso.forwarding_lost(eg) if isinstance(eg, gso.Egress) else None
+        if why is not None and vid is not None:
+            self.dp.set_tnl_egress(vid, -1, b"")
+            eg.close()
+            self._egress[id(port)] = f"off ({why})"
 
     def egress(self, port) -> str | None:
         """What ``vxtun show`` says of the UDP-tunnel GSO egress of ``port``."""

@@ -180,6 +180,7 @@ class Node:
             if port not in self._moved:
                 self._follow_mac(port)
             port.vtep.expire(now)
+            self.backend.check_egress(port)     # vxtun/io/gso.py forwarding_lost()
             self.after_core(port)
 
     def _follow_mac(self, port) -> None:

@@ -4,9 +4,9 @@ Every frame read from a TAP goes through ``Vtep.handle_frame`` and every datagra
 ``Demux.handle_datagram``; the returned actions are carried out here.  The TAP is opened with
 offloads off, so the kernel hands us complete checksums and frames no larger than the MTU.
 
-Unless the VTEP has a UDP-tunnel GSO egress (vxtun/io/gso.py; IPv4 underlays on Linux 6.17+):
-then its TAP hands over TCP super-frames (TSO), and one that the core sends to a single
-IPv4 remote leaves whole, wrapped in IPv4/UDP/VXLAN, through the egress, for the kernel to
+Unless the VTEP has a UDP-tunnel GSO egress (vxtun/io/gso.py; Linux 6.17+): then its TAP
+hands over TCP super-frames (TSO), and one that the core sends to a single unicast remote
+leaves whole, wrapped in IPv4 (or IPv6)/UDP/VXLAN, through the egress, for the kernel to
 segment (``_super_frame``).  The core decides the first segment (vxtun/wire/tso.py cuts it),
 and its decision holds for the others: they differ only in sequence numbers, lengths, IDs
 and checksums, none of which the core looks at.  A super-frame the egress cannot carry is cut
@@ -106,10 +106,13 @@ class PureBackend:
     def _open_egress(self, port) -> None:
         """Give ``port`` a UDP-tunnel GSO egress and TSO on its TAP if it can have them; else
         remember why not (``egress``), and the TAP keeps its offloads off."""
-        eg = gso.open_for(port.config.name, port.underlay.family)
+        v6 = port.underlay.family == socket.AF_INET6
+        eg = gso.open_for(port.config.name, port.underlay.family,
+                          bool(getattr(port.config, "udp6zerocsumtx", False)))
         if isinstance(eg, gso.Egress):
             tx = port.tx or port.underlay.tx
-            ttl = tx.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+            ttl = tx.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if v6 \
+                else tx.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
             try:
                 fcntl.ioctl(port.tap_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
             except OSError:
@@ -117,9 +120,14 @@ class PureBackend:
                 eg = "off (the TAP has no TSO)"
             else:
                 eg.ttl = ttl
-                eg.df = tx.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) != IP_PMTUDISC_DONT
-                eg.csum = bool(getattr(tx, "udp_csum", False))
-                eg.sources = getattr(tx, "sources", None) or SourceCache(socket.AF_INET, None)
+                # IPv6: no DF (the raw socket says IPV6_PMTUDISC_DONT), the checksum always
+                # (open_for refused udp6zerocsumtx), the flow label tx_fd leases (or 0)
+                eg.df = not v6 and tx.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) \
+                    != IP_PMTUDISC_DONT
+                eg.csum = v6 or bool(getattr(tx, "udp_csum", False))
+                eg.flowinfo = getattr(tx, "flowinfo", 0) if v6 else 0
+                eg.sources = getattr(tx, "sources", None) \
+                    or SourceCache(port.underlay.family, None)
         self._egress[id(port)] = eg
 
     def egress(self, port) -> str | None:
@@ -127,6 +135,15 @@ class PureBackend:
         eg = self._egress.get(id(port))
         return gso.describe(eg, eg.sent, eg.refused) if isinstance(eg, gso.Egress) \
             else gso.describe(eg, 0, 0)
+
+    def check_egress(self, port) -> None:
+        """Once a tick: if the egress of ``port`` no longer forwards (gso.forwarding_lost),
+        close it; its super-frames are then cut here (``_super_frame``), as without one."""
+        eg = self._egress.get(id(port))
+        why = gso.forwarding_lost(eg) if isinstance(eg, gso.Egress) else None
+        if why is not None:
+            eg.close()
+            self._egress[id(port)] = f"off ({why})"
 
     def set_local(self, port, ips) -> None:
         """The namespace's addresses changed: nothing to do, the core's Vtep.local_ips is it."""
@@ -196,7 +213,7 @@ class PureBackend:
             self.node.after_core(port)
 
     def _super_frame(self, port, vnet: bytes, frame: bytes) -> None:
-        """A TSO super-frame: through the egress if the core sends it to one IPv4 remote,
+        """A TSO super-frame: through the egress if the core sends it to one unicast remote,
         else cut into segments that go through the core one by one (see the docstring)."""
         mss = vnet[4] | (vnet[5] << 8)
         nseg = tso.count(frame, mss)
@@ -234,18 +251,28 @@ class PureBackend:
     def _egress_send(eg, vnet: bytes, frame: bytes, t: Transmit, nseg: int) -> bool:
         """Write ``frame`` wrapped for ``t`` (the core's Transmit of its first segment) to the
         egress as one UDP-tunnel GSO packet; False if it cannot go that way."""
-        if ":" in t.ip or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM \
+        v6 = eg.v6
+        if (":" in t.ip) != v6 or not vnet[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM \
                 or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
             return False            # (an 802.1Q tag: gso.tnl_vnet_hdr's offsets are untagged)
-        dst = socket.inet_aton(t.ip)
+        dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, t.ip)
         ttl = t.ttl or eg.ttl
         src = eg.sources(t.ip)
-        if dst[0] >= 224 or ttl >= 255 or src is None or 36 + len(frame) > 0xFFFF:
-            return False
-        outer = gso.outer_ipv4(eg.mac, src, dst, t.sport, t.port, 8 + len(frame), eg.ident,
-                               t.tos, ttl, eg.df or t.df, eg.csum)
+        if (dst[0] == 0xFF if v6 else dst[0] >= 224) or ttl >= 255 or src is None:
+            return False            # a group (head-end replication), or no hop left to give
+        if v6:
+            if 8 + 8 + len(frame) > 0xFFFF:
+                return False
+            # flowlabel inherit: the core's label; else the one tx_fd leases (0: none)
+            outer = gso.outer_ipv6(eg.mac, src, dst, t.sport, t.port, 8 + len(frame), t.tos,
+                                   ttl, t.label or eg.flowinfo)
+        else:
+            if 36 + len(frame) > 0xFFFF:
+                return False
+            outer = gso.outer_ipv4(eg.mac, src, dst, t.sport, t.port, 8 + len(frame), eg.ident,
+                                   t.tos, ttl, eg.df or t.df, eg.csum)
         try:
-            os.writev(eg.fd, [gso.tnl_vnet_hdr(vnet, eg.csum), outer, t.payload[:8], frame])
+            os.writev(eg.fd, [gso.tnl_vnet_hdr(vnet, eg.csum, v6), outer, t.payload[:8], frame])
         except OSError:
             eg.refused += 1
             return False

@@ -16,10 +16,10 @@ from vxtun.fastpath.decide cimport (
 from vxtun.fastpath.fdb cimport CFdb
 from vxtun.fastpath.neigh cimport CNeigh
 from vxtun.fastpath.libc cimport (
-    EFD_CLOEXEC, EFD_NONBLOCK, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TTL, IPPROTO_IP, eventfd,
-    getsockopt, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
+    EFD_CLOEXEC, EFD_NONBLOCK, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_TTL, IPPROTO_IP,
+    IPPROTO_IPV6, IPV6_UNICAST_HOPS, SOL_SOCKET, eventfd, getsockopt, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
     pthread_mutex_unlock, socklen_t)
-from vxtun.fastpath.send cimport fp_gso_close_all, fp_probe_gso
+from vxtun.fastpath.send cimport SO_NO_CHECK, fp_gso_close_all, fp_probe_gso
 from vxtun.fastpath.state cimport QLEN, fp_dp, fp_punt, fp_underlay, fp_vtep
 from vxtun.fastpath.threads cimport dp_start, dp_stop
 from vxtun.fastpath.trace cimport tr_enable, tr_free, tr_init, tr_pop
@@ -338,10 +338,11 @@ cdef class Dataplane:
         v.has_mcast_if = 1
 
     def set_tnl_egress(self, uint32_t vid, int fd, mac) -> bool:
-        """Send this VTEP's TSO super-frames for one unicast IPv4 remote as UDP-tunnel GSO
+        """Send this VTEP's TSO super-frames for one unicast remote as UDP-tunnel GSO
         packets written to ``fd``, the egress TAP of vxtun/io/gso.py whose MAC is ``mac``
-        (fd -1: stop).  Only for an IPv4 underlay with TAP TSO; the outer TTL and DF follow
-        tx_fd's IP_TTL and IP_MTU_DISCOVER.  False when this VTEP cannot use it."""
+        (fd -1: stop).  Only with TAP TSO; the outer TTL and DF follow tx_fd's IP_TTL and
+        IP_MTU_DISCOVER (IPv6: the hop limit its IPV6_UNICAST_HOPS, and only with the UDP
+        checksum on).  False when this VTEP cannot use it."""
         cdef fp_vtep* v = self._vtep(vid)
         cdef int val = 0
         cdef socklen_t ln = sizeof(int)
@@ -352,15 +353,25 @@ cdef class Dataplane:
             return True
         if len(mac) != 6:
             raise ValueError("a MAC address is 6 bytes")
-        if v.us.family != 4 or not v.tap_tso:
+        if not v.tap_tso:
             return False
-        if getsockopt(v.tx_fd, IPPROTO_IP, IP_TTL, &val, &ln) != 0 or not 0 < val < 255:
+        if v.us.family == 6:
+            # IPv6 wants the UDP checksum: udp6zerocsumtx (SO_NO_CHECK on tx_fd) stays on
+            # today's path; no DF (tx_fd says IPV6_PMTUDISC_DONT)
+            if getsockopt(v.tx_fd, SOL_SOCKET, SO_NO_CHECK, &val, &ln) != 0 or val:
+                return False
+            ln = sizeof(int)
+            if getsockopt(v.tx_fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &val, &ln) != 0 \
+                    or not 0 < val < 255:
+                return False
+        elif getsockopt(v.tx_fd, IPPROTO_IP, IP_TTL, &val, &ln) != 0 or not 0 < val < 255:
             return False
         mb = bytes(mac)
         was = self._pause()
         v.tnl_ttl = <uint8_t>val
         ln = sizeof(int)
-        v.tnl_df = getsockopt(v.tx_fd, IPPROTO_IP, IP_MTU_DISCOVER, &val, &ln) == 0 \
+        v.tnl_df = v.us.family == 4 \
+            and getsockopt(v.tx_fd, IPPROTO_IP, IP_MTU_DISCOVER, &val, &ln) == 0 \
             and val != IP_PMTUDISC_DONT
         memcpy(v.tnl_mac, <const char*>mb, 6)
         v.tnl_fd = fd

@@ -29,7 +29,8 @@ from vxtun.fastpath.libc cimport (
     sockaddr, sockaddr_in, socket, socklen_t)
 from vxtun.fastpath.state cimport GSO_SOCKS, SRC_CACHE, fp_gsosock
 from vxtun.fastpath.wire cimport (
-    D_TX_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_csum_add, fp_encode_header, fp_seg, put16)
+    D_TX_ERROR, VNET_HDR_LEN, VXLAN_HLEN, fp_csum_add, fp_encode_header, fp_seg, put16,
+    put32)
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -355,81 +356,136 @@ cdef int _tx_gso(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, int fd,
 cdef enum:
     TNL_HDR = 24          # sizeof(struct virtio_net_hdr_v1_hash_tunnel)
     TNL_OUTER = 14 + 20 + 8   # Ethernet (to the egress TAP), IPv4, UDP: vxtun.io.gso.OUTER4 - 8
+    TNL_OUTER6 = 14 + 40 + 8  # Ethernet, IPv6, UDP: vxtun.io.gso.OUTER6 - 8
 
 
 cdef inline void _le16(uint8_t* p, uint32_t v) noexcept nogil:
     p[0] = v & 0xFF
     p[1] = (v >> 8) & 0xFF
 
+cdef inline void _tnl_vnet_hdr(uint8_t* h, const uint8_t* vnet, uint32_t outer, uint32_t iplen,
+                               int csum) noexcept nogil:
+    """vxtun.io.gso.tnl_vnet_hdr: the TAP's virtio-net header ``vnet``, every offset moved by
+    the ``outer`` bytes in front of the inner frame (Ethernet, IP header of ``iplen`` bytes,
+    UDP, VXLAN), gso_type | GSO_UDP_TUNNEL_IPV4 (iplen 20) or _IPV6 (iplen 40)."""
+    h[0] = 1 | (8 if csum else 0)         # NEEDS_CSUM, UDP_TUNNEL_CSUM
+    h[1] = vnet[1] | (0x20 if iplen == 20 else 0x40)  # GSO_TCPV4/6 (ECN kept) | UDP_TUNNEL_*
+    _le16(h + 2, (vnet[2] | (vnet[3] << 8)) + outer if (vnet[2] | vnet[3]) else 0)
+    h[4] = vnet[4]                        # gso_size: the MSS
+    h[5] = vnet[5]
+    _le16(h + 6, (vnet[6] | (vnet[7] << 8)) + outer)
+    h[8] = vnet[8]
+    h[9] = vnet[9]
+    memset(h + 10, 0, 10)                 # num_buffers, hash
+    _le16(h + 20, 14 + iplen)             # outer_th_offset
+    _le16(h + 22, outer + 14)             # inner_nh_offset
+
+cdef size_t _tnl_headers(uint8_t* h, const uint8_t* vnet, const uint8_t* mac, bint v6,
+                         const uint8_t* src, const uint8_t* dst, uint16_t sport, uint16_t dport,
+                         uint32_t vni, uint8_t tos, uint8_t ttl, uint16_t ident, bint df,
+                         bint csum, uint32_t label, uint32_t ulen) noexcept nogil:
+    """Write at ``h`` what goes in front of an inner frame of ``ulen`` - 16 bytes whose TAP
+    header is ``vnet``: the tunnel virtio-net header, Ethernet to ``mac``, the outer IPv4
+    (ID ``ident``, DF ``df``) or IPv6 (flow label ``label``, host order) header with TOS /
+    traffic class ``tos`` and one hop more than ``ttl``, UDP (the folded pseudo-header sum
+    with ``csum``, else 0; always with IPv6) and VXLAN headers.  Returns their length.
+    vxtun.io.gso's tnl_vnet_hdr, outer_ipv4 and outer_ipv6 are the reference."""
+    cdef uint32_t iplen = 40 if v6 else 20
+    cdef uint32_t outer = (TNL_OUTER6 if v6 else TNL_OUTER) + 8
+    cdef uint8_t* ip = h + TNL_HDR + 14
+    cdef uint8_t* uh = ip + iplen
+    _tnl_vnet_hdr(h, vnet, outer, iplen, csum or v6)
+    memcpy(h + TNL_HDR, mac, 6)
+    memset(h + TNL_HDR + 6, 0, 6)
+    h[TNL_HDR + 6] = 2                    # a locally administered source MAC,
+    h[TNL_HDR + 11] = 1                   # 02:00:00:00:00:01 as vxtun.io.gso writes it
+    if v6:
+        h[TNL_HDR + 12] = 0x86
+        h[TNL_HDR + 13] = 0xDD
+        # ip6_flow_hdr(): version, traffic class, flow label
+        put32(ip, 0x60000000 | (<uint32_t>tos << 20) | (label & 0xFFFFF))
+        put16(ip + 4, ulen)
+        ip[6] = 17
+        ip[7] = ttl + 1                   # ip6_forward() takes one
+        memcpy(ip + 8, src, 16)
+        memcpy(ip + 24, dst, 16)
+        # the folded pseudo-header sum over the whole length (udp6_set_csum() for GSO),
+        # which __skb_udp_tunnel_segment() adjusts per segment
+        put16(uh + 6, fp_csum_add(ip + 8, 32, 17 + ulen))
+    else:
+        h[TNL_HDR + 12] = 0x08
+        h[TNL_HDR + 13] = 0x00
+        ip[0] = 0x45
+        ip[1] = tos
+        put16(ip + 2, ulen + 20)
+        put16(ip + 4, ident)
+        put16(ip + 6, 0x4000 if df else 0)
+        ip[8] = ttl + 1                   # ip_forward() takes one
+        ip[9] = 17
+        put16(ip + 10, 0)
+        memcpy(ip + 12, src, 4)
+        memcpy(ip + 16, dst, 4)
+        put16(ip + 10, (~fp_csum_add(ip, 20, 0)) & 0xFFFF)
+        # with the checksum, the folded pseudo-header sum over the whole length, which
+        # __skb_udp_tunnel_segment() adjusts per segment (udp_set_csum() leaves the same)
+        put16(uh + 6, fp_csum_add(ip + 12, 8, 17 + ulen) if csum else 0)
+    put16(uh, sport)
+    put16(uh + 2, dport)
+    put16(uh + 4, ulen)
+    fp_encode_header(uh + 8, vni)
+    return TNL_HDR + outer
+
+def tnl_headers(const uint8_t[::1] vnet not None, bytes mac, bytes src, bytes dst,
+                uint16_t sport, uint16_t dport, uint32_t vni, uint8_t tos, uint8_t ttl,
+                uint16_t ident, bint df, bint csum, uint32_t label,
+                uint32_t frame_len) -> bytes:
+    """What the TX thread writes to the egress TAP in front of a TSO super-frame of
+    ``frame_len`` bytes (IPv6 when ``src`` has 16 bytes): for tests against vxtun.io.gso."""
+    cdef uint8_t h[TNL_HDR + TNL_OUTER6 + 8]
+    cdef bint v6 = len(src) == 16
+    if vnet.shape[0] < VNET_HDR_LEN or len(mac) != 6 or len(dst) != len(src) \
+            or len(src) not in (4, 16):
+        raise ValueError("a 10-byte vnet header, a MAC, and two addresses of one family")
+    cdef size_t n = _tnl_headers(h, &vnet[0], mac, v6, src, dst, sport, dport, vni, tos, ttl,
+                                 ident, df, csum, label, 16 + frame_len)
+    return h[:n]
+
 cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
                    uint8_t ttl) noexcept nogil:
-    """Write the TSO super-frame still in c.buf, wrapped in IPv4/UDP/VXLAN for ``r``, to the
-    egress TAP as one UDP-tunnel GSO packet (vxtun/io/gso.py says how the kernel takes it; its
-    tnl_vnet_hdr and outer_ipv4 are the reference this mirrors).  -1: not sent, the caller
-    sends the segments as usual."""
+    """Write the TSO super-frame still in c.buf, wrapped in IPv4 (IPv6)/UDP/VXLAN for ``r``,
+    to the egress TAP as one UDP-tunnel GSO packet (vxtun/io/gso.py says how the kernel takes
+    it; _tnl_headers writes the headers).  -1: not sent, the caller sends the segments as
+    usual."""
     cdef const uint8_t* f = c.buf + VNET_HDR_LEN
     cdef const uint8_t* src
     cdef fp_seg* segs = c.act.segs
     cdef size_t n = segs[0].hlen
-    cdef uint32_t ulen, tot, dport, vni
-    cdef uint8_t h[TNL_HDR + TNL_OUTER + 8]
-    cdef uint8_t* ip = h + TNL_HDR + 14
-    cdef uint8_t* uh = ip + 20
+    cdef bint v6 = r.family == 6
+    cdef uint32_t ulen
+    cdef uint8_t h[TNL_HDR + TNL_OUTER6 + 8]
+    cdef const uint8_t* lb = <const uint8_t*>&v.flowinfo
     cdef iovec iov[2]
     cdef int i
     cdef uint8_t out_ttl = ttl if ttl else v.tnl_ttl
     if segs[0].p != f + n or out_ttl == 255:
-        return -1               # not the frame as read, or no TTL left to give ip_forward()
+        return -1               # not the frame as read, or no hop left to give the forwarding
     if not ((f[12] == 0x08 and f[13] == 0x00) or (f[12] == 0x86 and f[13] == 0xDD)):
         return -1               # an 802.1Q tag: inner_nh_offset assumes a plain Ethernet header
     for i in range(nseg):
         n += segs[i].plen
     ulen = 16 + <uint32_t>n
-    tot = 20 + ulen
-    if tot > 0xFFFF:
-        return -1
+    if ulen + (0 if v6 else 20) > 0xFFFF:
+        return -1               # IPv4 total length / IPv6 payload length (no jumbograms)
     src = _source(v, r, fp_now())
     if src == NULL:
         return -1
-    dport = r.port if r.port else v.s.dstport
-    vni = <uint32_t>r.vni if r.vni >= 0 else v.s.vni
-    # the virtio-net header: the TAP's, every offset moved by the outer headers
-    h[0] = 1 | (8 if v.csum4 else 0)      # NEEDS_CSUM, UDP_TUNNEL_CSUM
-    h[1] = c.buf[1] | 0x20                # GSO_TCPV4/6 (ECN kept) | GSO_UDP_TUNNEL_IPV4
-    _le16(h + 2, (c.buf[2] | (c.buf[3] << 8)) + TNL_OUTER + 8 if (c.buf[2] | c.buf[3]) else 0)
-    h[4] = c.buf[4]                       # gso_size: the MSS
-    h[5] = c.buf[5]
-    _le16(h + 6, (c.buf[6] | (c.buf[7] << 8)) + TNL_OUTER + 8)
-    h[8] = c.buf[8]
-    h[9] = c.buf[9]
-    memset(h + 10, 0, 10)                 # num_buffers, hash
-    _le16(h + 20, 14 + 20)                # outer_th_offset
-    _le16(h + 22, TNL_OUTER + 8 + 14)     # inner_nh_offset
-    memcpy(h + TNL_HDR, v.tnl_mac, 6)
-    memset(h + TNL_HDR + 6, 0, 6)
-    h[TNL_HDR + 6] = 2                    # a locally administered source MAC
-    h[TNL_HDR + 12] = 0x08
-    h[TNL_HDR + 13] = 0x00
-    ip[0] = 0x45
-    ip[1] = tos
-    put16(ip + 2, tot)
-    put16(ip + 4, v.tnl_ident & 0xFFFF)
-    put16(ip + 6, 0x4000 if v.tnl_df else 0)
-    ip[8] = out_ttl + 1                   # ip_forward() takes one
-    ip[9] = 17
-    put16(ip + 10, 0)
-    memcpy(ip + 12, src, 4)
-    memcpy(ip + 16, r.addr, 4)
-    put16(ip + 10, (~fp_csum_add(ip, 20, 0)) & 0xFFFF)
-    put16(uh, c.act.sport)
-    put16(uh + 2, dport)
-    put16(uh + 4, ulen)
-    # with the checksum, the folded pseudo-header sum over the whole length, which
-    # __skb_udp_tunnel_segment() adjusts per segment (udp_set_csum() leaves the same)
-    put16(uh + 6, fp_csum_add(ip + 12, 8, 17 + ulen) if v.csum4 else 0)
-    fp_encode_header(uh + 8, vni)
+    # IPv6: set_tnl_egress took the egress only with the checksum on (udp6zerocsumtx stays
+    # on today's path); the flow label is the one tx_fd leases (network order there, 0: none)
+    iov[0].iov_len = _tnl_headers(
+        h, c.buf, v.tnl_mac, v6, src, r.addr, c.act.sport, r.port if r.port else v.s.dstport,
+        <uint32_t>r.vni if r.vni >= 0 else v.s.vni, tos, out_ttl, v.tnl_ident & 0xFFFF,
+        v.tnl_df, v.csum4, ((lb[1] & 0x0F) << 16) | (lb[2] << 8) | lb[3], ulen)
     iov[0].iov_base = h
-    iov[0].iov_len = sizeof(h)
     iov[1].iov_base = <void*>f
     iov[1].iov_len = n
     if writev(v.tnl_fd, iov, 2) < 0:
@@ -437,7 +493,8 @@ cdef int _tnl_send(fp_txctx* c, fp_vtep* v, fp_remote* r, int nseg, uint8_t tos,
         if errno == EINVAL:
             v.tnl_fd = -1       # this kernel will not take it: today's path from now on
         return -1
-    v.tnl_ident += <uint32_t>nseg
+    if not v6:
+        v.tnl_ident += <uint32_t>nseg
     v.tnl_sent += 1
     return 0
 
@@ -472,7 +529,7 @@ cdef void fp_tx_send(fp_txctx* c, fp_vtep* v) noexcept nogil:
     cdef bint defer = nseg == 1 and nr <= TXBATCH and segs[0].hlen <= SMALLBUF
     cdef void* ctl
     cdef uint8_t* slot
-    if nseg > 1 and nr == 1 and v.tnl_fd >= 0 and rem[0].family == 4 and fam == 4 \
+    if nseg > 1 and nr == 1 and v.tnl_fd >= 0 and rem[0].family == fam \
             and not _is_multicast(&rem[0]):
         fp_tx_pend_flush(c, v)                    # the frames read before go first
         if _tnl_send(c, v, &rem[0], nseg, tos, ttl) == 0:

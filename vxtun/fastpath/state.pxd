@@ -73,12 +73,13 @@ cdef struct fp_vtep:
     pthread_mutex_t qlock[TAPQ_MAX]
     int qgone[TAPQ_MAX]   # queue q failed (the TAP is going): its thread stopped watching it
     uint64_t qread[TAPQ_MAX]  # frames read from each queue (by its reader, under its lock)
-    # UDP-tunnel GSO egress (vxtun/io/gso.py, fp_tnl_send in send.pyx): a TSO super-frame for
-    # one unicast IPv4 remote is written whole, wrapped in IPv4/UDP/VXLAN, to a TAP of our own
+    # UDP-tunnel GSO egress (vxtun/io/gso.py, _tnl_send in send.pyx): a TSO super-frame for
+    # one unicast remote is written whole, wrapped in IPv4 (IPv6)/UDP/VXLAN, to a TAP of our own
     # that the kernel forwards from; the kernel segments it (or a kernel peer takes it whole)
     int tnl_fd            # -1: none (every frame goes through tx_fd / the GSO sockets)
     uint8_t tnl_mac[6]    # the egress TAP's MAC: its frames must be for it (PACKET_HOST)
-    uint8_t tnl_ttl       # the outer TTL when the action has none (tx_fd's IP_TTL)
+    uint8_t tnl_ttl       # the outer TTL when the action has none (tx_fd's IP_TTL or
+                          # IPV6_UNICAST_HOPS)
     int tnl_df            # tx_fd sets DF (IP_MTU_DISCOVER other than IP_PMTUDISC_DONT)
     uint32_t tnl_ident    # the next outer IPv4 ID (each segment takes one, as inet_gso_segment)
     uint64_t tnl_sent     # super-frames written to the egress
