@@ -265,8 +265,10 @@ def forwarding_lost(eg: Egress, proc: str = "/proc/sys/net") -> str | None:
         if not on and eg.v6:
             with open(f"{proc}/ipv6/conf/all/forwarding") as f:
                 on = f.read().strip() != "0"     # ip6_forward() takes either switch
-    except OSError:
+    except FileNotFoundError:
         return f"{eg.name} vanished"
+    except OSError:
+        return None     # EMFILE at the fd limit and the like: nothing says it stopped
     return None if on else (f"net.{fam}.conf.{eg.name}.{key} was reset "
                             f"(net.{fam}.conf.all.forwarding was written)")
 
