@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vxtun import _fastpath
-from vxtun.wire.vxlan import encode_header, rx_express
+from vxtun.wire.vxlan import RX_BULK, encode_header, rx_express, rx_order
 
 ETH = bytes(6) + bytes.fromhex("020000000001")
 
@@ -41,3 +41,13 @@ def test_c_and_python_agree(tail, ethertype, proto):
     for d in (tail, dgram(ethertype, tail), dgram(ethertype, bytes(6) + bytes([proto]) * 4
                                                       + tail)):
         assert _fastpath.rx_express(d) == rx_express(d), d.hex()
+
+
+def test_the_order_changes_only_behind_bulk():
+    small = [(ipv4(6), "t0"), (ipv4(1), "i0"), (ipv4(6), "t1"), (ipv4(17), "u0")]
+    assert rx_order(small) == small                      # arrival order, as the kernel
+    big = (ipv4(6) + bytes(RX_BULK), "big")
+    got = rx_order(small[:1] + [big] + small[1:])
+    assert [g[1] for g in got] == ["i0", "u0", "t0", "big", "t1"]
+    assert rx_order([(ipv4(1) + bytes(RX_BULK), "big-icmp")] + small) == \
+        [(ipv4(1) + bytes(RX_BULK), "big-icmp")] + small  # bulk means TCP

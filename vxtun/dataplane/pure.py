@@ -39,7 +39,7 @@ from ..trace.summary import HEAD
 from ..wire import tso
 from ..wire.ether import ETH_HLEN
 from ..wire.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, complete_checksum
-from ..wire.vxlan import rx_express
+from ..wire.vxlan import rx_order
 
 BATCH = 64          # frames read per wake-up before looking at other fds again
 RX_BUF = 1 << 18    # a GSO super-frame from a kernel peer can be ~64 KB; leave room
@@ -281,10 +281,9 @@ class PureBackend:
         return True
 
     def _on_rx(self, us) -> None:
-        """Read what the socket holds (up to BATCH datagrams), then decide it: the datagrams
-        that carry no TCP first, the rest after, each in arrival order (``rx_express``, as the
-        fast path's _rx_drain does), so that a ping's echo never waits behind a bulk flow's
-        queued segments."""
+        """Read what the socket holds (up to BATCH datagrams), then decide it in ``rx_order``
+        (as the fast path's _rx_drain does): behind a bulk flow's queued super-frames, the
+        datagrams that carry no TCP go first, so that a ping's echo does not wait for them."""
         buf = self._buf
         rx = us.rx
         got = []
@@ -300,9 +299,7 @@ class PureBackend:
         if not got:
             return
         now = time.monotonic()
-        if len(got) > 1:
-            got.sort(key=lambda g: not rx_express(g[0]))       # stable: arrival order kept
-        for data, addr, tos in got:
+        for data, addr, tos in rx_order(got) if len(got) > 1 else got:
             if self.node.traces.active:
                 actions = self._traced_rx(us, data, addr, now, tos)
             else:

@@ -68,6 +68,8 @@ cdef enum:
     RXBATCH = 32          # datagrams per recvmmsg()
     RXHEAD = 16           # room before each datagram: the vnet header overwrites the VXLAN one
     RXBUF = 65536 + RXHEAD + 64
+    RX_BULK = 2048        # a TCP datagram longer than this in a batch: non-TCP goes first
+                          # (vxtun.wire.vxlan.RX_BULK)
     CTRLWORDS = 8         # control-message room per datagram, in 8-byte words
     CTRLLEN = CTRLWORDS * 8
     TOUCHED_MAX = 8
@@ -381,13 +383,16 @@ cdef void _rx_one(fp_dp* dp, fp_underlay* us, fp_rxctx* c, int i, double now) no
 
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
     """Read the socket dry, RXBATCH datagrams per recvmmsg().  Out of each batch the datagrams
-    that carry no TCP go first, then the TCP ones, each kind in arrival order: under a bulk
+    that carry no TCP go first, then the TCP ones, each kind in arrival order, when the batch
+    holds bulk (a TCP datagram or GRO train over RX_BULK bytes; else all in arrival order, as
+    the kernel delivers): under a bulk
     TCP flow the socket holds a standing queue of its 64 KB super-frames (~1 MB measured),
     and a ping's echo or a DNS answer in the same batch would otherwise wait until every one
     of them had been written to the TAP (each costs the stack's TCP receive, run in our
     write()).  Flows never overtake themselves: a multi-queue NIC with RSS reorders across
     flows the same way."""
     cdef int i, r, rounds, nexp
+    cdef bint bulk
     cdef msghdr* mh
     cdef double now
     cdef uint8_t late[RXBATCH]
@@ -409,10 +414,13 @@ cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
         if r <= 0:
             break
         now = fp_now()
-        nexp = 0
+        bulk = False
         for i in range(r):
             late[i] = not _rx_express(c.bufs + <size_t>i * RXBUF + RXHEAD, c.msgs[i].msg_len)
-            if not late[i]:
+            bulk = bulk or (late[i] and c.msgs[i].msg_len > RX_BULK)
+        nexp = 0
+        for i in range(r):
+            if not bulk or not late[i]:
                 _rx_one(dp, us, c, i, now)
                 nexp += 1
         if nexp < r:

@@ -75,6 +75,21 @@ def reserved_bits_set(data: bytes) -> bool:
 # protocol and, for TCP/UDP, ports; else the two MAC addresses and the EtherType, as the
 # kernel's jhash fallback does) and then the kernel's folding and scaling exactly.
 
+RX_BULK = 2048      # bytes: a TCP datagram (or GRO train) longer than this is bulk
+
+
+def rx_order(datagrams: list) -> list:
+    """The order both dataplanes deliver one read of the underlay socket in: arrival order,
+    unless the read holds bulk (a TCP datagram over RX_BULK bytes: a super-frame or a GRO
+    train), then the datagrams that carry no TCP first (``rx_express``), each kind in arrival
+    order.  ``datagrams``: (payload, ...) tuples."""
+    late = [not rx_express(d[0]) for d in datagrams]
+    if not any(t and len(d[0]) > RX_BULK for t, d in zip(late, datagrams, strict=True)):
+        return datagrams
+    return ([d for t, d in zip(late, datagrams, strict=True) if not t]
+            + [d for t, d in zip(late, datagrams, strict=True) if t])
+
+
 def rx_express(datagram: bytes) -> bool:
     """A received VXLAN datagram whose inner frame carries no TCP (ICMP, UDP, ARP, ND, or too
     short to say): both dataplanes deliver these first out of what one read of the underlay
