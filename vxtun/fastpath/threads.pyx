@@ -319,7 +319,8 @@ cdef void _rx_datagram(fp_rxctx* c, fp_dp* dp, fp_underlay* us, uint8_t* d, size
         v.s.st[c.tid].drops[D_TAP_ERROR] += 1
 cdef inline bint _rx_express(const uint8_t* d, size_t n) noexcept nogil:
     """A received VXLAN datagram ``d`` whose inner frame is not TCP (ICMP, UDP, ARP, ND...):
-    the RX thread delivers these first out of each recvmmsg() batch (see _rx_drain)."""
+    the RX thread delivers these first out of a recvmmsg() batch that holds bulk TCP (see
+    _rx_drain)."""
     cdef uint16_t et
     if n < VXLAN_HLEN + ETH_HLEN + 40:
         return True
@@ -382,13 +383,13 @@ cdef void _rx_one(fp_dp* dp, fp_underlay* us, fp_rxctx* c, int i, double now) no
         _rx_datagram(c, dp, us, d, n, fam, addr, sport, tos, now, 1)
 
 cdef void _rx_drain(fp_dp* dp, fp_underlay* us, fp_rxctx* c) noexcept nogil:
-    """Read the socket dry, RXBATCH datagrams per recvmmsg().  Out of each batch the datagrams
-    that carry no TCP go first, then the TCP ones, each kind in arrival order, when the batch
-    holds bulk (a TCP datagram or GRO train over RX_BULK bytes; else all in arrival order, as
-    the kernel delivers): under a bulk
-    TCP flow the socket holds a standing queue of its 64 KB super-frames (~1 MB measured),
-    and a ping's echo or a DNS answer in the same batch would otherwise wait until every one
-    of them had been written to the TAP (each costs the stack's TCP receive, run in our
+    """Read the socket dry, RXBATCH datagrams per recvmmsg(), and deliver each batch in
+    arrival order, as the kernel does, unless it holds bulk (a TCP datagram or GRO train
+    over RX_BULK bytes): then the datagrams that carry no TCP go first, then the TCP ones,
+    each kind in arrival order (vxtun.wire.vxlan.rx_order is the rule).  Under a bulk TCP
+    flow the socket holds a standing queue of its 64 KB super-frames (~1 MB measured), and
+    a ping's echo or a DNS answer in the same batch would otherwise wait until every one of
+    them had been written to the TAP (each costs the stack's TCP receive, run in our
     write()).  Flows never overtake themselves: a multi-queue NIC with RSS reorders across
     flows the same way."""
     cdef int i, r, rounds, nexp
