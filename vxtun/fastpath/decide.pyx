@@ -275,10 +275,10 @@ cdef void fp_tx_decide(fp_vstate* v, uint8_t* buf, size_t len, double now, int t
         a.segs[0].p = NULL
         a.segs[0].plen = 0
     elif gso == GSO_TCPV4 or gso == GSO_TCPV6:
-        a.nseg = fp_tso_segment(f, n, le16(buf + 4), a.segh, a.segs, False)
+        a.tso_mss = le16(buf + 4)
+        a.nseg = fp_tso_segment(f, n, a.tso_mss, a.segh, a.segs, False)
         a.tso_f = f
         a.tso_n = n
-        a.tso_mss = le16(buf + 4)
         a.tso_pending = a.nseg > 0
         if a.nseg < 0:
             a.nseg = 0

@@ -92,9 +92,9 @@ def rx_order(datagrams: list) -> list:
 
 def rx_express(datagram: bytes) -> bool:
     """A received VXLAN datagram whose inner frame carries no TCP (ICMP, UDP, ARP, ND, or too
-    short to say): both dataplanes deliver these first out of what one read of the underlay
-    socket returns, then the rest in arrival order (vxtun/fastpath/threads.pyx ``_rx_drain``).
-    A frame behind a VLAN tag counts as TCP: it keeps its place."""
+    short to say): when one read of the underlay socket holds bulk TCP, both dataplanes
+    deliver these first (``rx_order``; vxtun/fastpath/threads.pyx ``_rx_drain``).  A frame
+    behind a VLAN tag counts as TCP: it keeps its place."""
     if len(datagram) < VXLAN_HLEN + 14 + 40:
         return True
     et = int.from_bytes(datagram[VXLAN_HLEN + 12:VXLAN_HLEN + 14], "big")
