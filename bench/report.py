@@ -68,11 +68,15 @@ METRICS = [
     Metric("tcp4", "TCP, 4 streams", "Gbit/s", _scaled(1e9, "tcp4", "bps")),
     Metric("tcp16", "TCP, 16 streams", "Gbit/s", _scaled(1e9, "tcp16", "bps")),
     Metric("vteps", "TCP, many VTEPs x 1 stream", "Gbit/s", _scaled(1e9, "many_vteps", "bps")),
+    Metric("tcp1_v6", "TCP, 1 stream, IPv6 underlay", "Gbit/s",
+           _scaled(1e9, "ipv6", "tcp1", "bps")),
     Metric("udp64", "UDP 64 B, <=1% loss", "kpps", _scaled(1e3, "udp64", "pps"), "{:.1f}"),
     Metric("udp1400", "UDP 1400 B, <=1% loss", "Mbit/s", _scaled(1e6, "udp1400", "bps"),
            "{:.0f}"),
     Metric("ping_p50", "ping RTT p50", "µs", _get("ping", "p50_us"), "{:.1f}", False),
     Metric("ping_p99", "ping RTT p99", "µs", _get("ping", "p99_us"), "{:.1f}", False),
+    Metric("ping_p50_v6", "ping RTT p50, IPv6 underlay", "µs", _get("ipv6", "ping", "p50_us"),
+           "{:.1f}", False),
     Metric("load_p50", "ping RTT p50, TCP the other way", "µs", _get("ping_load", "p50_us"),
            "{:.1f}", False),
     Metric("load_p99", "ping RTT p99, TCP the other way", "µs", _get("ping_load", "p99_us"),
@@ -143,7 +147,8 @@ def rows(results: dict) -> list[dict]:
                 row["target"] = t[0]
                 if v is not None:
                     row["pass"] = bool(t[1](v, row["ratio"], refv))
-            if m.key in ("ping_p50", "load_p50") and v is not None and refv is not None \
+            if m.key in ("ping_p50", "load_p50", "ping_p50_v6") and v is not None \
+                    and refv is not None \
                     and name != REFERENCE:
                 notes.append(f"{v - refv:+.1f} µs")
             if m.key == "load_p50" and v is not None:
@@ -161,8 +166,17 @@ def rows(results: dict) -> list[dict]:
             if m.key == "vteps" and v is not None and (p.get("tcp16") or {}).get("bps"):
                 notes.append(f"{p['many_vteps'].get('streams')} VTEPs; one VTEP with 16 "
                              f"streams: {p['tcp16']['bps'] / 1e9:.2f} Gbit/s")
-            err = (p.get("many_vteps") or {}).get("error") if m.key == "vteps" else \
-                p.get("errors", {}).get(error_key(m.key))
+            if m.key == "tcp1_v6" and v is not None:
+                egress = [f"{h} {'no UDP-tunnel GSO egress' if not e else e.split()[0]}"
+                          for h, e in (p["ipv6"].get("egress") or {}).items()]
+                if egress:
+                    notes.append("egress: " + ", ".join(egress))
+            if m.key == "vteps":
+                err = (p.get("many_vteps") or {}).get("error")
+            elif m.key.endswith("_v6"):
+                err = (p.get("ipv6") or {}).get("error")
+            else:
+                err = p.get("errors", {}).get(error_key(m.key))
             if err:
                 notes.append("error: " + summary(err))
             elif v is None and p.get("error"):

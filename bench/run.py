@@ -143,14 +143,17 @@ def _loadavg() -> str:
 
 
 def estimate(cfg: dict, pairings: int, vteps: int = 0, pps: bool = False,
-             per_host: int = 16) -> str:
+             per_host: int = 16, ipv6: int = 0) -> str:
     """A rough duration: every test plus iperf3's start-up and the topology; ``vteps``: how
     many pairings also run the many-VTEP test, with ``per_host`` VTEPs on each host (about
-    6 s to start a pair); ``pps``: the packet-rate part too."""
+    6 s to start a pair); ``pps``: the packet-rate part too; ``ipv6``: how many pairings run
+    again over the IPv6 underlay."""
     per = (3 * cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
            + 2 * cfg["udp_trials"] * 0.8 * (cfg["udp_seconds"] + 0.6)
            + 2 * cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 6 + cfg["rest_seconds"])
     secs = per * pairings + vteps * (cfg["tcp_runs"] * (cfg["tcp_seconds"] + 1) + 6 * per_host)
+    secs += ipv6 * (cfg["tcp_runs"] * (cfg["tcp_seconds"] + 0.6)
+                    + cfg["ping_count"] * cfg["ping_interval"] * 1.3 + 6)
     if pps:
         secs += 4 * (8 + 2 * cfg["pps_trials"] * (cfg["pps_seconds"] + 0.5))
     return f"{secs / 60:.0f} minutes" if secs >= 90 else f"{secs:.0f} s"
@@ -296,6 +299,35 @@ def _bench_pairing(name: str, cfg: dict, log: Progress, res: dict) -> None:
         del res["errors"]
 
 
+def bench_ipv6(name: str, cfg: dict, log: Progress, res: dict) -> None:
+    """The pairing again over an IPv6 underlay (UNDERLAY6; MTU 1430 on every VTEP): TCP 1
+    stream and idle ping, to compare with kernel<->kernel over the same IPv6 underlay.  Over
+    IPv6, vxtun's super-frames leave by UDP-tunnel GSO only where the kernel lets its own
+    device forward (vxtun/io/gso.py): ``egress`` records what each vxtun said."""
+    log.where = f"{label(name)} IPv6"
+    log("building topology (IPv6 underlay)")
+    with Pairing(name, family=6) as pr:
+        res["netns_prefix"] = pr.topo.prefix
+        res["egress"] = {v.host.name: v.show.get("egress") for v in pr.vteps if v.is_vxtun}
+        pr.wait_reachable()
+        server = measure.IperfServer(pr.h2, pr.server_ip)
+        server.start()
+        runs = []
+        for i in range(cfg["tcp_runs"]):
+            r = measure.tcp_run(pr.h1, server, 1, cfg["tcp_seconds"])
+            runs.append(r)
+            log(f"tcp 1 stream run {i + 1}/{cfg['tcp_runs']}: {r['bps'] / 1e9:.2f} Gbit/s, "
+                f"{r['retransmits']} retransmits")
+            pr.check_alive()
+        res["tcp1"] = {"streams": 1, "bps": statistics.median(r["bps"] for r in runs),
+                       "runs": runs}
+        r = res["ping"] = measure.ping_rtt(pr.h1, pr.server_ip, cfg["ping_count"],
+                                           cfg["ping_interval"])
+        log(f"ping: p50 {r['p50_us']:.1f} µs, p99 {r['p99_us']:.1f} µs "
+            f"({r['received']}/{r['count']} replies)")
+        pr.check_alive()
+
+
 def bench_vteps(name: str, n: int, cfg: dict, log: Progress, res: dict) -> None:
     """``n`` VTEPs on each host, all in one namespace sharing port 4789 (VNI 42.., overlay
     10.20.<j+1>.0/24), one TCP stream over each at once: the aggregate goodput, to compare with
@@ -356,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure N VTEPs per namespace sharing the port, one TCP stream "
                          f"each, for {', '.join(VTEP_PAIRINGS)} among the pairings run "
                          "(default 16; 0: skip)")
+    ap.add_argument("--no-ipv6", action="store_true",
+                    help=f"skip the IPv6 underlay (TCP 1 stream and ping over 2001:db8:1::/64 "
+                         f"for {', '.join(VTEP_PAIRINGS)} among the pairings run)")
     ap.add_argument("--busy-poll", type=int, default=BUSY_POLL_US, metavar="US",
                     help="the busy-polling budget of the `busy` kind, in microseconds "
                          f"(VXTUN_BUSY_POLL_US; default {BUSY_POLL_US})")
@@ -398,12 +433,13 @@ def main(argv: list[str] | None = None) -> int:
 
     log = Progress()
     nv = sum(n in VTEP_PAIRINGS for n in names) if a.vteps > 0 else 0
+    n6 = 0 if a.no_ipv6 else sum(n in VTEP_PAIRINGS for n in names)
     results: dict = {"meta": machine(), "config": cfg, "pairings": {}}
     meta = results["meta"]
     runs = len(names) + (not a.quick and len(names) > 1)      # the reference again at the end
     log(f"kernel {meta['kernel']}, {meta['cpu']} x{meta['cpus']}, load {meta['loadavg_before']}; "
         f"pairings: {', '.join(label(n) for n in names)}; about "
-        f"{estimate(cfg, runs, nv, not a.no_pps, a.vteps)}")
+        f"{estimate(cfg, runs, nv, not a.no_pps, a.vteps, n6)}")
     failed = False
     meta["wakeup_before"] = wakeup_cost()
     if meta["wakeup_before"]:
@@ -446,6 +482,17 @@ def main(argv: list[str] | None = None) -> int:
                 res = results["pairings"][n].setdefault("many_vteps", {})
                 try:
                     bench_vteps(n, a.vteps, cfg, log, res)
+                except Exception as e:
+                    log(f"FAILED: {e}")
+                    res["error"] = str(e)
+                    failed = True
+        if not a.no_ipv6:
+            for n in names:
+                if n not in VTEP_PAIRINGS or (no_fast and "vxtun" in n):
+                    continue
+                res = results["pairings"][n].setdefault("ipv6", {})
+                try:
+                    bench_ipv6(n, cfg, log, res)
                 except Exception as e:
                     log(f"FAILED: {e}")
                     res["error"] = str(e)

@@ -38,6 +38,8 @@ REFERENCE = "kernel-kernel"
 VNI = 42
 DSTPORT = 4789
 UNDERLAY = ("192.0.2.1", "192.0.2.2")
+# The IPv6 underlay (bench.run's IPv6 part): the same hosts and overlay over 2001:db8:1::/64.
+UNDERLAY6 = ("2001:db8:1::1", "2001:db8:1::2")
 OVERLAY = ("10.20.1.1", "10.20.1.2")
 DEV = {"kernel": "vxlan0", "vxtun": "vxtun0", "pure": "vxtun0", "busy": "vxtun0"}
 # ``busy``: the fast path with busy polling after traffic (vxtun/fastpath/threads.pyx); its
@@ -120,13 +122,15 @@ class Vtep:
 class Pairing:
     """A fresh two-host topology with the VTEPs a pairing names; a context manager."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, family: int = 4) -> None:
         self.name = name
         self.kinds = parse_pairing(name)
+        self.underlay = UNDERLAY6 if family == 6 else UNDERLAY
+        plen = 64 if family == 6 else 24
         self.topo = Topology("bench")
         try:
-            self.h1 = self.topo.host("h1", f"{UNDERLAY[0]}/24")
-            self.h2 = self.topo.host("h2", f"{UNDERLAY[1]}/24")
+            self.h1 = self.topo.host("h1", f"{self.underlay[0]}/{plen}")
+            self.h2 = self.topo.host("h2", f"{self.underlay[1]}/{plen}")
             self.sender = self._vtep(self.kinds[0], self.h1, 0)
             self.receiver = self._vtep(self.kinds[1], self.h2, 1)
         except BaseException:
@@ -142,7 +146,7 @@ class Pairing:
         return OVERLAY[1]
 
     def _vtep(self, kind: str, host: Host, i: int) -> Vtep:
-        return make_vtep(kind, host, i)
+        return make_vtep(kind, host, i, underlay=self.underlay)
 
     def wait_reachable(self, timeout: float = 15.0) -> None:
         """Ping until the overlay answers: ARP and FDB are warm before anything is measured."""
@@ -199,12 +203,14 @@ def overlay(i: int, j: int = 0) -> str:
     return OVERLAY[i] if j == 0 else f"10.20.{j + 1}.{i + 1}"
 
 
-def make_vtep(kind: str, host: Host, i: int, j: int = 0, env: dict | None = None) -> Vtep:
-    """The VTEP of ``kind`` on ``host``, the ``i``-th of UNDERLAY (0 or 1), remote the other.
-    ``j`` > 0: one more VTEP in the same namespace (VNI 42 + j, device vxlan<j> / vxtun<j>,
-    overlay 10.20.<j+1>.0/24), sharing UDP port 4789 with the others.  ``env``: vxtun's
-    environment instead of ENV[kind]."""
-    me, peer, ov = UNDERLAY[i], UNDERLAY[1 - i], overlay(i, j)
+def make_vtep(kind: str, host: Host, i: int, j: int = 0, env: dict | None = None,
+              underlay: tuple[str, str] = UNDERLAY) -> Vtep:
+    """The VTEP of ``kind`` on ``host``, the ``i``-th of ``underlay`` (0 or 1), remote the
+    other.  ``j`` > 0: one more VTEP in the same namespace (VNI 42 + j, device vxlan<j> /
+    vxtun<j>, overlay 10.20.<j+1>.0/24), sharing UDP port 4789 with the others.  ``env``:
+    vxtun's environment instead of ENV[kind].  Either kind takes its MTU from eth0's less the
+    overhead of the underlay's family (1450 over IPv4, 1430 over IPv6)."""
+    me, peer, ov = underlay[i], underlay[1 - i], overlay(i, j)
     dev = DEV[kind] if j == 0 else DEV[kind].rstrip("0") + str(j)
     vni = VNI + j
     if kind == "kernel":

@@ -33,6 +33,10 @@ def test_bench_quick_kernel_reference(netns_ready, tmp_path):
     assert load["load"]["bps"] > 0                  # the stream ran the other way meanwhile
     assert ref["tcp16"]["bps"] > 0 and ref["rest"]["seconds"] > 0
     assert ref["many_vteps"]["streams"] == 2 and ref["many_vteps"]["bps"] > 0
+    # The same pairing over the IPv6 underlay.
+    v6 = ref["ipv6"]
+    assert "error" not in v6 and v6["tcp1"]["bps"] > 0 and v6["ping"]["received"] > 0, v6
+    assert "| TCP, 1 stream, IPv6 underlay (Gbit/s) | kernel<->kernel |" in p.stdout
     # The packet rate, both directions and sizes, against the kernel and the fast path.
     pps = res["pps"]
     for direction in ("decap", "encap"):
@@ -50,4 +54,4 @@ def test_bench_quick_kernel_reference(netns_ready, tmp_path):
     assert "| TCP, 1 stream (Gbit/s) | kernel<->kernel |" in p.stdout
     # The benchmark tears its namespaces down.
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert ref["netns_prefix"] not in left
+    assert ref["netns_prefix"] not in left and v6["netns_prefix"] not in left
