@@ -1,5 +1,6 @@
-"""RTM_DELLINK parsing (vxtun/io/linkwatch.py): the deleted links' index and name out of one
-netlink read, whatever else it holds, and nothing out of a malformed one.  No root."""
+"""RTM_DELLINK and RTM_NEWLINK parsing (vxtun/io/linkwatch.py): the links deleted or renamed
+(index and name) out of one netlink read, whatever else it holds, and nothing out of a
+malformed one.  No root."""
 from __future__ import annotations
 
 import struct
@@ -52,3 +53,16 @@ def test_a_link_moved_to_another_namespace_says_where():
     assert link == (4, "vx42", 0) and link.moved
     (gone,) = deleted_links(link_msg(RTM_DELLINK, 4, "vx42"))
     assert gone.netnsid is None and not gone.moved
+
+
+def test_new_and_deleted_links_come_in_the_kernels_order():
+    # a rename is an RTM_NEWLINK with the new name under the same index (dev_change_name())
+    from vxtun.io.linkwatch import DelLink, NewLink, link_changes, new_links
+    data = (link_msg(RTM_NEWLINK, 3, "ov0") + link_msg(RTM_DELLINK, 3, "ov0")
+            + link_msg(RTM_NEWLINK, 4, None) + link_msg(RTM_NEWLINK, 5, "vx5"))
+    assert link_changes(data) == [NewLink(3, "ov0"), DelLink(3, "ov0"), NewLink(5, "vx5")]
+    assert [type(c) for c in link_changes(data)] == [NewLink, DelLink, NewLink]
+    assert new_links(data) == [(3, "ov0"), (5, "vx5")]
+    bad = bytearray(link_msg(RTM_NEWLINK, 7, "vx7"))
+    struct.pack_into("=I", bad, 0, 4000)
+    assert new_links(link_msg(RTM_NEWLINK, 6, "vx6") + bytes(bad)) == [(6, "vx6")]

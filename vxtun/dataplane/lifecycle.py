@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from ..core import Demux, Vtep, VtepConfig
 from ..core.requests import NeighUpdate
 from ..core.vtep import Bypass, Deliver, Transmit
-from ..errors import LocalError
+from ..errors import ControlError, LocalError
 from ..io import control, tap, underlay
 from ..io.netlink import Netlink
 from ..wire.ether import mac_to_str
@@ -59,6 +59,7 @@ class Port:
     bypass: object = None               # Node.bypass: hands a Bypass to the local VTEP
     tx_df: socket.socket | None = None  # df inherit: a send socket that sets DF
     tap_queues: list = field(default_factory=list)  # the TAP's queues after tap_fd (queue 0)
+    tap_index: int = 0                  # the TAP's ifindex: it follows a rename, the name not
 
     def execute(self, actions) -> None:
         """Carry out the core's actions: send datagrams, write frames to the TAP, hand
@@ -236,6 +237,7 @@ class Vteps:
         port = Port(cfg, None, fds[0], us, lst, tx=tx, ifindex=ifindex, tx_df=tx_df,
                     tap_queues=fds[1:])
         try:
+            port.tap_index = self.nl.index(cfg.name)
             if not cfg.mac:
                 cfg.mac = self.nl.mac(cfg.name)
             else:
@@ -254,6 +256,24 @@ class Vteps:
             port.close()
             raise
         return port
+
+    def rename(self, port: Port, name: str) -> None:
+        """``port``'s TAP is called ``name`` now (``ip link set OLD name NEW``): so is the VTEP,
+        for every command (``dev NAME``), event and listing, and so is its control socket,
+        which is bound anew (abstract names cannot be renamed; connections already open stay
+        open).  Raises ControlError, and changes nothing, when ``@vxtun/NAME`` is held."""
+        old = port.config.name
+        if self.by_name.get(old) is not port or name == old:
+            return
+        if name in self.by_name:
+            raise ControlError(f"a vxtun VTEP named {name} is already running in this "
+                               "namespace")
+        lst = control.listen(name)
+        port.listener, old_lst = lst, port.listener
+        del self.by_name[old]
+        self.by_name[name] = port
+        port.config.name = name
+        old_lst.close()
 
     def remove(self, port: Port) -> None:
         """Take one VTEP away while the others keep running: its TAP goes with its fd, its

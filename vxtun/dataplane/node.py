@@ -22,6 +22,7 @@ import sys
 import time
 
 from ..core import VtepConfig
+from ..errors import ControlError
 from ..io import tap
 from ..io import linkwatch
 from ..io.linkwatch import LinkWatch
@@ -59,9 +60,10 @@ class Node:
         self.control = ControlServer(self.loop, self, self.fanout)
         self.on_down = None             # set by the owner: down removes one VTEP, not all
         self.on_tap_gone = None         # set by the owner: tells the up that held the VTEP
-        # RTM_DELLINK: a deleted TAP is noticed even when nothing is read from it
+        # RTM_DELLINK: a deleted TAP is noticed even when nothing is read from it;
+        # RTM_NEWLINK: a renamed one is followed
         self.links = LinkWatch()
-        self.loop.watch(self.links.fileno(), self._links_deleted)
+        self.loop.watch(self.links.fileno(), self._links_changed)
         self._moved: set[Port] = set()  # VTEPs whose TAP was moved to another namespace
 
     @property
@@ -122,8 +124,8 @@ class Node:
         if not self.ports:
             self.stop()
 
-    def _links_deleted(self) -> None:
-        """Links gone from the namespace (vxtun/io/linkwatch.py).  A VTEP whose TAP was
+    def _links_changed(self) -> None:
+        """Links gone from the namespace or renamed (vxtun/io/linkwatch.py).  A VTEP whose TAP was
         deleted goes as ``tap_gone`` says, whichever of this and the TAP's read error comes
         first.  A TAP moved to another namespace (``ip link set vxtun0 netns X``) is served
         there, as the kernel serves a vxlan device moved away from the namespace it was made in
@@ -131,12 +133,44 @@ class Node:
         and the underlay sockets of this namespace, and ``vxtun down`` here ends it.  That is
         logged once; the own-MAC check then keeps the TAP's MAC of before the move (the name no
         longer reads it here).  When notifications were lost (ENOBUFS), every VTEP's TAP is
-        looked at, so that a move is still noticed."""
-        for link in self.links.deleted():
-            self._tap_left(link.name, link.moved)
+        looked at, so that a move is still noticed, and every TAP's name is read again, so
+        that a rename is too."""
+        for link in self.links.changes():
+            if isinstance(link, linkwatch.DelLink):
+                self._tap_left(link.name, link.moved)
+            else:
+                self._renamed(link.index, link.name)
         if self.links.lost():
             for name, port in list(self.ports.items()):
                 self._tap_left(name, linkwatch.tap_attached(port.tap_fd))
+            for port in list(self.ports.values()):
+                if port not in self._moved and port.tap_index:
+                    now = self.nl.name(port.tap_index)
+                    if now is not None:
+                        self._renamed(port.tap_index, now)
+
+    def _renamed(self, index: int, name: str) -> None:
+        """Link ``index`` is called ``name`` now (an RTM_NEWLINK).  If it is a VTEP's TAP under
+        another name (``ip link set vxtun0 name ov0``), the VTEP takes the new name, as a
+        kernel vxlan device, which knows itself by its index, goes on under its new one:
+        ``dev ov0`` in every command, event and listing, and the control socket
+        ``@vxtun/ov0``.  A TAP moved away is left alone: its index here means another link."""
+        port = next((p for p in self.ports.values()
+                     if p.tap_index == index and p not in self._moved), None)
+        if port is None or port.config.name == name:
+            return
+        old = port.config.name
+        self.control.unlisten(port)
+        try:
+            self.vteps.rename(port, name)
+        except (ControlError, OSError) as e:
+            print(f"vxtun: {old}: the TAP is called {name} now, but the VTEP keeps its name: "
+                  f"{e}", file=sys.stderr, flush=True)
+        else:
+            print(f"vxtun: {old}: the TAP was renamed {name} (ip link set name); so is the "
+                  "VTEP", file=sys.stderr, flush=True)
+        finally:
+            self.control.listen(port)
 
     def _tap_left(self, name: str, moved: bool) -> None:
         """The TAP ``name`` may have left the namespace.  A VTEP of the same name started since

@@ -60,6 +60,14 @@ class ControlServer:
         if self._paused_until is None:
             self._watch(port)
 
+    def unlisten(self, port) -> None:
+        """Stop accepting for ``port`` (its connections stay): its listener is about to be
+        replaced (a renamed TAP, Node._renamed), and ``listen`` serves the new one."""
+        if port in self._serving:
+            self._serving.discard(port)
+            if self._paused_until is None:
+                self.loop.unwatch(port.listener.fileno())
+
     def _watch(self, port) -> None:
         self.loop.watch(port.listener.fileno(), lambda: self._accept(port))
 

@@ -1,4 +1,5 @@
-"""Which links of the namespace are deleted: RTM_DELLINK from the kernel's RTNLGRP_LINK group.
+"""Which links of the namespace are deleted or renamed: RTM_DELLINK and RTM_NEWLINK from the
+kernel's RTNLGRP_LINK group.
 
 A VTEP learns that its TAP was deleted (``ip link del vxtun0``) from the first failed read of
 the TAP (vxtun/io/tap.py), and also from this notification (rtnl_notify() of the link's
@@ -13,6 +14,12 @@ vxlan device can be moved too, and keeps working from there through the UDP sock
 namespace it was made in (vxlan->net: the x-netns use of ``ip link add vxlan0 ...; ip link
 set vxlan0 netns X``); vxtun does the same (vxtun/dataplane/node.py ``Node._links_deleted``),
 and only needs to know that the name it no longer sees was moved, not deleted.
+
+A TAP renamed (``ip link set vxtun0 name ov0``) is announced here too: every RTM_NEWLINK
+carries the link's name (rtnl_fill_ifinfo), and dev_change_name() sends one (netdev_state_change
+via NETDEV_CHANGENAME).  The kernel's vxlan device knows itself by ifindex and does not care;
+vxtun knows its VTEPs by name (``dev NAME`` in every command, the control socket
+``@vxtun/NAME``), so the owner follows the rename (vxtun/dataplane/node.py ``Node._renamed``).
 
 A plain non-blocking netlink socket, parsed by hand (a struct nlmsghdr, a struct ifinfomsg
 and the IFLA_IFNAME attribute are all that is needed), so that the loop's select() sees every
@@ -29,6 +36,7 @@ from typing import NamedTuple
 from .rtnl import attributes, messages
 
 RTMGRP_LINK = 1
+RTM_NEWLINK = 16
 RTM_DELLINK = 17
 IFLA_IFNAME = 3
 IFLA_NEW_NETNSID = 45
@@ -47,12 +55,19 @@ class DelLink(NamedTuple):
         return self.netnsid is not None
 
 
-def deleted_links(data: bytes) -> list[DelLink]:
-    """Every RTM_DELLINK with a name in ``data`` (one recv of netlink messages); anything
-    else, or anything malformed, is skipped."""
-    out = []
+class NewLink(NamedTuple):
+    """One RTM_NEWLINK: a link's index and its name now (a new link, a changed one, or a
+    renamed one)."""
+    index: int
+    name: str
+
+
+def link_changes(data: bytes) -> list[DelLink | NewLink]:
+    """Every RTM_DELLINK and RTM_NEWLINK with a name in ``data`` (one recv of netlink
+    messages), in the kernel's order; anything else, or anything malformed, is skipped."""
+    out: list[DelLink | NewLink] = []
     for kind, body, end in messages(data):
-        if kind != RTM_DELLINK or end - body < _IFINFO.size:
+        if kind not in (RTM_DELLINK, RTM_NEWLINK) or end - body < _IFINFO.size:
             continue
         index = _IFINFO.unpack_from(data, body)[2]
         name = netnsid = None
@@ -61,9 +76,21 @@ def deleted_links(data: bytes) -> list[DelLink]:
                 name = value.split(b"\0", 1)[0]
             elif atype == IFLA_NEW_NETNSID and len(value) >= 4:
                 netnsid = struct.unpack_from("=i", value)[0]
-        if name is not None:
-            out.append(DelLink(index, name.decode(errors="replace"), netnsid))
+        if name is None:
+            continue
+        name = name.decode(errors="replace")
+        out.append(DelLink(index, name, netnsid) if kind == RTM_DELLINK else NewLink(index, name))
     return out
+
+
+def deleted_links(data: bytes) -> list[DelLink]:
+    """Every RTM_DELLINK with a name in ``data``."""
+    return [c for c in link_changes(data) if isinstance(c, DelLink)]
+
+
+def new_links(data: bytes) -> list[NewLink]:
+    """Every RTM_NEWLINK with a name in ``data``."""
+    return [c for c in link_changes(data) if isinstance(c, NewLink)]
 
 
 TUNGETIFF = 0x800454D2
@@ -96,10 +123,11 @@ class LinkWatch:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def deleted(self) -> list[DelLink]:
-        """The links deleted since the last call (the socket is readable, or may be).  When
-        notifications were lost meanwhile, ``lost()`` says so once."""
-        out = []
+    def changes(self) -> list[DelLink | NewLink]:
+        """The links deleted, and the RTM_NEWLINKs (names now), since the last call (the
+        socket is readable, or may be), in the kernel's order.  When notifications were lost
+        meanwhile, ``lost()`` says so once."""
+        out: list[DelLink | NewLink] = []
         while True:
             try:
                 data = self.sock.recv(65536)
@@ -112,7 +140,11 @@ class LinkWatch:
                 # RTM_DELLINK may be among what was dropped; what follows still arrives
                 self._lost = True
                 continue
-            out += deleted_links(data)
+            out += link_changes(data)
+
+    def deleted(self) -> list[DelLink]:
+        """The links deleted since the last call (``changes`` without the new links)."""
+        return [c for c in self.changes() if isinstance(c, DelLink)]
 
     def lost(self) -> bool:
         """Whether notifications were lost since the last call: the caller must look at its

@@ -31,6 +31,15 @@ class Netlink:
             raise LocalError(f"device {ifname!r} does not exist")
         return idx[0]
 
+    def name(self, index: int) -> str | None:
+        """The name of link ``index``, or None if there is none."""
+        try:
+            link = self.ipr.get_links(index)[0]
+        except Exception:           # pyroute2's NetlinkError (ENODEV), or an empty answer
+            return None
+        name = _attr(link, "IFLA_IFNAME")
+        return str(name) if name else None
+
     def exists(self, ifname: str) -> bool:
         return bool(self.ipr.link_lookup(ifname=ifname))
 
