@@ -26,11 +26,19 @@ automq stays in charge (vxtun/fastpath/threads.pyx still writes proxy answers on
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
+import platform
 import struct
+import sys
 
-SYS_BPF = 321                      # x86_64
+# bpf()'s number (arch/*/entry/syscalls, include/uapi/asm-generic/unistd.h), on the
+# little-endian machines whose instruction encoding this module writes; elsewhere None, and
+# ``load`` fails (ENOSYS): tun's automq steers then, as where the kernel refuses the program.
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "loongarch64": 280,
+            "ppc64le": 361, "i386": 357, "i686": 357, "armv7l": 386, "armv6l": 386}
+SYS_BPF = _SYS_BPF.get(platform.machine()) if sys.byteorder == "little" else None
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_TYPE_SOCKET_FILTER = 1
@@ -177,6 +185,9 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _bpf(cmd: int, attr: bytes) -> int:
+    if SYS_BPF is None:
+        raise OSError(errno.ENOSYS, f"bpf() on {platform.machine()} ({sys.byteorder}-endian) "
+                                    "is not known to vxtun")
     buf = ctypes.create_string_buffer(attr, 128)
     r = _libc.syscall(SYS_BPF, cmd, buf, 128)
     if r < 0:
@@ -214,6 +225,8 @@ def steer(tap_fd: int, mac: bytes, queues: int) -> str | None:
     try:
         fd = load(program(mac, queues))
     except OSError as e:
+        if SYS_BPF is None:
+            return f"no steering program: {e.strerror}"
         return f"the kernel refused the steering program ({e.strerror})"
     try:
         fcntl.ioctl(tap_fd, TUNSETSTEERINGEBPF, struct.pack("i", fd))
