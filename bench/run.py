@@ -475,24 +475,18 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"FAILED: {e}")
                 res["error"] = str(e)
                 failed = True
-        if a.vteps > 0:
-            for n in names:
-                if n not in VTEP_PAIRINGS or (no_fast and "vxtun" in n):
-                    continue
-                res = results["pairings"][n].setdefault("many_vteps", {})
-                try:
-                    bench_vteps(n, a.vteps, cfg, log, res)
-                except Exception as e:
-                    log(f"FAILED: {e}")
-                    res["error"] = str(e)
-                    failed = True
+        # The parts run again for VTEP_PAIRINGS only, each into the pairing's ``key``.
+        parts = [("many_vteps", lambda n, res: bench_vteps(n, a.vteps, cfg, log, res))
+                 ] if a.vteps > 0 else []
         if not a.no_ipv6:
+            parts.append(("ipv6", lambda n, res: bench_ipv6(n, cfg, log, res)))
+        for key, part in parts:
             for n in names:
                 if n not in VTEP_PAIRINGS or (no_fast and "vxtun" in n):
                     continue
-                res = results["pairings"][n].setdefault("ipv6", {})
+                res = results["pairings"][n].setdefault(key, {})
                 try:
-                    bench_ipv6(n, cfg, log, res)
+                    part(n, res)
                 except Exception as e:
                     log(f"FAILED: {e}")
                     res["error"] = str(e)
